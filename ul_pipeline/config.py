@@ -1,0 +1,235 @@
+"""Structured experiment configs: base -> experiment -> overrides, validated before any compute.
+
+Every hyper-parameter lives here exactly once, with its meaning and units. YAML files under
+`configs/` only change values; an unknown key or a wrong type fails with a `ConfigError` that names
+the key and the file it came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+class ConfigError(ValueError):
+    """A config key is unknown, mistyped or out of range; the message names it."""
+
+
+@dataclass
+class DataConfig:
+    source: str = "fashion_mnist"  # fashion_mnist | image_folder | shards
+    uri: Optional[str] = None  # source location (fsspec URL); None = the embedded Debian dataset
+    resolution: int = 32  # images are padded/resized to resolution x resolution pixels
+    channels: int = 1  # 1 (grayscale) or 3 (RGB)
+    num_classes: int = 10  # class labels are ints in [0, num_classes)
+    val_size: int = 1000  # held-out samples taken (deterministically) from the source
+    limit: Optional[int] = None  # use at most this many source samples (None = all)
+    shard_size: int = 2000  # samples per WebDataset tar shard
+    seed: int = 0  # seed of the train/validation split
+    in_memory: bool = True  # Stage-1 training loads the train shards into RAM (else streams)
+    shuffle_buffer: int = 2000  # streaming shuffle buffer, in samples
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 64  # examples per optimiser step (per device)
+    total_samples: int = 100_000  # training length, in samples seen
+    lr: float = 2e-4  # AdamW peak learning rate
+    weight_decay: float = 0.0  # AdamW decoupled weight decay
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.99])  # AdamW betas
+    warmup_samples: int = 5_000  # linear learning-rate warm-up, in samples seen
+    grad_clip: float = 1.0  # max global gradient norm (0 = off)
+    ema_decay: float = 0.999  # EMA of weights per step (0 = off)
+    checkpoint_every_samples: int = 10_000  # write last.pt every this many samples seen
+    log_every_samples: int = 1_000  # emit metrics every this many samples seen
+    seed: int = 0  # seeds derive from (seed, rank, samples_seen)
+
+
+@dataclass
+class Stage1Config:
+    preset: str = "small"  # network preset name (see ul_pipeline.nets.presets)
+    latent_channels: Optional[int] = None  # None = the preset's latent channels
+    logsnr_0: float = 5.0  # eq. 2: encoder noise level lambda(0); the paper fixes 5
+    prior_logsnr_min: float = -15.0  # prior schedule end point lambda_min (nats-level)
+    decoder_logsnr_min: float = -10.0  # decoder schedule, before the resolution shift
+    decoder_logsnr_max: float = 10.0
+    decoder_shift: bool = True  # add 2 log(64/d) to the decoder's schedule (simple diffusion)
+    c_lf: float = 1.5  # decoder loss factor; higher puts more bits in the latent
+    bias: float = 0.0  # b in the decoder's sigmoid(b - lambda) weighting
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass
+class Stage2Config:
+    preset: str = "small"  # base-model preset name
+    bias: float = 0.0  # b in the base model's sigmoid(b - lambda) weighting
+    logsnr_min: float = -15.0  # base-model schedule start; its end is tied to stage1.logsnr_0
+    label_dropout: float = 0.1  # probability a label is replaced by the null class (for CFG)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass
+class EncodeConfig:
+    dtype: str = "float32"  # z_clean storage dtype: float32 | float16
+    block_size: int = 1024  # samples per Zarr chunk and per resumable extraction block
+    batch_size: int = 256  # encoder batch size during extraction
+
+
+@dataclass
+class SampleConfig:
+    steps: int = 100  # base-model ancestral steps from lambda_min down to lambda(0)
+    decoder_steps: int = 100  # decoder ancestral steps
+    guidance: float = 0.0  # classifier-free guidance weight w (0 = conditional, no guidance)
+    batch_size: int = 256
+
+
+@dataclass
+class EvalConfig:
+    num_samples: int = 1000  # images for PSNR/rFID and samples for gFID
+    fid: bool = True  # compute rFID/gFID/KID with the TF-Inception features
+    psnr_floor: float = 15.0  # asset-check warning below this PSNR (dB)
+    bits_per_pixel_band: list[float] = field(default_factory=lambda: [0.01, 2.0])  # check band
+    grid_size: int = 64  # images in the reconstruction and sample grids
+
+
+@dataclass
+class ComputeConfig:
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16
+    workers: int = 0  # DataLoader workers
+    deterministic: bool = False  # torch deterministic algorithms (for exact resume checks)
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "default"
+    latent_store_of: Optional[str] = None  # reuse this experiment's Stage 1 + latent store
+    data: DataConfig = field(default_factory=DataConfig)
+    stage1: Stage1Config = field(default_factory=Stage1Config)
+    encode: EncodeConfig = field(default_factory=EncodeConfig)
+    stage2: Stage2Config = field(default_factory=Stage2Config)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    compute: ComputeConfig = field(default_factory=ComputeConfig)
+
+
+def _merge_one(cfg: DictConfig, other: Any, origin: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(cfg, other)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or getattr(e, "key", None) or "?"
+        raise ConfigError(f"{origin}: bad config key '{key}': {e.msg if hasattr(e, 'msg') else e}") from None
+
+
+def experiment_names(config_dir: Path | str = CONFIG_DIR) -> list[str]:
+    """Names of the experiments in `config_dir/experiments/*.yaml`, sorted."""
+    return sorted(p.stem for p in (Path(config_dir) / "experiments").glob("*.yaml"))
+
+
+def load_config(
+    experiment: str | Path | None = None,
+    overrides: list[str] | dict | None = None,
+    config_dir: Path | str = CONFIG_DIR,
+) -> DictConfig:
+    """Merge schema <- configs/base.yaml <- experiment YAML <- overrides, validate, and freeze.
+
+    `experiment` is a name under `configs/experiments/` or a path to a YAML file. `overrides`
+    are dotlist strings (`stage1.c_lf=1.7`) or a nested dict.
+    """
+    config_dir = Path(config_dir)
+    cfg = OmegaConf.structured(ExperimentConfig)
+    OmegaConf.set_struct(cfg, True)
+    base = config_dir / "base.yaml"
+    if base.exists():
+        cfg = _merge_one(cfg, OmegaConf.load(base), str(base))
+    if experiment is not None:
+        path = Path(experiment)
+        if path.suffix not in (".yaml", ".yml"):
+            path = config_dir / "experiments" / f"{experiment}.yaml"
+        if not path.exists():
+            known = ", ".join(experiment_names(config_dir)) or "none"
+            raise ConfigError(f"unknown experiment '{experiment}': no file {path} (known: {known})")
+        cfg = _merge_one(cfg, OmegaConf.load(path), str(path))
+        if "name" not in OmegaConf.load(path):
+            cfg.name = path.stem
+    if overrides:
+        if isinstance(overrides, dict):
+            other = OmegaConf.create(overrides)
+        else:
+            try:
+                other = OmegaConf.from_dotlist(list(overrides))
+            except OmegaConfBaseException as e:
+                raise ConfigError(f"command-line overrides: {e}") from None
+        cfg = _merge_one(cfg, other, "overrides")
+    validate(cfg)
+    OmegaConf.set_readonly(cfg, True)
+    return cfg
+
+
+def _check(ok: bool, key: str, msg: str) -> None:
+    if not ok:
+        raise ConfigError(f"config key '{key}': {msg}")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Range and choice checks that a type alone cannot express."""
+    _check(cfg.data.source in ("fashion_mnist", "image_folder", "shards"), "data.source",
+           f"must be fashion_mnist, image_folder or shards, got '{cfg.data.source}'")
+    _check(cfg.data.channels in (1, 3), "data.channels", f"must be 1 or 3, got {cfg.data.channels}")
+    _check(cfg.data.resolution >= 8, "data.resolution", "must be >= 8")
+    _check(cfg.data.shard_size > 0, "data.shard_size", "must be > 0")
+    _check(cfg.stage1.c_lf > 0, "stage1.c_lf", "must be > 0")
+    _check(cfg.stage1.prior_logsnr_min < cfg.stage1.logsnr_0, "stage1.prior_logsnr_min",
+           "must be below stage1.logsnr_0")
+    _check(cfg.stage1.decoder_logsnr_min < cfg.stage1.decoder_logsnr_max, "stage1.decoder_logsnr_min",
+           "must be below stage1.decoder_logsnr_max")
+    _check(cfg.stage2.logsnr_min < cfg.stage1.logsnr_0, "stage2.logsnr_min", "must be below stage1.logsnr_0")
+    _check(0.0 <= cfg.stage2.label_dropout < 1.0, "stage2.label_dropout", "must be in [0, 1)")
+    _check(cfg.encode.dtype in ("float32", "float16"), "encode.dtype", "must be float32 or float16")
+    _check(cfg.compute.precision in ("auto", "fp32", "bf16"), "compute.precision", "must be auto, fp32 or bf16")
+    for stage in ("stage1", "stage2"):
+        t = cfg[stage].train
+        _check(t.batch_size > 0, f"{stage}.train.batch_size", "must be > 0")
+        _check(t.total_samples > 0, f"{stage}.train.total_samples", "must be > 0")
+        _check(0.0 <= t.ema_decay < 1.0, f"{stage}.train.ema_decay", "must be in [0, 1)")
+    from ul_pipeline.nets.presets import PRESETS  # local: presets import torch modules
+
+    for key in ("stage1.preset", "stage2.preset"):
+        name = OmegaConf.select(cfg, key)
+        _check(name in PRESETS, key, f"unknown preset '{name}' (known: {', '.join(PRESETS)})")
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg, resolve=True)
+
+
+def to_dict(cfg: DictConfig) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def from_dict(d: dict) -> DictConfig:
+    """Rebuild a validated, frozen config from a resolved dict (as stored in checkpoints)."""
+    cfg = _merge_one(OmegaConf.structured(ExperimentConfig), d, "stored config")
+    validate(cfg)
+    OmegaConf.set_readonly(cfg, True)
+    return cfg
+
+
+def config_hash(d: dict | DictConfig) -> str:
+    """sha256 of a config's canonical JSON, a short identity for artifacts."""
+    if isinstance(d, DictConfig):
+        d = to_dict(d)
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
+
+
+def dataclass_fields(cls) -> list[str]:  # for docs/tests
+    return [f.name for f in dataclasses.fields(cls)]
