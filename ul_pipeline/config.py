@@ -127,7 +127,8 @@ def _merge_one(cfg: DictConfig, other: Any, origin: str) -> DictConfig:
         return OmegaConf.merge(cfg, other)
     except OmegaConfBaseException as e:
         key = getattr(e, "full_key", None) or getattr(e, "key", None) or "?"
-        raise ConfigError(f"{origin}: bad config key '{key}': {e.msg if hasattr(e, 'msg') else e}") from None
+        first_line = str(getattr(e, "msg", e)).splitlines()[0]
+        raise ConfigError(f"{origin}: bad config key '{key}': {first_line}") from None
 
 
 def experiment_names(config_dir: Path | str = CONFIG_DIR) -> list[str]:

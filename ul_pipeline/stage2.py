@@ -1,0 +1,72 @@
+"""Stage 2: a class-conditional base model on frozen, cached z_clean (UL_METHOD.md sec. 3)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from ul_pipeline.diffusion import Schedule, ancestral_sample, classifier_free_guidance, diffusion_term_nats, sigmoid_weight
+from ul_pipeline.diffusion.forward import add_noise
+
+
+@dataclass
+class Stage2Terms:
+    """Per-example Stage-2 terms (B,), nats summed over latent dimensions."""
+
+    weighted_nats: Tensor  # the training loss: sigmoid-weighted
+    elbo_diffusion_nats: Tensor  # the same draw with w == 1, for monitoring only
+
+    def summary(self) -> dict[str, float]:
+        return {"loss_nats": self.weighted_nats.detach().float().mean().item(),
+                "elbo_diffusion_nats": self.elbo_diffusion_nats.detach().float().mean().item()}
+
+
+class BaseModel(nn.Module):
+    """Denoiser on z_clean whose most precise level is tied to the encoder's lambda(0)."""
+
+    def __init__(self, net: nn.Module, latent_shape: tuple[int, ...], num_classes: int, *,
+                 logsnr_0: float = 5.0, logsnr_min: float = -15.0, bias: float = 0.0,
+                 label_dropout: float = 0.1):
+        super().__init__()
+        self.net = net
+        self.latent_shape = tuple(latent_shape)
+        self.num_classes = num_classes  # label id num_classes is the null label
+        self.schedule = Schedule(logsnr_min, logsnr_0)  # sec. 3: ends at lambda(0), not a free knob
+        self.bias, self.label_dropout = bias, label_dropout
+
+    @classmethod
+    def from_config(cls, cfg, latent_shape: tuple[int, ...]) -> "BaseModel":
+        """Build from an ExperimentConfig (stage2 section, data.num_classes, stage1.logsnr_0)."""
+        from ul_pipeline.nets.presets import build_base_model
+
+        net = build_base_model(cfg.stage2.preset, tuple(latent_shape), cfg.data.num_classes)
+        return cls(net, latent_shape, cfg.data.num_classes, logsnr_0=cfg.stage1.logsnr_0,
+                   logsnr_min=cfg.stage2.logsnr_min, bias=cfg.stage2.bias,
+                   label_dropout=cfg.stage2.label_dropout)
+
+    def drop_labels(self, labels: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """Replace each label by the null label with probability label_dropout."""
+        drop = torch.rand(labels.shape, generator=generator, device=labels.device) < self.label_dropout
+        return torch.where(drop, torch.full_like(labels, self.num_classes), labels)
+
+    def loss_terms(self, z_clean: Tensor, labels: Tensor, generator: torch.Generator | None = None) -> Stage2Terms:
+        """Sigmoid-weighted eps-MSE on z_t = alpha z_clean + sigma eps; noise drawn here, never stored."""
+        labels = self.drop_labels(labels, generator) if self.training else labels
+        noised = add_noise(z_clean, self.schedule, generator)
+        eps_hat = noised.eps_hat(self.net(noised.x_t, noised.logsnr, labels))
+        weighted = diffusion_term_nats(noised.eps, eps_hat, noised.neg_dlogsnr_dt,
+                                       sigmoid_weight(noised.logsnr, self.bias))
+        elbo = diffusion_term_nats(noised.eps, eps_hat, noised.neg_dlogsnr_dt, torch.ones_like(noised.logsnr))
+        return Stage2Terms(weighted, elbo.detach())
+
+    @torch.no_grad()
+    def sample_z0(self, labels: Tensor, steps: int, guidance: float = 0.0,
+                  generator: torch.Generator | None = None,
+                  progress: Callable[[int, int], None] | None = None) -> Tensor:
+        """Ancestral sampling from lambda_min down to lambda(0): a z0 sample for the decoder."""
+        denoise = classifier_free_guidance(self.net, labels, self.num_classes, guidance)
+        return ancestral_sample(denoise, (labels.shape[0], *self.latent_shape), self.schedule, steps,
+                                final="noisy", generator=generator, device=labels.device, progress=progress)

@@ -1,0 +1,43 @@
+"""In-memory batches whose order is a pure function of samples_seen (exact resume)."""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+from torch import Tensor
+
+from ul_pipeline.train.seeding import derive_seed
+
+
+class ShuffledBatches:
+    """Batches from epoch-wise permutations seeded by (seed, epoch); call with samples_seen to resume."""
+
+    def __init__(self, *tensors: Tensor, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1):
+        if not tensors or any(len(t) != len(tensors[0]) for t in tensors):
+            raise ValueError("ShuffledBatches needs tensors of equal, non-zero length")
+        self.tensors, self.batch_size, self.seed = tensors, batch_size, seed
+        self.rank, self.world_size = rank, world_size
+        self.n = len(tensors[0])
+        self._perms: dict[int, Tensor] = {}
+
+    def _perm(self, epoch: int) -> Tensor:
+        if epoch not in self._perms:
+            g = torch.Generator().manual_seed(derive_seed(self.seed, 0, epoch))
+            self._perms = {epoch: torch.randperm(self.n, generator=g)}  # keep one epoch cached
+        return self._perms[epoch]
+
+    def indices(self, start: int, count: int) -> Tensor:
+        """Dataset indices of global sample positions [start, start + count)."""
+        pos = torch.arange(start, start + count)
+        epochs, offsets = pos // self.n, pos % self.n
+        return torch.cat([self._perm(int(e))[offsets[epochs == e]] for e in torch.unique(epochs)])
+
+    def __call__(self, samples_seen: int = 0) -> Iterator[tuple[Tensor, ...]]:
+        """Infinite batches starting at global sample position `samples_seen` (this rank's share)."""
+        global_batch = self.batch_size * self.world_size
+        pos = samples_seen * self.world_size
+        while True:
+            idx = self.indices(pos + self.rank * self.batch_size, self.batch_size)
+            yield tuple(t[idx] for t in self.tensors)
+            pos += global_batch

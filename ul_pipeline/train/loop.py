@@ -1,0 +1,206 @@
+"""One generic training loop: AdamW, warm-up, clipping, EMA, bf16 autocast on GPU, callbacks, resume.
+
+Progress is counted in samples seen; every random draw of a step is seeded from
+(seed, rank, samples_seen), so a run interrupted and re-run ends with the same weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import torch
+from torch import Tensor, nn
+
+from ul_pipeline.train.checkpoint import check_resumable, load_checkpoint, save_checkpoint
+from ul_pipeline.train.seeding import derive_seed
+
+LossFn = Callable[[nn.Module, tuple[Tensor, ...]], tuple[Tensor, dict[str, float]]]
+
+
+@dataclass
+class TrainState:
+    step: int = 0
+    samples_seen: int = 0
+
+
+class Callback:
+    """Hooks the loop calls; Dagster, tqdm and logging enter here, the loop never sees them."""
+
+    def on_start(self, state: TrainState, total_samples: int) -> None: ...
+    def on_step(self, state: TrainState, loss: float) -> None: ...
+    def on_log(self, state: TrainState, metrics: dict[str, float]) -> None: ...
+    def on_checkpoint(self, state: TrainState, path: Path) -> None: ...
+    def on_end(self, state: TrainState) -> None: ...
+
+
+class ProgressBar(Callback):
+    """A tqdm bar in samples seen, with the latest loss."""
+
+    def __init__(self, desc: str = "train"):
+        self.desc, self.bar = desc, None
+
+    def on_start(self, state, total_samples):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total_samples, initial=state.samples_seen, desc=self.desc, unit="sample",
+                        dynamic_ncols=True, mininterval=1.0)
+
+    def on_step(self, state, loss):
+        self.bar.n = state.samples_seen
+        self.bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+        self.bar.update(0)
+
+    def on_end(self, state):
+        self.bar.close()
+
+
+class EMA:
+    """Exponential moving average of parameters and buffers, with a warm-up of the decay."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.shadow = {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        decay = min(self.decay, (1 + step) / (10 + step))
+        for k, v in model.state_dict().items():
+            if v.dtype.is_floating_point:
+                self.shadow[k].lerp_(v.detach(), 1.0 - decay)
+            else:
+                self.shadow[k].copy_(v)
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return self.shadow
+
+    def load_state_dict(self, sd: dict[str, Tensor]) -> None:
+        for k, v in sd.items():
+            self.shadow[k].copy_(v)
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module  # raw weights
+    ema_model: nn.Module  # EMA weights (use these downstream)
+    state: TrainState
+    history: list[dict[str, float]] = field(default_factory=list)
+    checkpoint: Path | None = None
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """auto -> cuda when available, else cpu."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """auto -> bf16 on GPU, fp32 on CPU."""
+    if precision == "auto":
+        return "bf16" if device.type == "cuda" else "fp32"
+    return precision
+
+
+def train(model: nn.Module, loss_fn: LossFn, batches: Callable[[int], Iterator[tuple[Tensor, ...]]],
+          train_cfg: Any, run_dir: str | Path, *, kind: str, config: dict, device: torch.device | str = "cpu",
+          precision: str = "fp32", callbacks: Iterable[Callback] = (), rank: int = 0,
+          extra: dict | None = None) -> TrainResult:
+    """Train `model` until train_cfg.total_samples, resuming from run_dir/last.pt when it exists.
+
+    loss_fn(model, batch) returns (scalar loss, metrics of plain floats). `batches(samples_seen)`
+    yields batches starting at that sample position. `config` is the resolved experiment config
+    stored in every checkpoint; `extra` is stored alongside (e.g. hashes of upstream artifacts).
+    """
+    device = torch.device(device)
+    run_dir = Path(run_dir)
+    ckpt_path = run_dir / "last.pt"
+    callbacks = list(callbacks)
+    model.to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, betas=tuple(train_cfg.betas),
+                                  weight_decay=train_cfg.weight_decay)
+    ema = EMA(model, train_cfg.ema_decay)
+    state, history = TrainState(), []
+    if ckpt_path.exists():
+        ckpt = load_checkpoint(ckpt_path, kind=kind, map_location=str(device))
+        check_resumable(ckpt, config, ckpt_path)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        ema.load_state_dict(ckpt["ema"])
+        state = TrainState(ckpt["step"], ckpt["samples_seen"])
+        history = ckpt.get("history", [])
+
+    def checkpoint() -> Path:
+        save_checkpoint(ckpt_path, {
+            "kind": kind, "model": model.state_dict(), "ema": ema.state_dict(),
+            "optimizer": optimizer.state_dict(), "step": state.step, "samples_seen": state.samples_seen,
+            "complete": state.samples_seen >= train_cfg.total_samples, "config": config,
+            "history": history, **(extra or {}),
+        })
+        (run_dir / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
+        for cb in callbacks:
+            cb.on_checkpoint(state, ckpt_path)
+        return ckpt_path
+
+    autocast = (torch.autocast(device_type="cuda", dtype=torch.bfloat16)
+                if precision == "bf16" and device.type == "cuda" else nullcontext())
+    for cb in callbacks:
+        cb.on_start(state, train_cfg.total_samples)
+    running: dict[str, float] = {}
+    n_running, t_last = 0, time.perf_counter()
+    batch_iter = batches(state.samples_seen)
+    model.train()
+    while state.samples_seen < train_cfg.total_samples:
+        torch.manual_seed(derive_seed(train_cfg.seed, rank, state.samples_seen))  # noise, t, dropout
+        batch = tuple(b.to(device, non_blocking=True) for b in next(batch_iter))
+        lr = train_cfg.lr * min(1.0, (state.samples_seen + len(batch[0])) / max(1, train_cfg.warmup_samples))
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        with autocast:
+            loss, step_metrics = loss_fn(model, batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"non-finite loss {loss.item()} at samples_seen={state.samples_seen} "
+                                     f"(step {state.step}); last checkpoint: {ckpt_path}")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = (nn.utils.clip_grad_norm_(model.parameters(), train_cfg.grad_clip)
+                     if train_cfg.grad_clip > 0 else torch.tensor(float("nan")))
+        optimizer.step()
+        ema.update(model, state.step)
+        prev = state.samples_seen
+        state.step += 1
+        state.samples_seen += len(batch[0])
+        for k, v in {**step_metrics, "grad_norm": float(grad_norm), "lr": lr}.items():
+            running[k] = running.get(k, 0.0) + v
+        n_running += 1
+        for cb in callbacks:
+            cb.on_step(state, loss.item())
+        done = state.samples_seen >= train_cfg.total_samples
+        if done or _crossed(prev, state.samples_seen, train_cfg.log_every_samples):
+            now = time.perf_counter()
+            logged = {k: v / n_running for k, v in running.items()}
+            logged.update(step=state.step, samples_seen=state.samples_seen,
+                          samples_per_s=n_running * len(batch[0]) / max(now - t_last, 1e-9))
+            history.append(logged)
+            for cb in callbacks:
+                cb.on_log(state, logged)
+            running, n_running, t_last = {}, 0, now
+        if done or _crossed(prev, state.samples_seen, train_cfg.checkpoint_every_samples):
+            checkpoint()
+    for cb in callbacks:
+        cb.on_end(state)
+    ema_model = copy.deepcopy(model)
+    ema_model.load_state_dict(ema.state_dict())
+    ema_model.eval()
+    return TrainResult(model, ema_model, state, history, ckpt_path)
+
+
+def _crossed(before: int, after: int, every: int) -> bool:
+    """True when [before, after) contains a multiple of `every` past zero."""
+    return every > 0 and math.floor(after / every) > math.floor(before / every)

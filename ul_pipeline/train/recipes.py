@@ -1,0 +1,103 @@
+"""Stage 1 and Stage 2 training runs and checkpoint loading: what the CLI and the assets call."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Iterable
+
+import torch
+from omegaconf import DictConfig
+from torch import Tensor
+
+from ul_pipeline import config as config_lib
+from ul_pipeline.metrics import to_float
+from ul_pipeline.stage1 import UnifiedLatents
+from ul_pipeline.stage2 import BaseModel
+from ul_pipeline.train.batches import ShuffledBatches
+from ul_pipeline.train.checkpoint import CheckpointError, file_sha256, load_checkpoint
+from ul_pipeline.train.loop import Callback, TrainResult, resolve_device, resolve_precision, train
+
+
+def setup_compute(cfg: DictConfig) -> tuple[torch.device, str]:
+    """Device and precision from cfg.compute; deterministic algorithms when asked."""
+    device = resolve_device(cfg.compute.device)
+    if cfg.compute.deterministic:
+        torch.use_deterministic_algorithms(True)
+    return device, resolve_precision(cfg.compute.precision, device)
+
+
+def train_stage1(cfg: DictConfig, images: Tensor, run_dir: str | Path,
+                 callbacks: Iterable[Callback] = (), extra: dict | None = None) -> TrainResult:
+    """Train encoder, prior and decoder jointly on uint8 images (N, C, H, W); resumes from run_dir."""
+    expected = (cfg.data.channels, cfg.data.resolution, cfg.data.resolution)
+    if tuple(images.shape[1:]) != expected:
+        raise ValueError(f"stage 1 images have shape {tuple(images.shape[1:])}, config data.channels/"
+                         f"data.resolution expect {expected}")
+    device, precision = setup_compute(cfg)
+    torch.manual_seed(cfg.stage1.train.seed)  # initial weights
+    model = UnifiedLatents.from_config(cfg)
+    # both terms divided by the same constant (sec. 2.6), so gradient clipping sees O(1) values
+    scale = 1.0 / math.prod(model.image_shape)
+
+    def loss_fn(m: UnifiedLatents, batch):
+        terms = m.loss_terms(to_float(batch[0]))
+        return terms.total_nats.mean() * scale, terms.summary(m.image_shape, m.latent_shape)
+
+    tc = cfg.stage1.train
+    batches = ShuffledBatches(images, batch_size=tc.batch_size, seed=tc.seed)
+    return train(model, loss_fn, batches, tc, run_dir, kind="stage1", config=config_lib.to_dict(cfg),
+                 device=device, precision=precision, callbacks=callbacks,
+                 extra={"image_shape": list(model.image_shape), "latent_shape": list(model.latent_shape),
+                        **(extra or {})})
+
+
+def train_stage2(cfg: DictConfig, z_clean: Tensor, labels: Tensor, run_dir: str | Path,
+                 callbacks: Iterable[Callback] = (), extra: dict | None = None) -> TrainResult:
+    """Train the base model on cached z_clean (N, C, h, w) with int labels (N,); resumes from run_dir."""
+    device, precision = setup_compute(cfg)
+    latent_shape = tuple(z_clean.shape[1:])
+    torch.manual_seed(cfg.stage2.train.seed)
+    model = BaseModel.from_config(cfg, latent_shape)
+    scale = 1.0 / math.prod(latent_shape)
+
+    def loss_fn(m: BaseModel, batch):
+        terms = m.loss_terms(batch[0].float(), batch[1].long())
+        return terms.weighted_nats.mean() * scale, terms.summary()
+
+    tc = cfg.stage2.train
+    batches = ShuffledBatches(z_clean, labels, batch_size=tc.batch_size, seed=tc.seed)
+    return train(model, loss_fn, batches, tc, run_dir, kind="stage2", config=config_lib.to_dict(cfg),
+                 device=device, precision=precision, callbacks=callbacks,
+                 extra={"latent_shape": list(latent_shape), **(extra or {})})
+
+
+def load_stage1(path: str | Path, device: str | torch.device = "cpu", ema: bool = True
+                ) -> tuple[UnifiedLatents, DictConfig, dict]:
+    """(model in eval mode with EMA weights, its stored config, the checkpoint dict minus weights)."""
+    ckpt = load_checkpoint(path, kind="stage1")
+    cfg = config_lib.from_dict(ckpt["config"])
+    model = UnifiedLatents.from_config(cfg)
+    _load_weights(model, ckpt["ema" if ema else "model"], path)
+    meta = {k: v for k, v in ckpt.items() if k not in ("model", "ema", "optimizer")}
+    meta["sha256"] = file_sha256(path)
+    return model.to(device).eval(), cfg, meta
+
+
+def load_base_model(path: str | Path, device: str | torch.device = "cpu", ema: bool = True
+                    ) -> tuple[BaseModel, DictConfig, dict]:
+    """(base model in eval mode with EMA weights, its stored config, the checkpoint dict minus weights)."""
+    ckpt = load_checkpoint(path, kind="stage2")
+    cfg = config_lib.from_dict(ckpt["config"])
+    model = BaseModel.from_config(cfg, tuple(ckpt["latent_shape"]))
+    _load_weights(model, ckpt["ema" if ema else "model"], path)
+    meta = {k: v for k, v in ckpt.items() if k not in ("model", "ema", "optimizer")}
+    meta["sha256"] = file_sha256(path)
+    return model.to(device).eval(), cfg, meta
+
+
+def _load_weights(model: torch.nn.Module, state_dict: dict, path: str | Path) -> None:
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError as e:
+        raise CheckpointError(f"weights in {path} do not fit the network its config builds: {e}") from None
