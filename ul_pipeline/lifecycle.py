@@ -1,0 +1,218 @@
+"""The UL lifecycle as plain functions: shards -> Stage 1 -> latent store -> Stage 2 -> evaluation.
+
+The CLI (`python -m ul_pipeline`) and the Dagster assets are two thin fronts on these functions.
+Paths of checkpoints and evaluation outputs are local folders; shards and latent stores may live
+on any fsspec URL (local or s3://) with `storage_options` for credentials.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from ul_pipeline import config as config_lib
+from ul_pipeline import metrics
+from ul_pipeline.data import extract_latents, load_split_tensor, open_store, read_manifest, write_shards
+from ul_pipeline.data.sources import build_source
+from ul_pipeline.data.storage import url_to_fs, write_bytes_atomic
+from ul_pipeline.train.loop import Callback, TrainResult, resolve_device
+from ul_pipeline.train.recipes import load_base_model, load_stage1, train_stage1, train_stage2
+
+Progress = Callable[[int, int], None]
+StorageOptions = dict | None
+
+
+def make_shards(cfg: DictConfig, shards_url: str, *, storage_options: StorageOptions = None,
+                overwrite: bool = False, progress: Progress | None = None):
+    """Write the configured source as train/val WebDataset shards + manifest; returns the manifest."""
+    d = cfg.data
+    source = build_source(d.source, d.uri, resolution=d.resolution, channels=d.channels,
+                          storage_options=storage_options)
+    return write_shards(source, shards_url, shard_size=d.shard_size, val_size=d.val_size, seed=d.seed,
+                        resolution=d.resolution, channels=d.channels, num_classes=d.num_classes, limit=d.limit,
+                        storage_options=storage_options, overwrite=overwrite, progress=progress)
+
+
+def check_shards_match(cfg: DictConfig, manifest) -> None:
+    """The shards' resolution/channels/classes must be the config's; name both on mismatch."""
+    want = (cfg.data.resolution, cfg.data.channels, cfg.data.num_classes)
+    have = (manifest.resolution, manifest.channels, manifest.num_classes)
+    if want != have:
+        raise ValueError(f"shards {manifest.url} hold (resolution, channels, classes) {have}; config "
+                         f"data.resolution/data.channels/data.num_classes say {want}")
+
+
+def run_stage1(cfg: DictConfig, shards_url: str, run_dir: str | Path, *, storage_options: StorageOptions = None,
+               callbacks: Iterable[Callback] = ()) -> TrainResult:
+    """Stage 1 on the train split (loaded into RAM); resumes from run_dir/last.pt."""
+    manifest = read_manifest(shards_url, storage_options)
+    check_shards_match(cfg, manifest)
+    images, _, _ = load_split_tensor(shards_url, "train", storage_options=storage_options)
+    return train_stage1(cfg, images, run_dir, callbacks,
+                        extra={"dataset_manifest_sha256": manifest.sha256, "shards_url": shards_url})
+
+
+def encoder_fn(model, device: torch.device, batch_size: int = 256):
+    """uint8 images (B, C, H, W) -> z_clean float32 on CPU, with the Stage-1 encoder (EMA weights)."""
+
+    @torch.no_grad()
+    def encode(images: torch.Tensor) -> torch.Tensor:
+        outs = [model.encode(metrics.to_float(images[i:i + batch_size].to(device))).float().cpu()
+                for i in range(0, len(images), batch_size)]
+        return torch.cat(outs)
+
+    return encode
+
+
+def encode_latents(stage1_checkpoint: str | Path, shards_url: str, store_url: str, *, split: str = "train",
+                   cfg: DictConfig | None = None, storage_options: StorageOptions = None,
+                   store_storage_options: StorageOptions = None, progress: Progress | None = None):
+    """Encode a split into a Zarr latent store (resumable); `cfg` supplies encode.* (default: the checkpoint's)."""
+    device = resolve_device(cfg.compute.device if cfg is not None else "auto")
+    model, stage1_cfg, meta = load_stage1(stage1_checkpoint, device=device)
+    enc = (cfg or stage1_cfg).encode
+    store_meta = {"encoder_sha256": meta["sha256"], "stage1_config": config_lib.to_dict(stage1_cfg),
+                  "logsnr_0": float(stage1_cfg.stage1.logsnr_0), "latent_shape": list(model.latent_shape),
+                  "stage1_checkpoint": str(stage1_checkpoint), "code_version": meta.get("code_version")}
+    return extract_latents(shards_url, split, store_url, encoder_fn(model, device, enc.batch_size), store_meta,
+                           block_size=enc.block_size, batch_size=enc.batch_size, dtype=enc.dtype,
+                           storage_options=storage_options, store_storage_options=store_storage_options,
+                           progress=progress)
+
+
+def run_stage2(cfg: DictConfig, store_url: str, run_dir: str | Path, *, expect_encoder_sha256: str | None = None,
+               storage_options: StorageOptions = None, callbacks: Iterable[Callback] = ()) -> TrainResult:
+    """Stage 2 on a complete latent store (loaded into RAM; noise is drawn per step, never stored)."""
+    store = open_store(store_url, expect_encoder_sha256, storage_options=storage_options)
+    stored_logsnr_0 = float(store.meta["logsnr_0"])
+    if stored_logsnr_0 != cfg.stage1.logsnr_0:
+        raise ValueError(f"latent store {store_url} has logsnr_0={stored_logsnr_0}, config stage1.logsnr_0="
+                         f"{cfg.stage1.logsnr_0}: the base model's most precise level must match the encoder's")
+    z_clean = torch.from_numpy(np.asarray(store.z_clean[:], dtype=np.float32))
+    labels = torch.from_numpy(np.asarray(store.labels[:], dtype=np.int64))
+    return train_stage2(cfg, z_clean, labels, run_dir, callbacks,
+                        extra={"latent_store_url": store_url, "encoder_sha256": store.meta["encoder_sha256"],
+                               "dataset_manifest_sha256": store.meta.get("dataset_manifest_sha256")})
+
+
+def save_grid(images_uint8: torch.Tensor, path: str | Path, nrow: int = 8) -> Path:
+    """Save uint8 images (N, C, H, W) as one PNG grid."""
+    from torchvision.utils import make_grid, save_image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(make_grid(images_uint8.float() / 255.0, nrow=nrow, padding=2, pad_value=1.0), path)
+    return path
+
+
+def append_metrics_row(history_url: str, row: dict[str, Any], storage_options: StorageOptions = None) -> None:
+    """Append one row to a Parquet metrics history (written atomically) that any tool can read."""
+    import polars as pl
+
+    fs, path = url_to_fs(history_url, storage_options)
+    new = pl.DataFrame([row])
+    if fs.exists(path):
+        with fs.open(path, "rb") as f:
+            new = pl.concat([pl.read_parquet(f), new], how="diagonal_relaxed")
+    buf = io.BytesIO()
+    new.write_parquet(buf)
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    write_bytes_atomic(fs, path, buf.getvalue())
+
+
+@torch.no_grad()
+def evaluate(stage1_checkpoint: str | Path, shards_url: str, out_dir: str | Path, *,
+             base_checkpoint: str | Path | None = None, cfg: DictConfig | None = None,
+             storage_options: StorageOptions = None, history_url: str | None = None,
+             log: Callable[[str], None] = print, seed: int = 0) -> dict[str, Any]:
+    """Bits/pixel on held-out data, PSNR and rFID of reconstructions, gFID/KID of samples, grids.
+
+    `cfg` supplies eval.* and sample.* (default: the Stage-1 checkpoint's). Every number is
+    recorded with the sample count, sampler, steps and guidance that produced it.
+    """
+    t0 = time.perf_counter()
+    device = resolve_device(cfg.compute.device if cfg is not None else "auto")
+    ul, stage1_cfg, s1_meta = load_stage1(stage1_checkpoint, device=device)
+    cfg = cfg or stage1_cfg
+    ev, smp = cfg.eval, cfg.sample
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    images, labels, _ = load_split_tensor(shards_url, "val", storage_options=storage_options)
+    n = min(ev.num_samples, len(images))
+    images, labels = images[:n], labels[:n]
+    g = torch.Generator(device=device).manual_seed(seed)
+    result: dict[str, Any] = {
+        "experiment": cfg.name, "evaluated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "stage1_sha256": s1_meta["sha256"], "num_samples": n, "sampler": "ancestral",
+        "decoder_steps": smp.decoder_steps, "steps": smp.steps, "guidance": smp.guidance,
+        "c_lf": float(stage1_cfg.stage1.c_lf), "bias": float(stage1_cfg.stage1.bias),
+    }
+
+    def batches(total: int):
+        for i in range(0, total, smp.batch_size):
+            yield slice(i, min(total, i + smp.batch_size))
+
+    # bits/pixel from L_z with w == 1 on held-out images (4 draws of t and eps per image)
+    nats = torch.cat([ul.latent_nats(metrics.to_float(images[s].to(device)), repeats=4, generator=g).cpu()
+                      for s in batches(n)])
+    result["latent_nats"] = nats.mean().item()
+    result["bits_per_image"] = metrics.bits_per_image(result["latent_nats"])
+    result["bits_per_pixel"] = metrics.bits_per_pixel(result["latent_nats"], ul.image_shape)
+    result["bits_per_latent_dim"] = metrics.bits_per_latent_dim(result["latent_nats"], ul.latent_shape)
+    log(f"bits/pixel {result['bits_per_pixel']:.4f} on {n} held-out images")
+
+    recon = []
+    for s in batches(n):
+        x = metrics.to_float(images[s].to(device))
+        recon.append(metrics.to_uint8(ul.reconstruct(x, smp.decoder_steps, generator=g)).cpu())
+        log(f"reconstructed {s.stop}/{n}")
+    recon = torch.cat(recon)
+    result["psnr"] = metrics.psnr_uint8(images, recon).clamp(max=100.0).mean().item()
+    k = min(ev.grid_size, n)
+    pairs = torch.stack([images[:k], recon[:k]], 1).flatten(0, 1)  # original, reconstruction, ...
+    result["reconstruction_grid"] = str(save_grid(pairs, out_dir / "reconstructions.png", nrow=16))
+    log(f"PSNR {result['psnr']:.2f} dB")
+
+    samples = None
+    if base_checkpoint is not None:
+        base, _, b_meta = load_base_model(base_checkpoint, device=device)
+        if b_meta.get("encoder_sha256") not in (None, s1_meta["sha256"]):
+            raise ValueError(f"base model {base_checkpoint} was trained on latents of encoder "
+                             f"{b_meta['encoder_sha256']}, not {stage1_checkpoint} ({s1_meta['sha256']})")
+        result["base_sha256"] = b_meta["sha256"]
+        gen_labels = labels.to(device)  # the held-out class frequencies
+        samples = []
+        for s in batches(n):
+            z0 = base.sample_z0(gen_labels[s], smp.steps, smp.guidance, generator=g)
+            samples.append(metrics.to_uint8(ul.decode(z0, smp.decoder_steps, generator=g)).cpu())
+            log(f"sampled {s.stop}/{n}")
+        samples = torch.cat(samples)
+        result["sample_grid"] = str(save_grid(samples[:k], out_dir / "samples.png", nrow=int(math.sqrt(k)) or 1))
+
+    if ev.fid:
+        from ul_pipeline.fid import InceptionFeatures, frechet_distance, kernel_inception_distance
+
+        features = InceptionFeatures(device)
+        f_real = features(images)
+        f_recon = features(recon)
+        result["rfid"] = frechet_distance(f_real, f_recon)
+        log(f"rFID {result['rfid']:.2f}")
+        if samples is not None:
+            f_gen = features(samples)
+            result["gfid"] = frechet_distance(f_real, f_gen)
+            result["kid"], result["kid_std"] = kernel_inception_distance(f_real, f_gen, subset_size=min(n, 1000))
+            log(f"gFID {result['gfid']:.2f}  KID {result['kid']:.4f}")
+    result["eval_seconds"] = time.perf_counter() - t0
+    (out_dir / "metrics.json").write_text(json.dumps(result, indent=2))
+    if history_url is not None:
+        append_metrics_row(history_url, result, storage_options)
+    return result
