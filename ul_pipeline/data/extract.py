@@ -1,0 +1,123 @@
+"""Latent extraction: encode one split of the shards block by block into a latent store, resumably.
+
+Each block (`block_size` samples = one Zarr chunk per array) is encoded in batches that never
+cross a block boundary, written, then marked done in `blocks_done`. A crash keeps the finished
+blocks; a re-run encodes only the rest and produces the same store as an uninterrupted run (for a
+deterministic encoder). Channel statistics and `complete=True` are written last.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Iterator, Optional
+
+import numpy as np
+import torch
+
+from ul_pipeline.data.latent_store import (
+    LatentStore, LatentStoreError, create_store, finalize_store, open_store, store_exists,
+)
+from ul_pipeline.data.loader import iter_split
+from ul_pipeline.data.shards import read_manifest
+from ul_pipeline.data.sources import Sample
+from ul_pipeline.data.storage import StorageOptions
+
+EncodeFn = Callable[[torch.Tensor], torch.Tensor]  # uint8 (B, C, H, W) -> z_clean float (B, c, h, w)
+_MUST_MATCH = ("dataset_manifest_sha256", "split", "num_samples", "block_size", "dtype")
+
+
+def _encode_block(encode_fn: EncodeFn, images: np.ndarray, batch_size: int, where: str) -> np.ndarray:
+    out = []
+    with torch.no_grad():
+        for lo in range(0, len(images), batch_size):
+            x = torch.from_numpy(images[lo:lo + batch_size])  # (B, C, H, W) uint8
+            z = encode_fn(x)
+            if not isinstance(z, torch.Tensor) or z.ndim != 4 or z.shape[0] != x.shape[0]:
+                raise ValueError(f"{where}: encode_fn returned {getattr(z, 'shape', type(z))} for a batch "
+                                 f"of {tuple(x.shape)}; expected (B, C, h, w)")
+            z = z.detach().to("cpu", torch.float32).numpy()
+            if not np.isfinite(z).all():
+                raise ValueError(f"{where}: encode_fn returned non-finite latents")
+            out.append(z)
+    return np.concatenate(out)
+
+
+def _check_compatible(store: LatentStore, want: dict[str, Any]) -> None:
+    meta = store.meta
+    if meta["encoder_sha256"] != want["encoder_sha256"]:
+        raise LatentStoreError(f"latent store {store.url} holds latents of encoder {meta['encoder_sha256']}, "
+                               f"not {want['encoder_sha256']}; refusing to mix them (pass overwrite=True to replace)")
+    for k in _MUST_MATCH:
+        if meta.get(k) != want[k]:
+            raise LatentStoreError(f"latent store {store.url}: {k} is {meta.get(k)!r}, this extraction has "
+                                   f"{want[k]!r} (pass overwrite=True to replace)")
+
+
+def _blocks(samples: Iterator[Sample], sizes: list[int], where: str) -> Iterator[tuple[np.ndarray, np.ndarray, list[str]]]:
+    for size in sizes:
+        chunk = [s for _, s in zip(range(size), samples)]
+        if len(chunk) != size:
+            raise ValueError(f"{where}: the shards ended early ({len(chunk)} of {size} samples in the last block)")
+        yield (np.stack([s.image for s in chunk]), np.array([s.label for s in chunk], dtype=np.int64),
+               [s.key for s in chunk])
+
+
+def extract_latents(shard_url: str, split: str, store_url: str, encode_fn: EncodeFn, meta: dict[str, Any], *,
+                    block_size: int = 1024, batch_size: int = 256, dtype: str = "float32",
+                    storage_options: StorageOptions = None, store_storage_options: StorageOptions = None,
+                    progress: Optional[Callable[[int, int], None]] = None, overwrite: bool = False) -> LatentStore:
+    """Encode every sample of `split` into the store at `store_url` and return it, complete.
+
+    `encode_fn(images uint8 (B, C, H, W)) -> z_clean (B, c, h, w)` is the caller's Stage-1 encoder
+    (device placement and scaling are its business). `meta` holds encoder_sha256, stage1_config
+    and logsnr_0 (+ any JSON-able extras); dataset_manifest_sha256 and split are added here.
+    Resumes an incomplete store of the same encoder and dataset; a complete one is returned
+    untouched; another encoder's store raises unless `overwrite`. `progress(samples_done, total)`
+    is called after each block. `store_storage_options` defaults to `storage_options`.
+    """
+    store_so = storage_options if store_storage_options is None else store_storage_options
+    manifest = read_manifest(shard_url, storage_options)
+    num_samples = manifest.num_samples(split)
+    if num_samples == 0:
+        raise ValueError(f"{shard_url}: split '{split}' has no samples to extract")
+    want = {**meta, "dataset_manifest_sha256": manifest.sha256, "split": split, "num_samples": num_samples,
+            "block_size": block_size, "dtype": dtype}
+    if "encoder_sha256" not in want:
+        raise LatentStoreError(f"latent store {store_url}: meta needs 'encoder_sha256'")
+
+    store: Optional[LatentStore] = None
+    if store_exists(store_url, store_so) and not overwrite:
+        store = open_store(store_url, storage_options=store_so, allow_incomplete=True, read_only=False)
+        _check_compatible(store, want)
+        if store.meta["complete"]:
+            return store
+    num_blocks = math.ceil(num_samples / block_size)
+    done = store.done_blocks() if store is not None else np.zeros(num_blocks, dtype=bool)
+    if progress is not None and done.any():
+        progress(int(sum(min(block_size, num_samples - b * block_size) for b in np.flatnonzero(done))), num_samples)
+
+    block = 0
+    while block < num_blocks:
+        if done[block]:
+            block += 1
+            continue
+        run = [block]  # a run of consecutive pending blocks, read in one pass
+        while run[-1] + 1 < num_blocks and not done[run[-1] + 1]:
+            run.append(run[-1] + 1)
+        sizes = [min(block_size, num_samples - b * block_size) for b in run]
+        samples = iter_split(shard_url, split, start=run[0] * block_size, storage_options=storage_options,
+                             manifest=manifest)
+        for b, (images, labels, keys) in zip(run, _blocks(samples, sizes, f"{shard_url} split '{split}'")):
+            z = _encode_block(encode_fn, images, batch_size, f"{store_url} block {b} (samples {keys[0]}..{keys[-1]})")
+            if store is None:
+                meta_out = {k: v for k, v in want.items() if k not in ("num_samples", "block_size", "dtype")}
+                store = create_store(store_url, num_samples, tuple(z.shape[1:]), dtype, block_size, meta_out,
+                                     storage_options=store_so, overwrite=True)
+            store.write_block(b, z, labels, keys)
+            done[b] = True
+            if progress is not None:
+                progress(int(sum(min(block_size, num_samples - i * block_size) for i in np.flatnonzero(done))),
+                         num_samples)
+        block = run[-1] + 1
+    assert store is not None
+    return finalize_store(store)

@@ -1,0 +1,330 @@
+"""Dataset shards: a deterministic train/validation split written as WebDataset tars + a manifest.
+
+Layout under `out_url` (local path or fsspec URL such as `s3://bucket/prefix`):
+
+    train-000000.tar, train-000001.tar, ...   WebDataset tars; per sample `<key>.cls` (label, ASCII
+    val-000000.tar, ...                       int), `<key>.json` (key, label, source, original size)
+    manifest.parquet                          and `<key>.png` (8-bit PNG, L or RGB)
+
+`manifest.parquet` (Polars) has one row per shard: split, shard, first_index (position of the
+shard's first sample in its split), samples, bytes, sha256, class_histogram (list of counts per
+class), plus dataset-level columns repeated on every row (format_version, resolution, channels,
+num_classes, seed, val_size, shard_size, sources). It is written LAST: a shard set without a
+manifest is incomplete. Its sha256 identifies the dataset downstream (latent-store metadata).
+Same inputs -> same bytes (tar headers carry no time or owner).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import tarfile
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Iterator, Optional
+
+import numpy as np
+import polars as pl
+from PIL import Image
+
+from ul_pipeline.data.sources import Sample
+from ul_pipeline.data.storage import StorageOptions, join_url, url_to_fs, write_bytes_atomic
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.parquet"
+SPLITS = ("train", "val")
+IMAGE_EXTS = ("png", "jpg", "jpeg", "webp", "ppm", "pgm", "bmp")
+_SHARD_NAME = re.compile(r"^(train|val)-\d{6}\.tar$")
+MANIFEST_COLUMNS = ("split", "shard", "first_index", "samples", "bytes", "sha256", "class_histogram",
+                    "format_version", "resolution", "channels", "num_classes", "seed", "val_size",
+                    "shard_size", "sources")
+
+
+class ShardError(ValueError):
+    """A shard is missing, corrupt or holds a sample that breaks the manifest; names shard and key."""
+
+
+def shard_name(split: str, index: int) -> str:
+    return f"{split}-{index:06d}.tar"
+
+
+# ---------------------------------------------------------------------------- the tar format
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """uint8 (1|3, H, W) -> 8-bit PNG bytes (L or RGB)."""
+    pil = Image.fromarray(image[0]) if image.shape[0] == 1 else Image.fromarray(image.transpose(1, 2, 0))
+    buf = io.BytesIO()
+    pil.save(buf, format="PNG", compress_level=6)
+    return buf.getvalue()
+
+
+def decode_image(data: bytes) -> np.ndarray:
+    """Image bytes -> uint8 (C, H, W) with C = 1 for L images, 3 for RGB (others converted to RGB)."""
+    with Image.open(io.BytesIO(data)) as img:
+        if img.mode not in ("L", "RGB"):
+            img = img.convert("RGB")
+        arr = np.asarray(img, dtype=np.uint8)
+    return arr[None] if arr.ndim == 2 else np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+
+def _add_member(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime = len(payload), 0o644, 0  # no time/owner: reproducible bytes
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    tar.addfile(info, io.BytesIO(payload))
+
+
+def tar_bytes(samples: Iterable[Sample]) -> bytes:
+    """WebDataset tar of samples: `<key>.cls`, `<key>.json`, `<key>.png` each."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for s in samples:
+            meta = {"key": s.key, "label": int(s.label), **{k: v for k, v in s.info.items() if k not in ("key", "label")}}
+            _add_member(tar, f"{s.key}.cls", str(int(s.label)).encode())
+            _add_member(tar, f"{s.key}.json", json.dumps(meta, sort_keys=True).encode())
+            _add_member(tar, f"{s.key}.png", encode_png(s.image))
+    return buf.getvalue()
+
+
+def _split_name(name: str) -> tuple[str, str]:
+    """WebDataset convention: key = path up to the first dot of the basename; ext = the rest."""
+    folder, _, base = name.rpartition("/")
+    stem, _, ext = base.partition(".")
+    return (f"{folder}/{stem}" if folder else stem), ext.lower()
+
+
+def _iter_groups(data: bytes, shard_url: str) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """(key, {ext: payload}) for consecutive tar members sharing a key."""
+    if len(data) % 512 or data[-512:] != bytes(512):  # tarfile stops silently at a cut between members
+        raise ShardError(f"shard {shard_url}: truncated tar ({len(data)} bytes, no end-of-archive marker)")
+    key, group = None, {}
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                k, ext = _split_name(member.name)
+                if k != key and key is not None:
+                    yield key, group
+                    group = {}
+                key = k
+                f = tar.extractfile(member)
+                payload = f.read() if f is not None else b""
+                if len(payload) != member.size:
+                    raise EOFError(f"member {member.name} truncated")
+                group[ext] = payload
+            if any(data[tar.offset:]):  # tarfile also stops silently at an unreadable header
+                raise tarfile.ReadError(f"unreadable tar header at byte {tar.offset}")
+    except (tarfile.TarError, EOFError, OSError, ValueError) as e:
+        after = f" after sample '{key}'" if key is not None else ""
+        raise ShardError(f"shard {shard_url}: corrupt or truncated tar{after} ({e})") from None
+    if key is not None:
+        yield key, group
+
+
+def iter_tar_samples(data: bytes, shard_url: str, *, start: int = 0,
+                     expect: Optional[tuple[int, int, int]] = None) -> Iterator[Sample]:
+    """Decode the samples of one WebDataset tar held in memory, skipping the first `start`.
+
+    `expect = (resolution, channels, num_classes)` validates every image and label; any problem
+    raises ShardError naming the shard URL and the sample key.
+    """
+    for i, (key, group) in enumerate(_iter_groups(data, shard_url)):
+        if i < start:
+            continue
+        where = f"shard {shard_url}, sample '{key}'"
+        ext = next((e for e in IMAGE_EXTS if e in group), None)
+        if ext is None:
+            raise ShardError(f"{where}: no image member (have {sorted(group)})")
+        try:
+            image = decode_image(group[ext])
+        except (OSError, ValueError, Image.DecompressionBombError) as e:
+            raise ShardError(f"{where}: cannot decode {key}.{ext} ({e})") from None
+        info: dict[str, Any] = {}
+        try:
+            if "json" in group:
+                info = json.loads(group["json"])
+            label = int(group["cls"]) if "cls" in group else int(info["label"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise ShardError(f"{where}: bad or missing label ({e!r})") from None
+        if expect is not None:
+            resolution, channels, num_classes = expect
+            if image.shape != (channels, resolution, resolution):
+                raise ShardError(f"{where}: image is {image.shape[0]}x{image.shape[1]}x{image.shape[2]} (CxHxW), "
+                                 f"manifest says {channels}x{resolution}x{resolution}")
+            if not 0 <= label < num_classes:
+                raise ShardError(f"{where}: label {label} outside [0, {num_classes})")
+        yield Sample(key, image, label, info)
+
+
+def read_shard_bytes(shard_url: str, storage_options: StorageOptions = None, *,
+                     expect_sha256: Optional[str] = None) -> bytes:
+    """Whole shard bytes; checked against the manifest's sha256 when given."""
+    fs, path = url_to_fs(shard_url, storage_options)
+    try:
+        data = fs.cat_file(path)
+    except FileNotFoundError:
+        raise ShardError(f"shard {shard_url}: missing") from None
+    if expect_sha256 is not None:
+        got = hashlib.sha256(data).hexdigest()
+        if got != expect_sha256:
+            raise ShardError(f"shard {shard_url}: sha256 {got} ({len(data)} bytes) does not match the "
+                             f"manifest's {expect_sha256}; truncated, corrupt or replaced")
+    return data
+
+
+# ---------------------------------------------------------------------------- the manifest
+
+
+@dataclass(frozen=True)
+class ShardManifest:
+    """The manifest of a shard set: its URL, table (one row per shard) and sha256 (dataset identity)."""
+
+    url: str
+    table: pl.DataFrame
+    sha256: str
+
+    def _scalar(self, column: str) -> int:
+        return int(self.table[column][0])
+
+    @property
+    def resolution(self) -> int:
+        return self._scalar("resolution")
+
+    @property
+    def channels(self) -> int:
+        return self._scalar("channels")
+
+    @property
+    def num_classes(self) -> int:
+        return self._scalar("num_classes")
+
+    def shards(self, split: str) -> pl.DataFrame:
+        if split not in SPLITS:
+            raise ValueError(f"unknown split '{split}' (known: {', '.join(SPLITS)})")
+        return self.table.filter(pl.col("split") == split).sort("first_index")
+
+    def num_samples(self, split: str) -> int:
+        return int(self.shards(split)["samples"].sum())
+
+    def shard_url(self, shard: str) -> str:
+        return join_url(self.url, shard)
+
+
+def read_manifest(url: str, storage_options: StorageOptions = None) -> ShardManifest:
+    """Read `url/manifest.parquet`; its absence means the shard set is incomplete or absent."""
+    fs, root = url_to_fs(url, storage_options)
+    manifest_url = join_url(url, MANIFEST_NAME)
+    try:
+        data = fs.cat_file(f"{root.rstrip('/')}/{MANIFEST_NAME}")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{manifest_url}: no manifest; the shard set is absent or incomplete") from None
+    try:
+        table = pl.read_parquet(io.BytesIO(data))
+    except Exception as e:  # polars raises several error types for a bad file
+        raise ShardError(f"{manifest_url}: unreadable manifest ({e})") from None
+    missing = [c for c in MANIFEST_COLUMNS if c not in table.columns]
+    if missing or table.height == 0:
+        raise ShardError(f"{manifest_url}: not a shard manifest (missing columns {missing} or no rows)")
+    if int(table["format_version"][0]) != FORMAT_VERSION:
+        raise ShardError(f"{manifest_url}: format_version {table['format_version'][0]}, expected {FORMAT_VERSION}")
+    return ShardManifest(url, table, hashlib.sha256(data).hexdigest())
+
+
+# ---------------------------------------------------------------------------- writing
+
+
+def split_indices(num_samples: int, val_size: int, seed: int) -> dict[str, np.ndarray]:
+    """Deterministic split: a seeded permutation; its first `val_size` entries are validation."""
+    if not 0 <= val_size < num_samples:
+        raise ValueError(f"val_size={val_size} must be in [0, {num_samples}) for {num_samples} samples")
+    perm = np.random.default_rng(seed).permutation(num_samples)
+    return {"val": perm[:val_size], "train": perm[val_size:]}
+
+
+def _check_sample(s: Sample, resolution: int, channels: int, num_classes: int) -> None:
+    if not isinstance(s.key, str) or not s.key or re.search(r"[^A-Za-z0-9_-]", s.key):
+        raise ValueError(f"sample key {s.key!r}: keys must be non-empty [A-Za-z0-9_-] (see sanitize_key)")
+    img = s.image
+    if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.shape != (channels, resolution, resolution):
+        shape = getattr(img, "shape", None)
+        raise ValueError(f"sample '{s.key}': image {getattr(img, 'dtype', type(img))} {shape}, "
+                         f"expected uint8 {(channels, resolution, resolution)}")
+    if not 0 <= int(s.label) < num_classes:
+        raise ValueError(f"sample '{s.key}': label {s.label} outside [0, {num_classes})")
+
+
+def write_shards(source_samples, out_url: str, *, shard_size: int, val_size: int, seed: int,
+                 resolution: int, channels: int, num_classes: int, limit: Optional[int] = None,
+                 storage_options: StorageOptions = None, overwrite: bool = False,
+                 progress: Optional[Callable[[int, int], None]] = None) -> ShardManifest:
+    """Split `source_samples` deterministically and write train/val WebDataset shards + manifest.
+
+    `source_samples`: a sequence (len + indexing, read lazily) or any iterable of `Sample` /
+    `(key, image uint8 (C, H, W), label[, info])`. `limit` keeps the first `limit` samples.
+    An existing manifest at `out_url` raises FileExistsError unless `overwrite`; then the old
+    manifest is removed FIRST and stale shards of the old set are deleted after the new one is
+    written. `progress(samples_written, total)` is called after each shard.
+    """
+    if shard_size <= 0:
+        raise ValueError(f"shard_size must be > 0, got {shard_size}")
+    fs, root = url_to_fs(out_url, storage_options)
+    root = root.rstrip("/")
+    manifest_path = f"{root}/{MANIFEST_NAME}"
+    if fs.exists(manifest_path):
+        if not overwrite:
+            raise FileExistsError(f"{join_url(out_url, MANIFEST_NAME)} exists; pass overwrite=True to rewrite the shards")
+        fs.rm(manifest_path)  # from here on the old set no longer looks complete
+    fs.makedirs(root, exist_ok=True)
+
+    if not (hasattr(source_samples, "__getitem__") and hasattr(source_samples, "__len__")):
+        source_samples = list(source_samples)
+    num_samples = len(source_samples) if limit is None else min(limit, len(source_samples))
+
+    def get(i: int) -> Sample:
+        s = source_samples[int(i)]
+        return s if isinstance(s, Sample) else Sample(*s)
+
+    rows, seen_keys, sources, written = [], set(), set(), 0
+    for split, indices in sorted(split_indices(num_samples, val_size, seed).items(), key=lambda kv: SPLITS.index(kv[0])):
+        for shard_index, lo in enumerate(range(0, len(indices), shard_size)):
+            samples = [get(i) for i in indices[lo:lo + shard_size]]
+            histogram = [0] * num_classes
+            for s in samples:
+                _check_sample(s, resolution, channels, num_classes)
+                if s.key in seen_keys:
+                    raise ValueError(f"sample key '{s.key}' appears twice in the source")
+                seen_keys.add(s.key)
+                histogram[int(s.label)] += 1
+                sources.add(str(s.info.get("source", "unknown")))
+            data = tar_bytes(samples)
+            name = shard_name(split, shard_index)
+            write_bytes_atomic(fs, f"{root}/{name}", data)
+            rows.append({"split": split, "shard": name, "first_index": lo, "samples": len(samples),
+                         "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+                         "class_histogram": histogram})
+            written += len(samples)
+            if progress is not None:
+                progress(written, num_samples)
+
+    dataset = {"format_version": FORMAT_VERSION, "resolution": resolution, "channels": channels,
+               "num_classes": num_classes, "seed": seed, "val_size": val_size, "shard_size": shard_size,
+               "sources": ",".join(sorted(sources))}
+    table = pl.DataFrame([{**r, **dataset} for r in rows],
+                         schema_overrides={"class_histogram": pl.List(pl.Int64), "first_index": pl.Int64,
+                                           "samples": pl.Int64, "bytes": pl.Int64})
+    table = table.select(MANIFEST_COLUMNS)
+    buf = io.BytesIO()
+    table.write_parquet(buf)
+    manifest_bytes = buf.getvalue()
+
+    keep = {r["shard"] for r in rows}
+    for path in fs.ls(root, detail=False):  # stale shards of an older, larger set
+        name = path.rstrip("/").rsplit("/", 1)[-1]
+        if _SHARD_NAME.match(name) and name not in keep:
+            fs.rm(path)
+    write_bytes_atomic(fs, manifest_path, manifest_bytes)  # LAST: now the set is complete
+    return ShardManifest(out_url, table, hashlib.sha256(manifest_bytes).hexdigest())

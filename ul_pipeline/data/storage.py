@@ -1,0 +1,83 @@
+"""fsspec helpers shared by the data modules: open a URL, join names, write whole files atomically.
+
+A URL is a local path, a `file://` URL or any fsspec URL (`s3://bucket/prefix`). Credentials and
+endpoints travel as fsspec `storage_options`, e.g. for S3
+`{"key": ..., "secret": ..., "client_kwargs": {"endpoint_url": ...}}`.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+import weakref
+from typing import Any, Optional
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+StorageOptions = Optional[dict[str, Any]]
+
+
+def url_to_fs(url: str, storage_options: StorageOptions = None) -> tuple[fsspec.AbstractFileSystem, str]:
+    """(filesystem, path inside it) for a URL, with `storage_options` passed to fsspec."""
+    return fsspec.core.url_to_fs(str(url), **(storage_options or {}))
+
+
+def join_url(url: str, *names: str) -> str:
+    """`url/name/...` without doubled slashes (works for local paths and fsspec URLs)."""
+    return "/".join([str(url).rstrip("/"), *(n.strip("/") for n in names)])
+
+
+def is_local(fs: fsspec.AbstractFileSystem) -> bool:
+    return isinstance(fs, LocalFileSystem)
+
+
+def write_bytes_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
+    """Write `data` to `path` so a crash never leaves a partial file under the final name.
+
+    Local: write a hidden temporary sibling, then rename (atomic on one filesystem). Object stores
+    (S3): a single PUT is atomic already; the object appears only once the upload completes.
+    """
+    if is_local(fs):
+        parent, _, name = path.rpartition("/")
+        fs.makedirs(parent or ".", exist_ok=True)
+        tmp = f"{parent}/.{name}.tmp-{uuid.uuid4().hex[:8]}"
+        try:
+            with fs.open(tmp, "wb") as f:
+                f.write(data)
+            fs.mv(tmp, path)
+        finally:
+            if fs.exists(tmp):
+                fs.rm(tmp)
+    else:
+        fs.pipe_file(path, data)
+
+
+# -- fork safety -------------------------------------------------------------------------------
+# A forked child (a DataLoader worker) inherits the parent's s3fs clients. fsspec drops them after
+# the fork; when the child's garbage collector then runs inside the child's own event loop, the
+# clients' `close_session` finalizer closes their connections, and closing unregisters the sockets
+# from the epoll instance the child shares with the parent: the parent's next S3 request on such a
+# pooled connection waits for a reply it is never told about (~16 s, then a retry). So: keep the
+# clients alive across the fork and disarm their finalizers in the child (the child opens its own
+# clients; the inherited ones stay inert). tests/test_data_shards.py holds the regression test.
+_inherited_clients: list = []
+
+
+def _session_closers() -> list[weakref.finalize]:
+    registry = getattr(weakref.finalize, "_registry", {})  # CPython's table of live finalizers
+    return [f for f, info in list(registry.items()) if getattr(info.func, "__name__", "") == "close_session"]
+
+
+def _before_fork() -> None:
+    _inherited_clients[:] = [p[0] for p in (f.peek() for f in _session_closers()) if p is not None]
+
+
+def _after_fork_in_child() -> None:
+    for f in _session_closers():
+        f.detach()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_before_fork, after_in_parent=_inherited_clients.clear,
+                        after_in_child=_after_fork_in_child)
