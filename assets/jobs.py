@@ -1,0 +1,34 @@
+"""Asset jobs (smoke for CI, demo, full for any experiment) and a batch schedule, off by default."""
+
+from dagster import (AssetSelection, DefaultScheduleStatus, RunRequest, ScheduleEvaluationContext,
+                     define_asset_job, in_process_executor, schedule)
+
+from assets.partitions import EXPERIMENTS
+
+EVERYTHING = AssetSelection.all()  # the five assets with their checks
+PARTITION_TAG = "dagster/partition"
+
+smoke_job = define_asset_job(
+    "smoke", selection=EVERYTHING, partitions_def=EXPERIMENTS, run_tags={PARTITION_TAG: "smoke"},
+    executor_def=in_process_executor,  # CI on a small CPU: one process, no per-step interpreter start-up
+    description="The whole chain on the `smoke` experiment (CI, a few minutes on CPU; numbers are meaningless).")
+
+demo_job = define_asset_job(
+    "demo", selection=EVERYTHING, partitions_def=EXPERIMENTS, run_tags={PARTITION_TAG: "demo"},
+    description="The whole chain on the `demo` experiment (Fashion-MNIST 32x32 with evaluation).")
+
+full_job = define_asset_job(
+    "full", selection=EVERYTHING, partitions_def=EXPERIMENTS,
+    description="The whole chain for any experiment: choose the partition at launch "
+                "(CLI: --tags '{\"dagster/partition\": \"NAME\"}').")
+
+BATCH_EXPERIMENTS = ("demo",)  # experiments the nightly batch runs through `full`
+
+
+@schedule(name="nightly_batch", job=full_job, cron_schedule="0 2 * * *", execution_timezone="UTC",
+          default_status=DefaultScheduleStatus.STOPPED)
+def nightly_batch(context: ScheduleEvaluationContext):
+    """Nightly at 02:00 UTC, one `full` run per batch experiment (finished stages resume as no-ops). Off by default."""
+    day = context.scheduled_execution_time.strftime("%Y-%m-%d")
+    for experiment in BATCH_EXPERIMENTS:
+        yield RunRequest(run_key=f"{experiment}-{day}", partition_key=experiment)

@@ -1,0 +1,95 @@
+"""latent_store: z_clean of the train split in a Zarr store, and the gates before Stage 2 reads it."""
+
+import time
+
+import numpy as np
+from dagster import (AssetCheckExecutionContext, AssetCheckResult, AssetCheckSpec, AssetExecutionContext,
+                     MaterializeResult, MetadataValue, asset, multi_asset_check)
+
+from assets.artifacts import ExperimentArtifacts, resolve
+from assets.data import dataset_shards
+from assets.metadata import config_md, path_md
+from assets.partitions import EXPERIMENTS
+from assets.progress import progress_log
+from assets.stage1 import ul_autoencoder
+from resources import ComputeResource, ExperimentConfigResource, StorageResource
+from ul_pipeline.data import LatentStore, LatentStoreError, open_store, read_manifest
+from ul_pipeline.lifecycle import encode_latents
+from ul_pipeline.train.checkpoint import file_sha256
+
+
+def store_metadata(art: ExperimentArtifacts, store: LatentStore) -> dict:
+    m = store.meta
+    return {"latent_store_url": path_md(art.latent_store_url), "num_samples": int(m["num_samples"]),
+            "latent_shape": MetadataValue.json(list(m["latent_shape"])), "dtype": m["dtype"], "split": m["split"],
+            "complete": bool(m["complete"]), "encoder_sha256": m["encoder_sha256"],
+            "dataset_manifest_sha256": m["dataset_manifest_sha256"],
+            "channel_mean": MetadataValue.json(m.get("channel_mean")),
+            "channel_std": MetadataValue.json(m.get("channel_std"))}
+
+
+@asset(group_name="latents", partitions_def=EXPERIMENTS, deps=[dataset_shards, ul_autoencoder], kinds={"zarr"})
+def latent_store(context: AssetExecutionContext, storage: StorageResource, compute: ComputeResource,
+                 experiment_config: ExperimentConfigResource) -> MaterializeResult:
+    """Zarr store of the Stage-1 encoder's z_clean for every training image (Stage 2's data)."""
+    art = resolve(context.partition_key, storage, experiment_config, compute)
+    if art.reused:
+        if not art.stage1_checkpoint.exists():
+            raise art.missing("Stage-1 checkpoint", f"{art.stage1_checkpoint} does not exist", "ul_autoencoder")
+        try:
+            store = open_store(art.latent_store_url, file_sha256(art.stage1_checkpoint),
+                               storage_options=art.storage_options)
+        except LatentStoreError as e:
+            raise art.missing("latent store", str(e), "latent_store") from None
+        note = art.reuse_note("latent store", art.latent_store_url)
+        context.log.info(f"{note}; nothing encoded")
+        return MaterializeResult(metadata={**store_metadata(art, store), "reused_from": art.owner,
+                                           "note": MetadataValue.text(note),
+                                           "config": config_md(art.cfg)})
+    t0 = time.perf_counter()
+    store = encode_latents(art.stage1_checkpoint, art.shards_url, art.latent_store_url, cfg=art.cfg,
+                           storage_options=art.storage_options, store_storage_options=art.storage_options,
+                           progress=progress_log(context.log, "encoding"))
+    return MaterializeResult(metadata={**store_metadata(art, store), "wall_seconds": time.perf_counter() - t0,
+                                       "config": config_md(art.cfg)})
+
+
+@multi_asset_check(specs=[
+    AssetCheckSpec("complete", asset=latent_store, blocking=True, partitions_def=EXPERIMENTS,
+                   description="The store is marked complete (every block and the channel statistics written)."),
+    AssetCheckSpec("count_matches_shards", asset=latent_store, blocking=True, partitions_def=EXPERIMENTS,
+                   description="It holds exactly as many latents as the dataset split has samples (manifest)."),
+    AssetCheckSpec("z_clean_finite", asset=latent_store, blocking=True, partitions_def=EXPERIMENTS,
+                   description="Every z_clean value is finite."),
+])
+def latent_store_checks(context: AssetCheckExecutionContext, storage: StorageResource, compute: ComputeResource,
+                        experiment_config: ExperimentConfigResource):
+    """Gates on the latent store before any base model trains on it."""
+    art = resolve(context.partition_key, storage, experiment_config, compute)
+    where = {"latent_store_url": path_md(art.latent_store_url)}
+    try:
+        store = open_store(art.latent_store_url, storage_options=art.storage_options, allow_incomplete=True)
+    except LatentStoreError as e:
+        for name in ("complete", "count_matches_shards", "z_clean_finite"):
+            yield AssetCheckResult(check_name=name, passed=False, description=str(e), metadata=where)
+        return
+    meta = store.meta
+    yield AssetCheckResult(check_name="complete", passed=bool(meta.get("complete")), metadata=where)
+
+    expected = read_manifest(art.shards_url, art.storage_options).num_samples(meta["split"])
+    have = int(store.z_clean.shape[0])
+    yield AssetCheckResult(check_name="count_matches_shards", passed=have == int(meta["num_samples"]) == expected,
+                           metadata={**where, "z_clean_rows": have, "meta_num_samples": int(meta["num_samples"]),
+                                     f"manifest_{meta['split']}_samples": expected})
+
+    non_finite, first_bad = 0, None
+    for block in range(store.num_blocks):
+        z, _ = store.read_block(block)
+        bad = int(z.size - np.isfinite(z).sum())
+        if bad and first_bad is None:
+            first_bad = block
+        non_finite += bad
+    yield AssetCheckResult(check_name="z_clean_finite", passed=non_finite == 0,
+                           metadata={**where, "non_finite_values": non_finite, "blocks": store.num_blocks},
+                           description=None if non_finite == 0 else
+                           f"{non_finite} non-finite z_clean values, first in block {first_bad}")

@@ -1,0 +1,82 @@
+"""ul_autoencoder: the Stage-1 checkpoint (encoder, prior, decoder trained together), and its gate."""
+
+import time
+
+import torch
+from dagster import (AssetCheckExecutionContext, AssetCheckResult, AssetExecutionContext, MaterializeResult,
+                     MetadataValue, asset, asset_check)
+
+from assets.artifacts import ExperimentArtifacts, resolve
+from assets.data import dataset_shards
+from assets.metadata import config_md, floats, image_md, path_md, training_curves_png
+from assets.partitions import EXPERIMENTS
+from assets.progress import TrainingLog
+from resources import ComputeResource, ExperimentConfigResource, StorageResource
+from ul_pipeline.lifecycle import run_stage1
+from ul_pipeline.train.checkpoint import CheckpointError, file_sha256, load_checkpoint
+
+STAGE1_METRICS = ("loss_nats", "latent_nats", "decoder_nats", "prior_terminal_nats", "bits_per_pixel",
+                  "bits_per_image", "bits_per_latent_dim")
+
+
+def checkpoint_metadata(path, ckpt: dict, metrics: tuple[str, ...]) -> dict:
+    """Path, hash, progress and the last logged losses of a checkpoint."""
+    history = ckpt.get("history") or [{}]
+    return {"checkpoint": path_md(path), "sha256": file_sha256(path), "samples_seen": int(ckpt["samples_seen"]),
+            "step": int(ckpt["step"]), "complete": bool(ckpt.get("complete")),
+            "code_version": str(ckpt.get("code_version")), **floats(history[-1], metrics)}
+
+
+def reused_stage1(art: ExperimentArtifacts) -> dict:
+    """Metadata of the owner's complete Stage-1 checkpoint; a clear failure when it is absent or unfinished."""
+    path = art.stage1_checkpoint
+    if not path.exists():
+        raise art.missing("Stage-1 checkpoint", f"{path} does not exist", "ul_autoencoder")
+    ckpt = load_checkpoint(path, kind="stage1")
+    if not ckpt.get("complete"):
+        raise art.missing("Stage-1 checkpoint", f"{path} is unfinished (samples_seen {ckpt['samples_seen']} of "
+                          f"{ckpt['config']['stage1']['train']['total_samples']})", "ul_autoencoder")
+    return {**checkpoint_metadata(path, ckpt, STAGE1_METRICS), "reused_from": art.owner,
+            "note": MetadataValue.text(art.reuse_note("Stage-1 checkpoint", path))}
+
+
+@asset(group_name="stage1", partitions_def=EXPERIMENTS, deps=[dataset_shards], kinds={"pytorch"})
+def ul_autoencoder(context: AssetExecutionContext, storage: StorageResource, compute: ComputeResource,
+                   experiment_config: ExperimentConfigResource) -> MaterializeResult:
+    """Stage-1 checkpoint: encoder, diffusion prior and diffusion decoder trained together."""
+    art = resolve(context.partition_key, storage, experiment_config, compute)
+    if art.reused:
+        context.log.info(art.reuse_note("Stage-1 checkpoint", art.stage1_checkpoint))
+        return MaterializeResult(metadata={**reused_stage1(art), "config": config_md(art.cfg)})
+    t0 = time.perf_counter()
+    result = run_stage1(art.cfg, art.shards_url, art.stage1_dir, storage_options=art.storage_options,
+                        callbacks=[TrainingLog(context.log, "stage1")])
+    curves = training_curves_png(result.history, art.stage1_dir / "training_curves.png",
+                                 f"{art.experiment}: Stage 1 (encoder + prior + decoder)")
+    ckpt = load_checkpoint(result.checkpoint, kind="stage1")
+    return MaterializeResult(metadata={
+        **checkpoint_metadata(result.checkpoint, ckpt, STAGE1_METRICS), "wall_seconds": time.perf_counter() - t0,
+        "training_curves": image_md(curves, "loss and bits/pixel"), "training_curves_png": path_md(curves),
+        "config": config_md(art.cfg)})
+
+
+@asset_check(asset=ul_autoencoder, blocking=True, partitions_def=EXPERIMENTS)
+def weights_finite(context: AssetCheckExecutionContext, storage: StorageResource, compute: ComputeResource,
+                   experiment_config: ExperimentConfigResource) -> AssetCheckResult:
+    """Every weight of the Stage-1 checkpoint (raw and EMA) is finite."""
+    art = resolve(context.partition_key, storage, experiment_config, compute)
+    try:
+        ckpt = load_checkpoint(art.stage1_checkpoint, kind="stage1")
+    except CheckpointError as e:
+        return AssetCheckResult(passed=False, description=str(e))
+    bad, count = [], 0
+    for part in ("model", "ema"):
+        for name, tensor in ckpt[part].items():
+            if tensor.is_floating_point():
+                count += 1
+                if not bool(torch.isfinite(tensor).all()):
+                    bad.append(f"{part}.{name}")
+    return AssetCheckResult(passed=not bad, metadata={"checkpoint": path_md(art.stage1_checkpoint),
+                                                      "tensors_checked": count,
+                                                      "non_finite": MetadataValue.json(bad[:20])},
+                            description=f"non-finite weights in {', '.join(bad[:5])}" if bad else None)

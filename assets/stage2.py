@@ -1,0 +1,38 @@
+"""base_model: the Stage-2 checkpoint, a diffusion model trained on the frozen latents."""
+
+import time
+
+from dagster import AssetExecutionContext, MaterializeResult, asset
+
+from assets.artifacts import resolve
+from assets.latents import latent_store
+from assets.metadata import config_md, image_md, path_md, training_curves_png
+from assets.partitions import EXPERIMENTS
+from assets.progress import TrainingLog
+from assets.stage1 import checkpoint_metadata, ul_autoencoder
+from resources import ComputeResource, ExperimentConfigResource, StorageResource
+from ul_pipeline.lifecycle import run_stage2
+from ul_pipeline.train.checkpoint import file_sha256, load_checkpoint
+
+STAGE2_METRICS = ("loss_nats", "elbo_diffusion_nats")
+
+
+@asset(group_name="stage2", partitions_def=EXPERIMENTS, deps=[latent_store, ul_autoencoder], kinds={"pytorch"})
+def base_model(context: AssetExecutionContext, storage: StorageResource, compute: ComputeResource,
+               experiment_config: ExperimentConfigResource) -> MaterializeResult:
+    """Stage-2 checkpoint: the base model, a sigmoid-weighted diffusion model on the cached latents."""
+    art = resolve(context.partition_key, storage, experiment_config, compute)
+    t0 = time.perf_counter()
+    encoder_sha256 = file_sha256(art.stage1_checkpoint)
+    result = run_stage2(art.cfg, art.latent_store_url, art.stage2_dir, expect_encoder_sha256=encoder_sha256,
+                        storage_options=art.storage_options, callbacks=[TrainingLog(context.log, "stage2")])
+    curves = training_curves_png(result.history, art.stage2_dir / "training_curves.png",
+                                 f"{art.experiment}: Stage 2 (base model)")
+    ckpt = load_checkpoint(result.checkpoint, kind="stage2")
+    extra = {"latents_from": art.owner} if art.reused else {}
+    return MaterializeResult(metadata={
+        **checkpoint_metadata(result.checkpoint, ckpt, STAGE2_METRICS), **extra,
+        "latent_store_url": path_md(art.latent_store_url), "encoder_sha256": encoder_sha256,
+        "wall_seconds": time.perf_counter() - t0,
+        "training_curves": image_md(curves, "loss (nats)"), "training_curves_png": path_md(curves),
+        "config": config_md(art.cfg)})

@@ -1,0 +1,83 @@
+"""Where artifacts live: a root URL for shards, latent stores and the metrics history, a local runs folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+from dagster import ConfigurableResource
+from pydantic import Field
+
+ROOT_ENV = "UL_STORAGE_ROOT"
+RUNS_ENV = "UL_RUNS_DIR"
+DEFAULT_ROOT = "artifacts"
+
+
+def _is_remote(url: str) -> bool:
+    return "://" in url and not url.startswith("file://")
+
+
+class StorageResource(ConfigurableResource):
+    """Artifact root (local folder or s3://bucket/prefix) and the local folder for checkpoints and evaluations.
+
+    Layout: `{root}/{experiment}/shards`, `{root}/{experiment}/latents.zarr`,
+    `{root}/metrics_history.parquet`, `{runs_dir}/{experiment}/{stage1,stage2,evaluation}`.
+    S3 credentials never enter the config: they come from AWS_ACCESS_KEY_ID /
+    AWS_SECRET_ACCESS_KEY (and UL_S3_ENDPOINT_URL for a non-AWS endpoint) at run time.
+    """
+
+    root: Optional[str] = Field(
+        default=None, description=f"artifact root URL; None = ${ROOT_ENV}, else ./{DEFAULT_ROOT}")
+    runs_dir: Optional[str] = Field(
+        default=None, description=f"local folder for checkpoints and evaluation outputs; None = ${RUNS_ENV}, "
+                                  f"else {{root}}/runs for a local root, else ./{DEFAULT_ROOT}/runs")
+    s3_endpoint_url: Optional[str] = Field(
+        default=None, description="S3 endpoint for a non-AWS server (MinIO, rclone); None = $UL_S3_ENDPOINT_URL")
+
+    def root_url(self) -> str:
+        """The absolute root: a local path or a remote URL, without a trailing slash."""
+        root = self.root or os.environ.get(ROOT_ENV) or DEFAULT_ROOT
+        if _is_remote(root):
+            return root.rstrip("/")
+        return str(Path(root.removeprefix("file://")).expanduser().resolve())
+
+    def is_remote(self) -> bool:
+        return _is_remote(self.root_url())
+
+    def runs_path(self) -> Path:
+        """The local runs folder (absolute)."""
+        runs = self.runs_dir or os.environ.get(RUNS_ENV)
+        if runs is None:
+            runs = str(Path(DEFAULT_ROOT) / "runs") if self.is_remote() else str(Path(self.root_url()) / "runs")
+        return Path(runs).expanduser().resolve()
+
+    def storage_options(self) -> Optional[dict]:
+        """fsspec options for the root (None for a local root or the default AWS credential chain)."""
+        if not self.is_remote():
+            return None
+        options: dict = {}
+        key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
+        if key and secret:
+            options.update(key=key, secret=secret)
+        endpoint = self.s3_endpoint_url or os.environ.get("UL_S3_ENDPOINT_URL")
+        if endpoint:  # MinIO-style servers need path-style addressing (buckets are not DNS names)
+            options.update(client_kwargs={"endpoint_url": endpoint},
+                           config_kwargs={"s3": {"addressing_style": "path"}})
+        return options or None
+
+    def url(self, *parts: str) -> str:
+        return "/".join([self.root_url(), *(p.strip("/") for p in parts)])
+
+    def shards_url(self, experiment: str) -> str:
+        return self.url(experiment, "shards")
+
+    def latent_store_url(self, experiment: str) -> str:
+        return self.url(experiment, "latents.zarr")
+
+    def history_url(self) -> str:
+        return self.url("metrics_history.parquet")
+
+    def run_dir(self, experiment: str, stage: str) -> Path:
+        """`{runs_dir}/{experiment}/{stage}` (stage: stage1 | stage2 | evaluation)."""
+        return self.runs_path() / experiment / stage
