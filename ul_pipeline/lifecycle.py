@@ -209,7 +209,7 @@ def evaluate(stage1_checkpoint: str | Path, shards_url: str, out_dir: str | Path
         if samples is not None:
             f_gen = features(samples)
             result["gfid"] = frechet_distance(f_real, f_gen)
-            result["kid"], result["kid_std"] = kernel_inception_distance(f_real, f_gen, subset_size=min(n, 1000))
+            result["kid"], result["kid_std"] = kernel_inception_distance(f_real, f_gen, subset_size=min(1000, max(2, n // 2)))
             log(f"gFID {result['gfid']:.2f}  KID {result['kid']:.4f}")
     result["eval_seconds"] = time.perf_counter() - t0
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=2))

@@ -49,7 +49,7 @@ PRESETS: dict[str, Preset] = {
         Preset(
             name="small",
             latent_channels=4,
-            encoder=dict(channels=[32, 64], blocks=[2, 2], patch=2),
+            encoder=dict(channels=[32, 64], blocks=[2, 2], patch=2, out_init_scale=5.0),
             prior=dict(width=128, depth=2, heads=4),
             decoder=dict(channels=[32, 64], blocks=[2, 2], width=128, depth=2, heads=4, patch=2),
             base=dict(widths=[128, 256], blocks=[2, 4], heads=[4, 8]),
@@ -58,7 +58,7 @@ PRESETS: dict[str, Preset] = {
         Preset(
             name="paper",
             latent_channels=32,
-            encoder=dict(channels=[128, 256, 512, 512], blocks=[2, 2, 2, 3], patch=2),
+            encoder=dict(channels=[128, 256, 512, 512], blocks=[2, 2, 2, 3], patch=2, out_init_scale=5.0),
             prior=dict(width=1024, depth=8, heads=16),
             decoder=dict(channels=[128, 256, 512], blocks=[2, 2, 2], width=1024, depth=8,
                          heads=16, dropout=0.1, patch=2),
