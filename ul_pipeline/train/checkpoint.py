@@ -14,7 +14,8 @@ import ul_pipeline
 
 CHECKPOINT_FORMAT = 1
 # keys that may change between a run and its resumption (length and cadence, not science)
-RESUMABLE_KEYS = {"total_samples", "checkpoint_every_samples", "log_every_samples"}
+RESUMABLE_KEYS = {"total_samples", "checkpoint_every_samples", "log_every_samples",  # length, cadence
+                  "device", "precision", "workers"}  # where it runs (compute.*)
 
 
 class CheckpointError(RuntimeError):
