@@ -9,6 +9,8 @@ from typing import Optional
 from dagster import ConfigurableResource
 from pydantic import Field
 
+from ul_pipeline.data.storage import s3_options_from_env
+
 ROOT_ENV = "UL_STORAGE_ROOT"
 RUNS_ENV = "UL_RUNS_DIR"
 DEFAULT_ROOT = "artifacts"
@@ -56,15 +58,7 @@ class StorageResource(ConfigurableResource):
         """fsspec options for the root (None for a local root or the default AWS credential chain)."""
         if not self.is_remote():
             return None
-        options: dict = {}
-        key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
-        if key and secret:
-            options.update(key=key, secret=secret)
-        endpoint = self.s3_endpoint_url or os.environ.get("UL_S3_ENDPOINT_URL")
-        if endpoint:  # MinIO-style servers need path-style addressing (buckets are not DNS names)
-            options.update(client_kwargs={"endpoint_url": endpoint},
-                           config_kwargs={"s3": {"addressing_style": "path"}})
-        return options or None
+        return s3_options_from_env(self.s3_endpoint_url)
 
     def url(self, *parts: str) -> str:
         return "/".join([self.root_url(), *(p.strip("/") for p in parts)])

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -17,11 +16,9 @@ from ul_pipeline.config import ConfigError, load_config, to_yaml
 
 def storage_options_from_env() -> dict | None:
     """fsspec options for s3:// from UL_S3_ENDPOINT_URL / AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY."""
-    endpoint = os.environ.get("UL_S3_ENDPOINT_URL")
-    if not endpoint:
-        return None
-    return {"key": os.environ.get("AWS_ACCESS_KEY_ID"), "secret": os.environ.get("AWS_SECRET_ACCESS_KEY"),
-            "client_kwargs": {"endpoint_url": endpoint}}
+    from ul_pipeline.data.storage import s3_options_from_env
+
+    return s3_options_from_env()
 
 
 def _config(args) -> "DictConfig":  # noqa: F821

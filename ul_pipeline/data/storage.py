@@ -23,6 +23,19 @@ def url_to_fs(url: str, storage_options: StorageOptions = None) -> tuple[fsspec.
     return fsspec.core.url_to_fs(str(url), **(storage_options or {}))
 
 
+def s3_options_from_env(endpoint_url: Optional[str] = None) -> StorageOptions:
+    """fsspec S3 options from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and an endpoint (argument,
+    else $UL_S3_ENDPOINT_URL); None when nothing is set (the default AWS credential chain)."""
+    options: dict[str, Any] = {}
+    key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
+    if key and secret:
+        options.update(key=key, secret=secret)
+    endpoint = endpoint_url or os.environ.get("UL_S3_ENDPOINT_URL")
+    if endpoint:  # MinIO/rclone-style servers need path-style addressing (buckets are not DNS names)
+        options.update(client_kwargs={"endpoint_url": endpoint}, config_kwargs={"s3": {"addressing_style": "path"}})
+    return options or None
+
+
 def join_url(url: str, *names: str) -> str:
     """`url/name/...` without doubled slashes (works for local paths and fsspec URLs)."""
     return "/".join([str(url).rstrip("/"), *(n.strip("/") for n in names)])
