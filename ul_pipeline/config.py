@@ -7,7 +7,6 @@ the key and the file it came from.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -231,6 +230,3 @@ def config_hash(d: dict | DictConfig) -> str:
         d = to_dict(d)
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
 
-
-def dataclass_fields(cls) -> list[str]:  # for docs/tests
-    return [f.name for f in dataclasses.fields(cls)]

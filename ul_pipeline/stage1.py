@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -143,7 +142,3 @@ class UnifiedLatents(nn.Module):
             total += diffusion + terminal
         return total / repeats
 
-
-def latent_nats_upper_bound_gaussian(std: float, logsnr_0: float = 5.0) -> float:
-    """Exact I(z_clean; z0) per dimension for z_clean ~ N(0, std^2): 1/2 log(1 + std^2 e^lambda0)."""
-    return 0.5 * math.log1p(std**2 * math.exp(logsnr_0))
