@@ -7,6 +7,7 @@ on any fsspec URL (local or s3://) with `storage_options` for credentials.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
@@ -115,18 +116,40 @@ def save_grid(images_uint8: torch.Tensor, path: str | Path, nrow: int = 8) -> Pa
 
 
 def append_metrics_row(history_url: str, row: dict[str, Any], storage_options: StorageOptions = None) -> None:
-    """Append one row to a Parquet metrics history (written atomically) that any tool can read."""
+    """Append one row to a Parquet metrics history (written atomically) that any tool can read.
+
+    On a local filesystem the read-append-write holds an exclusive lock on `<history>.lock`, so
+    evaluations finishing at the same time both keep their rows. Object stores have no locks: two
+    appends to one S3 history at the same instant can still lose one row (the file stays valid).
+    """
     import polars as pl
 
     fs, path = url_to_fs(history_url, storage_options)
-    new = pl.DataFrame([row])
-    if fs.exists(path):
-        with fs.open(path, "rb") as f:
-            new = pl.concat([pl.read_parquet(f), new], how="diagonal_relaxed")
-    buf = io.BytesIO()
-    new.write_parquet(buf)
     fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-    write_bytes_atomic(fs, path, buf.getvalue())
+    with _history_lock(fs, path):
+        new = pl.DataFrame([row])
+        if fs.exists(path):
+            with fs.open(path, "rb") as f:
+                new = pl.concat([pl.read_parquet(f), new], how="diagonal_relaxed")
+        buf = io.BytesIO()
+        new.write_parquet(buf)
+        write_bytes_atomic(fs, path, buf.getvalue())
+
+
+@contextlib.contextmanager
+def _history_lock(fs, path: str):
+    """An exclusive flock on `path + '.lock'` for local filesystems; nothing for object stores."""
+    if "file" not in fs.protocol and "local" not in fs.protocol:
+        yield
+        return
+    import fcntl
+
+    with open(path + ".lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @torch.no_grad()
