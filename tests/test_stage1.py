@@ -13,7 +13,7 @@ from ul_pipeline.metrics import to_float
 from ul_pipeline.stage1 import UnifiedLatents
 from ul_pipeline.train.checkpoint import CheckpointError
 from ul_pipeline.train.loop import Callback
-from ul_pipeline.train.recipes import load_stage1, train_stage1
+from ul_pipeline.train.recipes import encoder_hold, load_stage1, train_stage1
 
 
 def padded_images(fmnist_400) -> torch.Tensor:
@@ -164,3 +164,44 @@ def test_wrong_image_shape_fails_before_compute(tmp_path):
     with pytest.raises(ValueError, match="data.channels"):
         train_stage1(cfg, torch.zeros(8, 3, 32, 32, dtype=torch.uint8), tmp_path)
     assert not (tmp_path / "last.pt").exists()
+
+
+def test_encoder_hold_factor_is_zero_then_ramps_to_one():
+    factor = encoder_hold(hold_samples=100, warmup_samples=50)
+    assert [factor(s) for s in (0, 99, 100, 125, 150, 10_000)] == [0.0, 0.0, 0.0, 0.5, 1.0, 1.0]
+
+
+class Snapshot(Callback):
+    """Copies of the raw weights after every step."""
+
+    def __init__(self, model_ref):
+        self.model_ref, self.states = model_ref, []
+
+    def on_step(self, state, loss):
+        self.states.append({k: v.detach().clone() for k, v in self.model_ref[0].state_dict().items()})
+
+
+def test_encoder_hold_freezes_only_the_encoder_then_releases_it(fmnist_400, tmp_path, monkeypatch):
+    """stage1.encoder_hold_samples: prior and decoder learn from step 1, the encoder after the hold."""
+    images = padded_images(fmnist_400)[:128]
+    cfg = load_config("smoke", ["stage1.train.batch_size=16", "stage1.train.total_samples=96",
+                                "stage1.train.warmup_samples=16", "stage1.encoder_hold_samples=48"])
+    built = []
+    original = UnifiedLatents.from_config.__func__
+    monkeypatch.setattr(UnifiedLatents, "from_config",
+                        classmethod(lambda cls, c: built.append(original(cls, c)) or built[-1]))
+    snap = Snapshot(built)
+    initial = {}
+
+    class First(Callback):
+        def on_start(self, state, total):
+            initial.update({k: v.detach().clone() for k, v in built[0].state_dict().items()})
+
+    result = train_stage1(cfg, images, tmp_path / "run", callbacks=[First(), snap])
+    assert len(snap.states) == 6
+    moved = lambda a, b, prefix: any(not torch.equal(a[k], b[k]) for k in a if k.startswith(prefix))
+    for step in range(3):  # 48 samples = 3 steps of 16: only prior and decoder move
+        assert not moved(initial, snap.states[step], "encoder."), step
+        assert moved(initial, snap.states[step], "prior.") and moved(initial, snap.states[step], "decoder.")
+    assert moved(snap.states[2], snap.states[3], "encoder.")  # released: lr factor 16/16 = 1
+    assert [h.get("lr_encoder") for h in result.history][-1] == pytest.approx(cfg.stage1.train.lr)

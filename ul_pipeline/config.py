@@ -64,6 +64,7 @@ class Stage1Config:
     decoder_shift: bool = True  # add 2 log(64/d) to the decoder's schedule (simple diffusion)
     c_lf: float = 1.5  # decoder loss factor; higher puts more bits in the latent
     bias: float = 0.0  # b in the decoder's sigmoid(b - lambda) weighting
+    encoder_hold_samples: int = 0  # encoder lr is 0 this long, then warms up (0 = paper; see README)
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
@@ -188,6 +189,7 @@ def validate(cfg: DictConfig) -> None:
     _check(cfg.data.resolution >= 8, "data.resolution", "must be >= 8")
     _check(cfg.data.shard_size > 0, "data.shard_size", "must be > 0")
     _check(cfg.stage1.c_lf > 0, "stage1.c_lf", "must be > 0")
+    _check(cfg.stage1.encoder_hold_samples >= 0, "stage1.encoder_hold_samples", "must be >= 0")
     _check(cfg.stage1.prior_logsnr_min < cfg.stage1.logsnr_0, "stage1.prior_logsnr_min",
            "must be below stage1.logsnr_0")
     _check(cfg.stage1.decoder_logsnr_min < cfg.stage1.decoder_logsnr_max, "stage1.decoder_logsnr_min",

@@ -108,22 +108,43 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
+def _param_groups(model: nn.Module, lr_multipliers: dict[str, Callable[[int], float]]
+                  ) -> tuple[list[dict], list[Callable[[int], float]]]:
+    """AdamW parameter groups (the rest first, then one per prefix) and each group's lr factor."""
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups, multipliers, taken = [], [], set()
+    for prefix, fn in lr_multipliers.items():
+        params = [p for n, p in named if n.startswith(prefix)]
+        if not params:
+            raise ValueError(f"lr_multipliers: no trainable parameter of {type(model).__name__} starts "
+                             f"with {prefix!r}")
+        groups.append({"params": params})
+        multipliers.append(fn)
+        taken.update(id(p) for p in params)
+    rest = [p for _, p in named if id(p) not in taken]
+    return [{"params": rest}, *groups], [lambda _: 1.0, *multipliers]
+
+
 def train(model: nn.Module, loss_fn: LossFn, batches: Callable[[int], Iterator[tuple[Tensor, ...]]],
           train_cfg: Any, run_dir: str | Path, *, kind: str, config: dict, device: torch.device | str = "cpu",
           precision: str = "fp32", callbacks: Iterable[Callback] = (), rank: int = 0,
-          extra: dict | None = None) -> TrainResult:
+          extra: dict | None = None,
+          lr_multipliers: dict[str, Callable[[int], float]] | None = None) -> TrainResult:
     """Train `model` until train_cfg.total_samples, resuming from run_dir/last.pt when it exists.
 
     loss_fn(model, batch) returns (scalar loss, metrics of plain floats). `batches(samples_seen)`
     yields batches starting at that sample position. `config` is the resolved experiment config
     stored in every checkpoint; `extra` is stored alongside (e.g. hashes of upstream artifacts).
+    `lr_multipliers` maps a parameter-name prefix (e.g. "encoder.") to f(samples_seen), a factor
+    on the learning rate of the parameters under it; the others follow the plain schedule.
     """
     device = torch.device(device)
     run_dir = Path(run_dir)
     ckpt_path = run_dir / "last.pt"
     callbacks = list(callbacks)
     model.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=train_cfg.lr, betas=tuple(train_cfg.betas),
+    groups, multipliers = _param_groups(model, lr_multipliers or {})
+    optimizer = torch.optim.AdamW(groups, lr=train_cfg.lr, betas=tuple(train_cfg.betas),
                                   weight_decay=train_cfg.weight_decay)
     ema = EMA(model, train_cfg.ema_decay)
     state, history = TrainState(), []
@@ -159,9 +180,10 @@ def train(model: nn.Module, loss_fn: LossFn, batches: Callable[[int], Iterator[t
     while state.samples_seen < train_cfg.total_samples:
         torch.manual_seed(derive_seed(train_cfg.seed, rank, state.samples_seen))  # noise, t, dropout
         batch = tuple(b.to(device, non_blocking=True) for b in next(batch_iter))
-        lr = train_cfg.lr * min(1.0, (state.samples_seen + len(batch[0])) / max(1, train_cfg.warmup_samples))
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        after = state.samples_seen + len(batch[0])  # schedules are evaluated at the end of this step
+        lr = train_cfg.lr * min(1.0, after / max(1, train_cfg.warmup_samples))
+        for group, multiplier in zip(optimizer.param_groups, multipliers):
+            group["lr"] = lr * multiplier(after)
         with autocast:
             loss, step_metrics = loss_fn(model, batch)
         if not torch.isfinite(loss):
@@ -176,7 +198,9 @@ def train(model: nn.Module, loss_fn: LossFn, batches: Callable[[int], Iterator[t
         prev = state.samples_seen
         state.step += 1
         state.samples_seen += len(batch[0])
-        for k, v in {**step_metrics, "grad_norm": float(grad_norm), "lr": lr}.items():
+        lrs = {f"lr_{prefix.rstrip('.')}": g["lr"]
+               for prefix, g in zip(lr_multipliers or {}, optimizer.param_groups[1:])}
+        for k, v in {**step_metrics, "grad_norm": float(grad_norm), "lr": lr, **lrs}.items():
             running[k] = running.get(k, 0.0) + v
         n_running += 1
         for cb in callbacks:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import torch
 from omegaconf import DictConfig
@@ -27,6 +27,18 @@ def setup_compute(cfg: DictConfig) -> tuple[torch.device, str]:
     return device, resolve_precision(cfg.compute.precision, device)
 
 
+def encoder_hold(hold_samples: int, warmup_samples: int) -> Callable[[int], float]:
+    """Encoder lr factor: 0 for `hold_samples`, then a linear ramp to 1 over `warmup_samples`.
+
+    While the encoder holds still, the prior learns what its latents cost and the decoder learns to
+    read them. Released at once, an untrained prior's loose bound outprices an untrained decoder's
+    gain and the encoder shrinks its output until the decoder ignores z0, a state it does not leave.
+    """
+    def factor(samples_seen: int) -> float:
+        return min(1.0, max(0.0, samples_seen - hold_samples) / max(1, warmup_samples))
+    return factor
+
+
 def train_stage1(cfg: DictConfig, images: Tensor, run_dir: str | Path,
                  callbacks: Iterable[Callback] = (), extra: dict | None = None) -> TrainResult:
     """Train encoder, prior and decoder jointly on uint8 images (N, C, H, W); resumes from run_dir."""
@@ -46,8 +58,10 @@ def train_stage1(cfg: DictConfig, images: Tensor, run_dir: str | Path,
 
     tc = cfg.stage1.train
     batches = ShuffledBatches(images, batch_size=tc.batch_size, seed=tc.seed)
+    hold = cfg.stage1.encoder_hold_samples
+    lr_multipliers = {"encoder.": encoder_hold(hold, tc.warmup_samples)} if hold > 0 else None
     return train(model, loss_fn, batches, tc, run_dir, kind="stage1", config=config_lib.to_dict(cfg),
-                 device=device, precision=precision, callbacks=callbacks,
+                 device=device, precision=precision, callbacks=callbacks, lr_multipliers=lr_multipliers,
                  extra={"image_shape": list(model.image_shape), "latent_shape": list(model.latent_shape),
                         **(extra or {})})
 
