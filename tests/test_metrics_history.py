@@ -2,30 +2,36 @@
 
 from __future__ import annotations
 
-import multiprocessing as mp
+import threading
 
 import polars as pl
 
 from ul_pipeline.lifecycle import append_metrics_row
 
 
-def _append_many(history: str, writer: int, n: int) -> None:
-    for i in range(n):
-        append_metrics_row(history, {"writer": writer, "i": i, "psnr_db": float(i)})
-
-
 def test_concurrent_appends_keep_every_row(tmp_path):
+    """Four writers at once (threads: flock locks are per open file, so they exclude each other too)."""
     history = str(tmp_path / "sub" / "metrics_history.parquet")
-    ctx = mp.get_context("fork")
-    procs = [ctx.Process(target=_append_many, args=(history, w, 15)) for w in range(3)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(60)
-        assert p.exitcode == 0
+    start = threading.Barrier(4)
+    errors = []
+
+    def append_many(writer: int) -> None:
+        try:
+            start.wait()
+            for i in range(15):
+                append_metrics_row(history, {"writer": writer, "i": i, "psnr_db": float(i)})
+        except Exception as e:  # surfaced below
+            errors.append(e)
+
+    threads = [threading.Thread(target=append_many, args=(w,)) for w in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not errors
     rows = pl.read_parquet(history)
-    assert rows.height == 45
-    assert sorted(zip(rows["writer"], rows["i"])) == [(w, i) for w in range(3) for i in range(15)]
+    assert rows.height == 60
+    assert sorted(zip(rows["writer"], rows["i"])) == [(w, i) for w in range(4) for i in range(15)]
 
 
 def test_new_columns_are_added_to_old_rows(tmp_path):
