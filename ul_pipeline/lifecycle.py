@@ -24,7 +24,7 @@ from ul_pipeline import config as config_lib
 from ul_pipeline import metrics
 from ul_pipeline.data import extract_latents, load_split_tensor, open_store, read_manifest, write_shards
 from ul_pipeline.data.sources import build_source
-from ul_pipeline.data.storage import url_to_fs, write_bytes_atomic
+from ul_pipeline.data.storage import is_local, url_to_fs, write_bytes_atomic
 from ul_pipeline.train.loop import Callback, TrainResult, resolve_device
 from ul_pipeline.train.recipes import load_base_model, load_stage1, train_stage1, train_stage2
 
@@ -139,7 +139,7 @@ def append_metrics_row(history_url: str, row: dict[str, Any], storage_options: S
 @contextlib.contextmanager
 def _history_lock(fs, path: str):
     """An exclusive flock on `path + '.lock'` for local filesystems; nothing for object stores."""
-    if "file" not in fs.protocol and "local" not in fs.protocol:
+    if not is_local(fs):
         yield
         return
     import fcntl

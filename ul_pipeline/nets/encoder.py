@@ -45,9 +45,9 @@ class Encoder(nn.Module):
         self.norm_out = group_norm(ch)
         self.conv_out = conv_nd(self.dims, ch, latent_channels, 3, padding=1)
         # Scale of the initial latents (x PyTorch's default init). Small: latents start with few bits
-        # and grow where c_lf pays (tiny, unit tests). Large: latents start informative so the
-        # decoder learns to use z0 before the prior squeezes it (small: without it a 700-step CPU
-        # run collapses to ~0.001 bits/pixel; with 5x, ~0.02 at 200 steps).
+        # and grow where c_lf pays (tiny, unit tests). Large: latents start informative, so there
+        # is something for the decoder to learn to read; on short runs this only helps together
+        # with stage1.encoder_hold_samples, which keeps the prior from squeezing z0 before then.
         with torch.no_grad():
             self.conv_out.weight.mul_(out_init_scale)
             self.conv_out.bias.zero_()
