@@ -35,12 +35,12 @@ def latent_use(checkpoint: Path, x: torch.Tensor) -> dict[str, float]:
     """Held-out L_z (nats/image) and the decoder's gain from z0 (weighted nats/image), raw weights."""
     model, cfg, _ = load_stage1(checkpoint, ema=False)
     lz = model.latent_nats(x, repeats=2, generator=torch.Generator().manual_seed(0)).mean().item()
-    z0 = model.add_encoder_noise(model.encode(x), torch.Generator().manual_seed(1))
+    z0 = model.posterior(x).sample_z0(torch.Generator().manual_seed(1))
     shuffled = z0[torch.randperm(len(x), generator=torch.Generator().manual_seed(2))]
     losses = []
     for z in (z0, shuffled):
         g = torch.Generator().manual_seed(3)
-        losses.append(sum(decoder_term(model.decoder, x, z, model.decoder_schedule, 1.0, cfg.stage1.bias, g)
+        losses.append(sum(decoder_term(model.decoder.net, x, z, model.decoder.schedule, 1.0, cfg.stage1.bias, g)
                           .mean().item() for _ in range(4)) / 4)
     return {"latent_nats": lz, "bits_per_pixel": lz / math.log(2) / x[0].numel(),
             "decoder_gain_from_z0": losses[1] - losses[0]}

@@ -10,7 +10,7 @@ from torch import nn
 from ul_pipeline.config import load_config
 from ul_pipeline.diffusion import Schedule
 from ul_pipeline.metrics import to_float
-from ul_pipeline.stage1 import UnifiedLatents
+from ul_pipeline.stage1 import DiffusionDecoder, DiffusionPrior, UnifiedLatents
 from ul_pipeline.train.checkpoint import CheckpointError
 from ul_pipeline.train.loop import Callback
 from ul_pipeline.train.recipes import encoder_hold, load_stage1, train_stage1
@@ -41,8 +41,10 @@ def zero_decoder(x_t, logsnr, z0):
 
 
 def stub_model(resolution: int, latent_channels: int) -> UnifiedLatents:
-    return UnifiedLatents(ZeroEncoder((latent_channels, 4, 4)), zero_prior, zero_decoder,
-                          (1, resolution, resolution), decoder_schedule=Schedule(-10, 10), c_lf=1.5)
+    image_shape = (1, resolution, resolution)
+    return UnifiedLatents(ZeroEncoder((latent_channels, 4, 4)), DiffusionPrior(zero_prior, -15.0, 5.0),
+                          DiffusionDecoder(zero_decoder, image_shape, Schedule(-10, 10), c_lf=1.5, bias=0.0),
+                          image_shape)
 
 
 def test_latent_and_decoder_terms_are_sums_over_their_own_dimensions():

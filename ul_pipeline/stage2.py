@@ -52,8 +52,16 @@ class BaseModel(nn.Module):
         drop = torch.rand(labels.shape, generator=generator, device=labels.device) < self.label_dropout
         return torch.where(drop, torch.full_like(labels, self.num_classes), labels)
 
-    def loss_terms(self, z_clean: Tensor, labels: Tensor, generator: torch.Generator | None = None) -> Stage2Terms:
-        """Sigmoid-weighted eps-MSE on z_t = alpha z_clean + sigma eps; noise drawn here, never stored."""
+    def loss_terms(self, z_clean: Tensor, labels: Tensor, generator: torch.Generator | None = None,
+                   z_logvar: Tensor | None = None) -> Stage2Terms:
+        """Sigmoid-weighted eps-MSE on z_t = alpha z_clean + sigma eps; noise drawn here, never stored.
+
+        With `z_logvar` (a learned encoder variance) each draw first takes y = z_clean + s eps1,
+        the latent whose lambda(0) view is z0, so no single draw is frozen in the cache.
+        """
+        if z_logvar is not None:
+            z_clean = z_clean + torch.exp(0.5 * z_logvar) * torch.randn(z_clean.shape, generator=generator,
+                                                                        device=z_clean.device)
         labels = self.drop_labels(labels, generator) if self.training else labels
         noised = add_noise(z_clean, self.schedule, generator)
         eps_hat = noised.eps_hat(self.net(noised.x_t, noised.logsnr, labels))

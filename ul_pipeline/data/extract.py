@@ -9,6 +9,7 @@ deterministic encoder). Channel statistics and `complete=True` are written last.
 from __future__ import annotations
 
 import math
+import time
 from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
@@ -22,24 +23,30 @@ from ul_pipeline.data.shards import read_manifest
 from ul_pipeline.data.sources import Sample
 from ul_pipeline.data.storage import StorageOptions
 
-EncodeFn = Callable[[torch.Tensor], torch.Tensor]  # uint8 (B, C, H, W) -> z_clean float (B, c, h, w)
+# uint8 (B, C, H, W) -> z_clean float (B, c, h, w), or (z_clean, z_logvar) for a learned encoder variance
+EncodeFn = Callable[[torch.Tensor], torch.Tensor | tuple[torch.Tensor, torch.Tensor]]
 _MUST_MATCH = ("dataset_manifest_sha256", "split", "num_samples", "block_size", "dtype")
 
 
-def _encode_block(encode_fn: EncodeFn, images: np.ndarray, batch_size: int, where: str) -> np.ndarray:
-    out = []
+def _encode_block(encode_fn: EncodeFn, images: np.ndarray, batch_size: int,
+                  where: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """(z_clean, z_logvar or None) of one block, checked for shape and finiteness."""
+    out: list[tuple[np.ndarray, ...]] = []
     with torch.no_grad():
         for lo in range(0, len(images), batch_size):
             x = torch.from_numpy(images[lo:lo + batch_size])  # (B, C, H, W) uint8
-            z = encode_fn(x)
-            if not isinstance(z, torch.Tensor) or z.ndim != 4 or z.shape[0] != x.shape[0]:
-                raise ValueError(f"{where}: encode_fn returned {getattr(z, 'shape', type(z))} for a batch "
-                                 f"of {tuple(x.shape)}; expected (B, C, h, w)")
-            z = z.detach().to("cpu", torch.float32).numpy()
-            if not np.isfinite(z).all():
+            zs = encode_fn(x)
+            zs = zs if isinstance(zs, tuple) else (zs,)
+            for z in zs:
+                if not isinstance(z, torch.Tensor) or z.ndim != 4 or z.shape[0] != x.shape[0]:
+                    raise ValueError(f"{where}: encode_fn returned {getattr(z, 'shape', type(z))} for a batch "
+                                     f"of {tuple(x.shape)}; expected (B, C, h, w)")
+            zs = tuple(z.detach().to("cpu", torch.float32).numpy() for z in zs)
+            if not all(np.isfinite(z).all() for z in zs):
                 raise ValueError(f"{where}: encode_fn returned non-finite latents")
-            out.append(z)
-    return np.concatenate(out)
+            out.append(zs)
+    z_clean = np.concatenate([o[0] for o in out])
+    return z_clean, (np.concatenate([o[1] for o in out]) if len(out[0]) > 1 else None)
 
 
 def _check_compatible(store: LatentStore, want: dict[str, Any]) -> None:
@@ -75,6 +82,7 @@ def extract_latents(shard_url: str, split: str, store_url: str, encode_fn: Encod
     untouched; another encoder's store raises unless `overwrite`. `progress(samples_done, total)`
     is called after each block. `store_storage_options` defaults to `storage_options`.
     """
+    t0 = time.perf_counter()
     store_so = storage_options if store_storage_options is None else store_storage_options
     manifest = read_manifest(shard_url, storage_options)
     num_samples = manifest.num_samples(split)
@@ -108,16 +116,19 @@ def extract_latents(shard_url: str, split: str, store_url: str, encode_fn: Encod
         samples = iter_split(shard_url, split, start=run[0] * block_size, storage_options=storage_options,
                              manifest=manifest)
         for b, (images, labels, keys) in zip(run, _blocks(samples, sizes, f"{shard_url} split '{split}'")):
-            z = _encode_block(encode_fn, images, batch_size, f"{store_url} block {b} (samples {keys[0]}..{keys[-1]})")
+            z, z_logvar = _encode_block(encode_fn, images, batch_size,
+                                        f"{store_url} block {b} (samples {keys[0]}..{keys[-1]})")
             if store is None:
                 meta_out = {k: v for k, v in want.items() if k not in ("num_samples", "block_size", "dtype")}
                 store = create_store(store_url, num_samples, tuple(z.shape[1:]), dtype, block_size, meta_out,
-                                     storage_options=store_so, overwrite=True)
-            store.write_block(b, z, labels, keys)
+                                     storage_options=store_so, overwrite=True, with_logvar=z_logvar is not None)
+            store.write_block(b, z, labels, keys, z_logvar)
             done[b] = True
             if progress is not None:
                 progress(int(sum(min(block_size, num_samples - i * block_size) for i in np.flatnonzero(done))),
                          num_samples)
         block = run[-1] + 1
     assert store is not None
+    seconds = float(store.meta.get("encode_seconds") or 0.0) + time.perf_counter() - t0
+    store.group.attrs["ul"] = {**store.meta, "encode_seconds": seconds}  # summed over resumed runs
     return finalize_store(store)

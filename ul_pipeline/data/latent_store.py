@@ -3,6 +3,8 @@
 Readable with plain `zarr.open_group(url)` (no ul_pipeline import needed):
 
     z_clean      (N, C, h, w) float32|float16   chunks of `block_size` samples
+    z_logvar     (N, C, h, w) float32|float16   only for a learned encoder variance: log s^2 (z0 =
+                                                alpha0 (z_clean + s eps1) + sigma0 eps2)
     labels       (N,) int64                     same chunking
     keys         (N,) string (vlen-utf8)        same chunking; the shard sample keys
     blocks_done  (num_blocks,) uint8            1 once block i is written (resumable extraction)
@@ -66,6 +68,11 @@ class LatentStore:
         return self.group["z_clean"]
 
     @property
+    def z_logvar(self) -> zarr.Array | None:
+        """log s^2 of a learned encoder variance (same shape as z_clean), or None for fixed noise."""
+        return self.group["z_logvar"] if "z_logvar" in self.group else None
+
+    @property
     def labels(self) -> zarr.Array:
         return self.group["labels"]
 
@@ -108,14 +115,21 @@ class LatentStore:
     def key_list(self) -> list[str]:
         return [str(k) for k in self.keys[:].tolist()]
 
-    def write_block(self, block: int, z_clean: np.ndarray, labels: np.ndarray, keys: list[str]) -> None:
+    def write_block(self, block: int, z_clean: np.ndarray, labels: np.ndarray, keys: list[str],
+                    z_logvar: np.ndarray | None = None) -> None:
         """Write one block's data, then mark it done (the marker goes last)."""
         s = self.block_slice(block)
         n = s.stop - s.start
         if z_clean.shape != (n, *self.latent_shape) or labels.shape != (n,) or len(keys) != n:
             raise LatentStoreError(f"latent store {self.url}: block {block} needs {n} samples of "
                                    f"{self.latent_shape}, got z {z_clean.shape}, labels {labels.shape}, {len(keys)} keys")
+        if (z_logvar is None) != (self.z_logvar is None) or (z_logvar is not None and z_logvar.shape != z_clean.shape):
+            raise LatentStoreError(f"latent store {self.url}: block {block}: z_logvar "
+                                   f"{None if z_logvar is None else z_logvar.shape} does not fit a store "
+                                   f"{'with' if self.z_logvar is not None else 'without'} z_logvar")
         self.z_clean[s] = z_clean.astype(self.z_clean.dtype)
+        if z_logvar is not None:
+            self.z_logvar[s] = z_logvar.astype(self.z_logvar.dtype)
         self.labels[s] = labels.astype(np.int64)
         self.keys[s] = np.array(keys, dtype=str)
         self.blocks_done[block] = 1
@@ -150,9 +164,11 @@ def store_exists(url: str, storage_options: StorageOptions = None) -> bool:
 
 def create_store(url: str, num_samples: int, latent_shape: tuple[int, ...], dtype: str = "float32",
                  block_size: int = 1024, meta: Optional[dict[str, Any]] = None, *,
-                 storage_options: StorageOptions = None, overwrite: bool = False) -> LatentStore:
+                 storage_options: StorageOptions = None, overwrite: bool = False,
+                 with_logvar: bool = False) -> LatentStore:
     """Create an empty, incomplete store (complete=False). `meta` must hold REQUIRED_META keys;
-    extra JSON-able keys are kept. An existing store raises unless `overwrite`."""
+    extra JSON-able keys are kept. An existing store raises unless `overwrite`. `with_logvar`
+    adds the `z_logvar` array (a learned encoder variance)."""
     meta = dict(meta or {})
     missing = [k for k in REQUIRED_META if k not in meta]
     if missing:
@@ -172,6 +188,9 @@ def create_store(url: str, num_samples: int, latent_shape: tuple[int, ...], dtyp
     n, c, h, w = num_samples, *latent_shape
     group.create_array("z_clean", shape=(n, c, h, w), chunks=(block_size, c, h, w), dtype=dtype,
                        fill_value=float("nan"))
+    if with_logvar:
+        group.create_array("z_logvar", shape=(n, c, h, w), chunks=(block_size, c, h, w), dtype=dtype,
+                           fill_value=float("nan"))
     group.create_array("labels", shape=(n,), chunks=(block_size,), dtype="int64", fill_value=-1)
     group.create_array("keys", shape=(n,), chunks=(block_size,), dtype=str, fill_value="")
     group.create_array("blocks_done", shape=(math.ceil(n / block_size),), chunks=(1,), dtype="uint8", fill_value=0)

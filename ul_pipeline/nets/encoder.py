@@ -1,4 +1,4 @@
-"""Deterministic ResNet encoder x -> z_clean (paper sec. 4; no predicted variance)."""
+"""Deterministic ResNet encoder x -> z_clean (paper sec. 4; a variance only for the learned-noise ablation)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ class Encoder(nn.Module):
     """Space-to-depth patching, ResBlock stages with 2x downsampling between them, conv out."""
 
     def __init__(self, image_shape: Sequence[int], latent_channels: int, channels: Sequence[int],
-                 blocks: Sequence[int], patch: int = 2, out_init_scale: float = 0.1):
+                 blocks: Sequence[int], patch: int = 2, out_init_scale: float = 0.1,
+                 predict_logvar: bool = False):
         super().__init__()
         if len(channels) != len(blocks) or not channels:
             raise ValueError(f"Encoder: channels {list(channels)} and blocks {list(blocks)} must be "
@@ -43,7 +44,8 @@ class Encoder(nn.Module):
                 ch = out_ch
             self.stages.append(stage)
         self.norm_out = group_norm(ch)
-        self.conv_out = conv_nd(self.dims, ch, latent_channels, 3, padding=1)
+        # with predict_logvar the output is [z_clean, log-variance] on the channel axis (2C channels)
+        self.conv_out = conv_nd(self.dims, ch, latent_channels * (2 if predict_logvar else 1), 3, padding=1)
         # Scale of the initial latents (x PyTorch's default init). Small: latents start with few bits
         # and grow where c_lf pays (tiny, unit tests). Large: latents start informative, so there
         # is something for the decoder to learn to read; on short runs this only helps together
@@ -51,9 +53,10 @@ class Encoder(nn.Module):
         with torch.no_grad():
             self.conv_out.weight.mul_(out_init_scale)
             self.conv_out.bias.zero_()
+            self.conv_out.weight[latent_channels:].zero_()  # log-variance head starts at its offset
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.conv_in(patchify(x, self.patch))  # (B, channels[0], *S/patch)
         for stage in self.stages:
             h = stage(h)
-        return self.conv_out(F.silu(self.norm_out(h)))  # (B, *latent_shape)
+        return self.conv_out(F.silu(self.norm_out(h)))  # (B, C or 2C, *latent spatial)

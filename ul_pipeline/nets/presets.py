@@ -77,11 +77,15 @@ def get_preset(name: str) -> Preset:
 
 
 def build_stage1_nets(name: str, image_shape: Sequence[int],
-                      latent_channels: Optional[int] = None) -> tuple[Encoder, PriorViT, DecoderUViT]:
-    """Encoder, prior and decoder of preset `name` for images of `image_shape` (C, *spatial)."""
+                      latent_channels: Optional[int] = None, predict_logvar: bool = False
+                      ) -> tuple[Encoder, PriorViT, DecoderUViT]:
+    """Encoder, prior and decoder of preset `name` for images of `image_shape` (C, *spatial).
+
+    `predict_logvar`: the encoder also outputs a log-variance per latent element (learned noise).
+    """
     preset = get_preset(name)
     encoder = Encoder(image_shape, latent_channels or preset.latent_channels,
-                      **copy.deepcopy(preset.encoder))
+                      predict_logvar=predict_logvar, **copy.deepcopy(preset.encoder))
     prior = PriorViT(encoder.latent_shape, **copy.deepcopy(preset.prior))
     decoder = DecoderUViT(image_shape, encoder.latent_shape, **copy.deepcopy(preset.decoder))
     return encoder, prior, decoder

@@ -1,0 +1,122 @@
+"""Stage 1: encoder, prior and decoder trained together on L = L_z + L_x (UL_METHOD.md sec. 2)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from ul_pipeline import metrics
+from ul_pipeline.diffusion import Schedule, resolution_shift
+from ul_pipeline.stage1.decoders import build_decoder
+from ul_pipeline.stage1.posterior import ENCODER_NOISES, FixedNoise, LatentPosterior
+from ul_pipeline.stage1.priors import LatentTerms, build_prior
+
+
+@dataclass
+class Stage1Terms:
+    """Per-example Stage-1 loss terms, each (B,) in nats summed over dimensions."""
+
+    prior_diffusion_nats: Tensor
+    prior_terminal_nats: Tensor
+    decoder_nats: Tensor  # weighted, times c_lf: not a bound
+    noise_credit_nats: Tensor | None = None  # I(y; z0 | x) of a learned encoder variance (subtracted)
+    latent_weight: float = 1.0  # beta on L_z in the training loss (UL: 1)
+
+    @property
+    def latent_nats(self) -> Tensor:
+        """L_z: an upper bound on the information in z0, nats per example."""
+        lz = self.prior_diffusion_nats + self.prior_terminal_nats
+        return lz if self.noise_credit_nats is None else lz - self.noise_credit_nats
+
+    @property
+    def total_nats(self) -> Tensor:
+        """L = beta L_z + L_x per example (eq. 5 with beta = 1)."""
+        return self.latent_weight * self.latent_nats + self.decoder_nats
+
+    def summary(self, image_shape: tuple[int, ...], latent_shape: tuple[int, ...]) -> dict[str, float]:
+        """Batch means as plain floats, with the bitrate in every unit (sec. 2.7)."""
+        lz = self.latent_nats.detach().float().mean().item()
+        return {
+            "loss_nats": self.total_nats.detach().float().mean().item(),
+            "latent_nats": lz,
+            "prior_terminal_nats": self.prior_terminal_nats.detach().float().mean().item(),
+            "decoder_nats": self.decoder_nats.detach().float().mean().item(),
+            "bits_per_image": metrics.bits_per_image(lz),
+            "bits_per_pixel": metrics.bits_per_pixel(lz, image_shape),
+            "bits_per_latent_dim": metrics.bits_per_latent_dim(lz, latent_shape),
+        }
+
+
+class UnifiedLatents(nn.Module):
+    """Encoder + encoding noise + prior + decoder with the UL objective; encode, reconstruct, decode.
+
+    The prior (`DiffusionPrior` | `NormalPrior`), the decoder (`DiffusionDecoder` | `MSEDecoder`)
+    and the noise (`FixedNoise` | `LearnedNoise`) are variants behind one interface each.
+    """
+
+    def __init__(self, encoder: nn.Module, prior: nn.Module, decoder: nn.Module, image_shape: tuple[int, ...],
+                 *, noise: nn.Module | None = None, logsnr_0: float = 5.0, latent_weight: float = 1.0):
+        super().__init__()
+        self.encoder, self.prior, self.decoder = encoder, prior, decoder
+        self.noise = noise or FixedNoise(logsnr_0)
+        self.image_shape = tuple(image_shape)
+        self.latent_shape = tuple(encoder.latent_shape)
+        self.logsnr_0, self.latent_weight = logsnr_0, latent_weight
+
+    @classmethod
+    def from_config(cls, cfg) -> "UnifiedLatents":
+        """Build from an ExperimentConfig (stage1 + data sections)."""
+        from ul_pipeline.nets.presets import build_stage1_nets
+
+        s1, data = cfg.stage1, cfg.data
+        image_shape = (data.channels, data.resolution, data.resolution)
+        noise = ENCODER_NOISES[s1.encoder_noise](s1.logsnr_0)
+        encoder, prior_net, decoder_net = build_stage1_nets(s1.preset, image_shape, s1.latent_channels,
+                                                            predict_logvar=noise.predicts_logvar)
+        shift = resolution_shift(data.resolution) if s1.decoder_shift else 0.0
+        schedule = Schedule(s1.decoder_logsnr_min, s1.decoder_logsnr_max, shift)
+        prior = build_prior(s1.prior, prior_net, s1.prior_logsnr_min, s1.logsnr_0)
+        decoder = build_decoder(s1.decoder_loss, decoder_net, image_shape, schedule, s1.c_lf, s1.bias, s1.mse_sigma)
+        return cls(encoder, prior, decoder, image_shape, noise=noise, logsnr_0=s1.logsnr_0,
+                   latent_weight=s1.latent_weight)
+
+    def posterior(self, x: Tensor) -> LatentPosterior:
+        """q(z0 | x): the encoder's z_clean (and learned variance) with the noise at lambda(0)."""
+        return self.noise(self.encoder(x).float())  # fp32 latents, also under bf16 autocast
+
+    def encode(self, x: Tensor) -> Tensor:
+        """z_clean = E(x), deterministic; x in [-1, 1]."""
+        return self.posterior(x).z_clean
+
+    def loss_terms(self, x: Tensor, generator: torch.Generator | None = None) -> Stage1Terms:
+        """eq. 5: independent t and noise for both terms, one graph, no stop-gradients."""
+        posterior = self.posterior(x)
+        latent: LatentTerms = self.prior(posterior, generator)
+        z0 = posterior.sample_z0(generator)
+        l_x = self.decoder.loss_nats(x, z0, generator)
+        return Stage1Terms(latent.diffusion_nats, latent.terminal_nats, l_x, latent.noise_credit_nats,
+                           self.latent_weight)
+
+    @torch.no_grad()
+    def decode(self, z0: Tensor, steps: int, generator: torch.Generator | None = None,
+               progress: Callable[[int, int], None] | None = None) -> Tensor:
+        """x ~ p(x | z0), images in [-1, 1] (one pass for the MSE decoder)."""
+        return self.decoder.decode(z0, steps, generator, progress)
+
+    @torch.no_grad()
+    def reconstruct(self, x: Tensor, steps: int, generator: torch.Generator | None = None) -> Tensor:
+        """x -> q(z0 | x) -> z0 -> one decoder sample."""
+        return self.decode(self.posterior(x).sample_z0(generator), steps, generator)
+
+    @torch.no_grad()
+    def latent_nats(self, x: Tensor, repeats: int = 1, generator: torch.Generator | None = None) -> Tensor:
+        """Monte-Carlo L_z per example (w == 1), averaged over `repeats` draws of t and eps."""
+        posterior = self.posterior(x)
+        total = torch.zeros(x.shape[0], device=x.device)
+        for _ in range(repeats):
+            terms = self.prior(posterior, generator)
+            total += terms.diffusion_nats + terms.terminal_nats - terms.noise_credit_nats
+        return total / repeats
