@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 
 from resources import ComputeResource, ExperimentConfigResource, StorageResource
 from ul_pipeline.config import to_dict
+from ul_pipeline.sweeps import data_hash, split_point_key
 
 # the sections that produced the reused artifacts: a reusing experiment must state them as they were
 REUSED_SECTIONS = ("data", "stage1", "encode")
@@ -35,7 +36,11 @@ class ExperimentArtifacts:
 
     @property
     def shards_url(self) -> str:
-        return self.storage.shards_url(self.owner)
+        """The owner's shards; a sweep point's are its sweep's set for its `data` section, shared by equal points."""
+        sweep, label = split_point_key(self.owner)
+        if label is None:
+            return self.storage.shards_url(self.owner)
+        return self.storage.sweep_shards_url(sweep, data_hash(self.cfg))  # cfg.data is the owner's (resolve)
 
     @property
     def latent_store_url(self) -> str:

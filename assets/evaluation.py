@@ -16,7 +16,9 @@ from resources import ComputeResource, ExperimentConfigResource, StorageResource
 from ul_pipeline.lifecycle import evaluate
 
 EVAL_METRICS = ("bits_per_pixel", "bits_per_image", "bits_per_latent_dim", "latent_nats", "psnr", "rfid", "gfid",
-                "kid", "kid_std", "eval_seconds")
+                "kid", "kid_std", "eval_seconds", "stage1_train_seconds", "encode_seconds", "stage2_train_seconds",
+                *(f"seconds_{part}" for part in ("load", "bits", "reconstruct", "sample", "features_real",
+                                                 "features_recon", "features_gen", "fid")))
 
 
 @asset(group_name="evaluation", partitions_def=EXPERIMENTS, deps=[base_model, ul_autoencoder, dataset_shards],

@@ -1,11 +1,11 @@
-"""Asset jobs (smoke for CI, demo, full for any experiment) and a batch schedule, off by default."""
+"""Asset jobs (smoke for CI, demo, full for any experiment, sweep_study for a sweep) and a batch schedule."""
 
 from dagster import (AssetSelection, DefaultScheduleStatus, RunRequest, ScheduleEvaluationContext,
                      define_asset_job, in_process_executor, schedule)
 
 from assets.partitions import EXPERIMENTS
 
-EVERYTHING = AssetSelection.all()  # the five assets with their checks
+EVERYTHING = AssetSelection.all() - AssetSelection.assets("study")  # the five per-experiment assets, with checks
 PARTITION_TAG = "dagster/partition"
 
 smoke_job = define_asset_job(
@@ -21,6 +21,10 @@ full_job = define_asset_job(
     "full", selection=EVERYTHING, partitions_def=EXPERIMENTS,
     description="The whole chain for any experiment: choose the partition at launch "
                 "(CLI: --tags '{\"dagster/partition\": \"NAME\"}').")
+
+study_job = define_asset_job(
+    "sweep_study", selection=AssetSelection.assets("study"), executor_def=in_process_executor,  # partitions: SWEEPS
+    description="A sweep's study table and picture from its points' evaluations (partition: the sweep's name).")
 
 BATCH_EXPERIMENTS = ("demo",)  # experiments the nightly batch runs through `full`
 

@@ -1,12 +1,22 @@
-"""One partition per experiment in configs/experiments/."""
+"""Partitions: one per experiment in configs/experiments/ (a sweep file gives one per point), and one per sweep."""
 
 import warnings
+from pathlib import Path
 
 from dagster import PreviewWarning, StaticPartitionsDefinition
 
-from ul_pipeline.config import experiment_names
+from ul_pipeline.config import CONFIG_DIR, experiment_names
+from ul_pipeline.sweeps import sweep_names, sweep_points
 
 # asset checks are partitioned like their assets, so a check result belongs to one experiment
 warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec", category=PreviewWarning)
 
-EXPERIMENTS = StaticPartitionsDefinition(experiment_names())
+
+def sweep_of_point(config_dir: Path | str = CONFIG_DIR) -> dict[str, str]:
+    """{point key: sweep name} for every sweep point (the study's partition mapping)."""
+    return {point: sweep for sweep in sweep_names(config_dir) for point in sweep_points(sweep, config_dir)}
+
+
+EXPERIMENTS = StaticPartitionsDefinition(experiment_names())  # plain experiments and sweep points
+SWEEPS = StaticPartitionsDefinition(sweep_names())  # the study's partitions
+SWEEP_OF_POINT = sweep_of_point()

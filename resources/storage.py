@@ -24,7 +24,8 @@ class StorageResource(ConfigurableResource):
     """Artifact root (local folder or s3://bucket/prefix) and the local folder for checkpoints and evaluations.
 
     Layout: `{root}/{experiment}/shards`, `{root}/{experiment}/latents.zarr`,
-    `{root}/metrics_history.parquet`, `{runs_dir}/{experiment}/{stage1,stage2,evaluation}`.
+    `{root}/metrics_history.parquet`, `{runs_dir}/{experiment}/{stage1,stage2,evaluation}`; a sweep's
+    points share `{root}/{sweep}/shards-{data_hash}` and its study lives in `{runs_dir}/{sweep}/study`.
     S3 credentials never enter the config: they come from AWS_ACCESS_KEY_ID /
     AWS_SECRET_ACCESS_KEY (and UL_S3_ENDPOINT_URL for a non-AWS endpoint) at run time.
     """
@@ -65,6 +66,10 @@ class StorageResource(ConfigurableResource):
 
     def shards_url(self, experiment: str) -> str:
         return self.url(experiment, "shards")
+
+    def sweep_shards_url(self, sweep: str, data_hash: str) -> str:
+        """Shards shared by the points of `sweep` whose data sections hash to `data_hash`."""
+        return self.url(sweep, f"shards-{data_hash}")
 
     def latent_store_url(self, experiment: str) -> str:
         return self.url(experiment, "latents.zarr")

@@ -11,6 +11,7 @@ import pytest
 
 from assets.definitions import defs
 from resources import ComputeResource, ExperimentConfigResource, StorageResource
+from ul_pipeline.sweeps import sweep_names, sweep_points
 
 REPO = Path(__file__).resolve().parent.parent
 ASSETS = {"dataset_shards": "data", "ul_autoencoder": "stage1", "latent_store": "latents",
@@ -23,7 +24,7 @@ WARNING = {("evaluation", "psnr_above_floor"), ("evaluation", "bits_per_pixel_in
 def test_definitions_resolve_jobs_assets_checks_and_schedule():
     dg.Definitions.validate_loadable(defs)
     graph = defs.resolve_asset_graph()
-    assert {k.to_user_string() for k in graph.get_all_asset_keys()} == set(ASSETS)
+    assert {k.to_user_string() for k in graph.get_all_asset_keys()} == set(ASSETS) | {"study"}
     for name, group in ASSETS.items():
         node = graph.get(dg.AssetKey(name))
         assert node.group_name == group, name
@@ -34,6 +35,16 @@ def test_definitions_resolve_jobs_assets_checks_and_schedule():
     assert all(checks[k].blocking for k in BLOCKING) and not any(checks[k].blocking for k in WARNING)
     assert graph.get(dg.AssetKey("latent_store")).parent_keys == {dg.AssetKey("dataset_shards"),
                                                                   dg.AssetKey("ul_autoencoder")}
+
+    study = graph.get(dg.AssetKey("study"))  # one partition per sweep, reading evaluation of all its points
+    assert study.group_name == "study" and study.description and "\n" not in study.description.strip()
+    assert study.partitions_def.get_partition_keys() == sweep_names()
+    assert study.parent_keys == {dg.AssetKey("evaluation")}
+    mapping = graph.get_partition_mapping(dg.AssetKey("study"), dg.AssetKey("evaluation"))
+    assert mapping.downstream_partition_keys_by_upstream_partition_key == {
+        point: sweep for sweep in sweep_names() for point in sweep_points(sweep)}
+    assert {k.to_user_string() for k in defs.resolve_job_def("sweep_study").asset_layer.executable_asset_keys} \
+        == {"study"}
 
     jobs = {name: defs.resolve_job_def(name) for name in ("smoke", "demo", "full")}
     assert jobs["smoke"].run_tags["dagster/partition"] == "smoke"
@@ -53,7 +64,8 @@ def test_definitions_resolve_jobs_assets_checks_and_schedule():
 
 
 def test_ul_pipeline_never_imports_dagster():
-    code = ("import sys, ul_pipeline, ul_pipeline.lifecycle, ul_pipeline.cli, ul_pipeline.data; "
+    code = ("import sys, ul_pipeline, ul_pipeline.lifecycle, ul_pipeline.cli, ul_pipeline.data, ul_pipeline.study, "
+            "ul_pipeline.sweeps; "
             "assert 'dagster' not in sys.modules, sorted(m for m in sys.modules if m.startswith('dagster'))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr

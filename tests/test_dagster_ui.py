@@ -39,7 +39,7 @@ def test_webserver_serves_the_asset_graph(tmp_path):
                             stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline, nodes = time.monotonic() + 180, []
-        while len(nodes) < 5:  # the server answers before the code location has loaded
+        while len(nodes) < 6:  # the server answers before the code location has loaded
             assert proc.poll() is None, (tmp_path / "webserver.log").read_text()[-4000:]
             assert time.monotonic() < deadline, (tmp_path / "webserver.log").read_text()[-4000:]
             try:
@@ -50,7 +50,7 @@ def test_webserver_serves_the_asset_graph(tmp_path):
         graph = {"/".join(n["assetKey"]["path"]): n for n in nodes}
         assert {k: n["groupName"] for k, n in graph.items()} == {
             "dataset_shards": "data", "ul_autoencoder": "stage1", "latent_store": "latents",
-            "base_model": "stage2", "evaluation": "evaluation"}
+            "base_model": "stage2", "evaluation": "evaluation", "study": "study"}
         assert all(n["isPartitioned"] for n in nodes)
         checks = {c["name"]: c["blocking"] for c in graph["latent_store"]["assetChecksOrError"]["checks"]}
         assert checks == {"complete": True, "count_matches_shards": True, "z_clean_finite": True}

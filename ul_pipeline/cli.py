@@ -110,6 +110,27 @@ def cmd_evaluate(args) -> None:
     print(json.dumps(result, indent=2))
 
 
+def cmd_study(args) -> None:
+    import os
+
+    import polars as pl
+
+    from ul_pipeline.study import StudyError, summary_columns, write_study
+    from ul_pipeline.sweeps import load_sweep
+
+    sweep = load_sweep(args.experiment)
+    root = os.environ.get("UL_STORAGE_ROOT", "artifacts").rstrip("/")  # the Dagster layer's defaults
+    history = args.history or f"{root}/metrics_history.parquet"
+    runs = os.environ.get("UL_RUNS_DIR") or ("artifacts/runs" if "://" in root else f"{root}/runs")
+    try:
+        result = write_study(sweep, history, args.out or Path(runs) / sweep.name / "study", storage_options_from_env())
+    except StudyError as e:
+        raise SystemExit(f"study: {e}") from None
+    with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=200, tbl_hide_dataframe_shape=True):
+        print(result.table.select(summary_columns(result.table)))
+    print(f"wrote {result.parquet} and {result.png}")
+
+
 def _progress(label: str):
     from tqdm.auto import tqdm
 
@@ -179,6 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--shards", required=True)
     c.add_argument("--out", required=True, help="output folder for grids and metrics.json")
     c.add_argument("--history", default=None, help="Parquet metrics history to append to")
+    c = command("study", cmd_study, "a sweep's points side by side: table + bits/pixel vs PSNR, rFID, gFID")
+    c.add_argument("--history", default=None,
+                   help="Parquet metrics history (default: {$UL_STORAGE_ROOT or artifacts}/metrics_history.parquet)")
+    c.add_argument("--out", default=None, help="folder for study.parquet and study.png (default: {runs}/NAME/study)")
     return p
 
 

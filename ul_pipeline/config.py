@@ -65,6 +65,12 @@ class Stage1Config:
     c_lf: float = 1.5  # decoder loss factor; higher puts more bits in the latent
     bias: float = 0.0  # b in the decoder's sigmoid(b - lambda) weighting
     encoder_hold_samples: int = 0  # encoder lr is 0 this long, then warms up (0 = paper; see README)
+    # ablation switches (UL_METHOD.md sec. 7); the defaults are the paper's UL
+    prior: str = "diffusion"  # diffusion (UL) | normal: fixed N(0, I) prior on z0, L_z = KL in closed form
+    decoder_loss: str = "diffusion"  # diffusion (UL) | mse: deterministic x_hat = D(z0), squared error
+    encoder_noise: str = "fixed"  # fixed (UL: sigma0 from logsnr_0) | learned: encoder predicts extra variance
+    mse_sigma: float = 0.2  # mse decoder: L_x = c_lf ||x - x_hat||^2 / (2 mse_sigma^2), pixels in [-1, 1]
+    latent_weight: float = 1.0  # beta on L_z in the training loss (UL: 1; the KL-VAE baseline: small)
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
@@ -104,7 +110,7 @@ class EvalConfig:
 @dataclass
 class ComputeConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: str = "auto"  # auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16
+    precision: str = "auto"  # auto (bf16 autocast on CUDA and on CPUs with native bf16, else fp32) | fp32 | bf16
     workers: int = 0  # DataLoader workers
     deterministic: bool = False  # torch deterministic algorithms (for exact resume checks)
 
@@ -132,8 +138,19 @@ def _merge_one(cfg: DictConfig, other: Any, origin: str) -> DictConfig:
 
 
 def experiment_names(config_dir: Path | str = CONFIG_DIR) -> list[str]:
-    """Names of the experiments in `config_dir/experiments/*.yaml`, sorted."""
-    return sorted(p.stem for p in (Path(config_dir) / "experiments").glob("*.yaml"))
+    """Experiments in `config_dir/experiments/*.yaml` by file name; a sweep file gives its points instead.
+
+    A sweep file (one with a `sweep:` section, see ul_pipeline.sweeps) contributes its point keys
+    (`NAME:c_lf=1.3`, `NAME:normal_prior`) in sweep order, never its own name.
+    """
+    from ul_pipeline import sweeps  # local: sweeps imports this module
+
+    names = []
+    for path in sweeps.experiment_files(config_dir):
+        section = sweeps.read_section(path)
+        points = [] if section is None else sweeps.expand(path.stem, section, str(path)).points
+        names += [p.key for p in points] if points else [path.stem]
+    return names
 
 
 def load_config(
@@ -143,9 +160,12 @@ def load_config(
 ) -> DictConfig:
     """Merge schema <- configs/base.yaml <- experiment YAML <- overrides, validate, and freeze.
 
-    `experiment` is a name under `configs/experiments/` or a path to a YAML file. `overrides`
-    are dotlist strings (`stage1.c_lf=1.7`) or a nested dict.
+    `experiment` is a name under `configs/experiments/`, a sweep point `NAME:label` (the file's base
+    plus the point's overrides, named after the point) or a path to a YAML file. A file's `sweep:`
+    section is dropped before merging. `overrides` are dotlist strings (`stage1.c_lf=1.7`) or a nested dict.
     """
+    from ul_pipeline import sweeps  # local: sweeps imports this module
+
     config_dir = Path(config_dir)
     cfg = OmegaConf.structured(ExperimentConfig)
     OmegaConf.set_struct(cfg, True)
@@ -153,14 +173,21 @@ def load_config(
     if base.exists():
         cfg = _merge_one(cfg, OmegaConf.load(base), str(base))
     if experiment is not None:
-        path = Path(experiment)
+        path, label = Path(experiment), None
         if path.suffix not in (".yaml", ".yml"):
-            path = config_dir / "experiments" / f"{experiment}.yaml"
+            name, label = sweeps.split_point_key(str(experiment))
+            path = config_dir / "experiments" / f"{name}.yaml"
         if not path.exists():
             known = ", ".join(experiment_names(config_dir)) or "none"
             raise ConfigError(f"unknown experiment '{experiment}': no file {path} (known: {known})")
-        cfg = _merge_one(cfg, OmegaConf.load(path), str(path))
-        if "name" not in OmegaConf.load(path):
+        raw = OmegaConf.load(path)
+        raw.pop(sweeps.SECTION, None)
+        cfg = _merge_one(cfg, raw, str(path))
+        if label is not None:
+            point = sweeps.find_point(path.stem, label, config_dir)
+            cfg = _merge_one(cfg, sweeps.nested(point.overrides), f"{path} (sweep point {point.key})")
+            cfg.name = point.key
+        elif "name" not in raw:
             cfg.name = path.stem
     if overrides:
         if isinstance(overrides, dict):
@@ -189,6 +216,14 @@ def validate(cfg: DictConfig) -> None:
     _check(cfg.data.resolution >= 8, "data.resolution", "must be >= 8")
     _check(cfg.data.shard_size > 0, "data.shard_size", "must be > 0")
     _check(cfg.stage1.c_lf > 0, "stage1.c_lf", "must be > 0")
+    _check(cfg.stage1.prior in ("diffusion", "normal"), "stage1.prior",
+           f"must be diffusion or normal, got '{cfg.stage1.prior}'")
+    _check(cfg.stage1.decoder_loss in ("diffusion", "mse"), "stage1.decoder_loss",
+           f"must be diffusion or mse, got '{cfg.stage1.decoder_loss}'")
+    _check(cfg.stage1.encoder_noise in ("fixed", "learned"), "stage1.encoder_noise",
+           f"must be fixed or learned, got '{cfg.stage1.encoder_noise}'")
+    _check(cfg.stage1.mse_sigma > 0, "stage1.mse_sigma", "must be > 0")
+    _check(cfg.stage1.latent_weight > 0, "stage1.latent_weight", "must be > 0")
     _check(cfg.stage1.encoder_hold_samples >= 0, "stage1.encoder_hold_samples", "must be >= 0")
     _check(cfg.stage1.prior_logsnr_min < cfg.stage1.logsnr_0, "stage1.prior_logsnr_min",
            "must be below stage1.logsnr_0")
