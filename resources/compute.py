@@ -12,7 +12,8 @@ class ComputeResource(ConfigurableResource):
     """Where the math runs; None keeps the experiment's own `compute.*` value."""
 
     device: Optional[str] = Field(default=None, description="auto | cpu | cuda | cuda:N")
-    precision: Optional[str] = Field(default=None, description="auto (bf16 on GPU, fp32 on CPU) | fp32 | bf16")
+    precision: Optional[str] = Field(
+        default=None, description="auto (bf16 autocast on CUDA and on CPUs with native bf16, else fp32) | fp32 | bf16")
     workers: Optional[int] = Field(default=None, description="DataLoader workers")
 
     def overrides(self) -> list[str]:

@@ -35,3 +35,15 @@ def test_inception_features_are_2048_d_finite_and_deterministic(fmnist_400):
     assert np.abs(f1[0] - f1[1]).sum() > 0  # different images, different features
     with pytest.raises(ValueError, match="uint8"):
         features(images.float())
+
+
+def test_inception_features_equal_the_reference_implementation(fmnist_400):
+    """Our faster path (small batches, grayscale resized once) gives FidHelper.extract_feats' numbers."""
+    images = torch.nn.functional.pad(torch.from_numpy(fmnist_400[0][10:16]).unsqueeze(1), (2, 2, 2, 2))
+    features = InceptionFeatures()
+    h = features.helper
+    reference = h.extract_feats(images.expand(-1, 3, -1, -1), data_range=(0, 255), resize_hw=h.resize_hw,
+                                resample_mode=h.resample_mode)  # (6, 2048), batches of 6, RGB resize
+    np.testing.assert_allclose(features(images), reference, rtol=1e-4, atol=0)
+    assert features.batch_size < len(images)  # the comparison crosses a batch boundary
+    assert features.identity.startswith("tf-inception-pool3 default_1.pt sha256:") and len(features.identity) > 90

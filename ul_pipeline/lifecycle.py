@@ -25,6 +25,7 @@ from ul_pipeline import metrics
 from ul_pipeline.data import extract_latents, load_split_tensor, open_store, read_manifest, write_shards
 from ul_pipeline.data.sources import build_source
 from ul_pipeline.data.storage import is_local, url_to_fs, write_bytes_atomic
+from ul_pipeline.fid import FeatureExtractor
 from ul_pipeline.train.loop import Callback, TrainResult, resolve_device
 from ul_pipeline.train.recipes import load_base_model, load_stage1, train_stage1, train_stage2
 
@@ -63,13 +64,16 @@ def run_stage1(cfg: DictConfig, shards_url: str, run_dir: str | Path, *, storage
 
 
 def encoder_fn(model, device: torch.device, batch_size: int = 256):
-    """uint8 images (B, C, H, W) -> z_clean float32 on CPU, with the Stage-1 encoder (EMA weights)."""
+    """uint8 images (B, C, H, W) -> z_clean float32 on CPU (and z_logvar for a learned encoder variance)."""
 
     @torch.no_grad()
-    def encode(images: torch.Tensor) -> torch.Tensor:
-        outs = [model.encode(metrics.to_float(images[i:i + batch_size].to(device))).float().cpu()
-                for i in range(0, len(images), batch_size)]
-        return torch.cat(outs)
+    def encode(images: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        posts = [model.posterior(metrics.to_float(images[i:i + batch_size].to(device)))
+                 for i in range(0, len(images), batch_size)]
+        z_clean = torch.cat([p.z_clean.float().cpu() for p in posts])
+        if posts[0].logvar is None:
+            return z_clean
+        return z_clean, torch.cat([p.logvar.float().cpu() for p in posts])
 
     return encode
 
@@ -100,9 +104,12 @@ def run_stage2(cfg: DictConfig, store_url: str, run_dir: str | Path, *, expect_e
                          f"{cfg.stage1.logsnr_0}: the base model's most precise level must match the encoder's")
     z_clean = torch.from_numpy(np.asarray(store.z_clean[:], dtype=np.float32))
     labels = torch.from_numpy(np.asarray(store.labels[:], dtype=np.int64))
-    return train_stage2(cfg, z_clean, labels, run_dir, callbacks,
+    z_logvar = (None if store.z_logvar is None  # a learned encoder variance: Stage 2 draws from it
+                else torch.from_numpy(np.asarray(store.z_logvar[:], dtype=np.float32)))
+    return train_stage2(cfg, z_clean, labels, run_dir, callbacks, z_logvar=z_logvar,
                         extra={"latent_store_url": store_url, "encoder_sha256": store.meta["encoder_sha256"],
-                               "dataset_manifest_sha256": store.meta.get("dataset_manifest_sha256")})
+                               "dataset_manifest_sha256": store.meta.get("dataset_manifest_sha256"),
+                               "encode_seconds": store.meta.get("encode_seconds")})
 
 
 def save_grid(images_uint8: torch.Tensor, path: str | Path, nrow: int = 8) -> Path:
@@ -156,22 +163,46 @@ def _history_lock(fs, path: str):
 def evaluate(stage1_checkpoint: str | Path, shards_url: str, out_dir: str | Path, *,
              base_checkpoint: str | Path | None = None, cfg: DictConfig | None = None,
              storage_options: StorageOptions = None, history_url: str | None = None,
-             log: Callable[[str], None] = print, seed: int = 0) -> dict[str, Any]:
+             log: Callable[[str], None] = print, seed: int = 0,
+             features: FeatureExtractor | None = None) -> dict[str, Any]:
     """Bits/pixel on held-out data, PSNR and rFID of reconstructions, gFID/KID of samples, grids.
 
     `cfg` supplies eval.* and sample.* (default: the Stage-1 checkpoint's). Every number is
-    recorded with the sample count, sampler, steps and guidance that produced it.
+    recorded with the sample count, sampler, steps and guidance that produced it, and the result
+    says where the time went: `seconds_<part>` for each part, and the training and encoding times
+    stored in the checkpoints. `features` is the FID/KID feature network (default: TF-Inception on
+    the evaluation device); the real images' features are cached beside the shards (see
+    ul_pipeline.fid_reference), so only the first evaluation of a dataset pays for them.
     """
     t0 = time.perf_counter()
-    device = resolve_device(cfg.compute.device if cfg is not None else "auto")
-    ul, stage1_cfg, s1_meta = load_stage1(stage1_checkpoint, device=device)
-    cfg = cfg or stage1_cfg
-    ev, smp = cfg.eval, cfg.sample
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    images, labels, _ = load_split_tensor(shards_url, "val", storage_options=storage_options)
-    n = min(ev.num_samples, len(images))
-    images, labels = images[:n], labels[:n]
+    timings: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def timed(part: str):
+        start = time.perf_counter()
+        yield
+        timings[f"seconds_{part}"] = time.perf_counter() - start
+
+    def every_fifth(what: str) -> Callable[[int, int], None]:
+        """A progress callback that logs at each 20 % of `total` (not at every batch)."""
+        start, last = time.perf_counter(), [0]
+
+        def report(done: int, total: int) -> None:
+            if done * 5 // total > last[0]:
+                last[0] = done * 5 // total
+                log(f"{what}: {done}/{total} images ({time.perf_counter() - start:.0f} s)")
+        return report
+
+    with timed("load"):
+        device = resolve_device(cfg.compute.device if cfg is not None else "auto")
+        ul, stage1_cfg, s1_meta = load_stage1(stage1_checkpoint, device=device)
+        cfg = cfg or stage1_cfg
+        ev, smp = cfg.eval, cfg.sample
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        images, labels, _ = load_split_tensor(shards_url, "val", storage_options=storage_options)
+        n = min(ev.num_samples, len(images))
+        images, labels = images[:n], labels[:n]
     g = torch.Generator(device=device).manual_seed(seed)
     result: dict[str, Any] = {
         "experiment": cfg.name, "evaluated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -185,25 +216,32 @@ def evaluate(stage1_checkpoint: str | Path, shards_url: str, out_dir: str | Path
             yield slice(i, min(total, i + smp.batch_size))
 
     # bits/pixel from L_z with w == 1 on held-out images (4 draws of t and eps per image)
-    nats = torch.cat([ul.latent_nats(metrics.to_float(images[s].to(device)), repeats=4, generator=g).cpu()
-                      for s in batches(n)])
+    with timed("bits"):
+        nats = []
+        for s in batches(n):
+            nats.append(ul.latent_nats(metrics.to_float(images[s].to(device)), repeats=4, generator=g).cpu())
+            log(f"bits/pixel: {s.stop}/{n} images")
+        nats = torch.cat(nats)
     result["latent_nats"] = nats.mean().item()
     result["bits_per_image"] = metrics.bits_per_image(result["latent_nats"])
     result["bits_per_pixel"] = metrics.bits_per_pixel(result["latent_nats"], ul.image_shape)
     result["bits_per_latent_dim"] = metrics.bits_per_latent_dim(result["latent_nats"], ul.latent_shape)
     log(f"bits/pixel {result['bits_per_pixel']:.4f} on {n} held-out images")
 
-    recon = []
-    for s in batches(n):
-        x = metrics.to_float(images[s].to(device))
-        recon.append(metrics.to_uint8(ul.reconstruct(x, smp.decoder_steps, generator=g)).cpu())
-        log(f"reconstructed {s.stop}/{n}")
-    recon = torch.cat(recon)
+    with timed("reconstruct"):
+        recon = []
+        for s in batches(n):
+            x = metrics.to_float(images[s].to(device))
+            recon.append(metrics.to_uint8(ul.reconstruct(x, smp.decoder_steps, generator=g)).cpu())
+            log(f"reconstructed {s.stop}/{n} ({time.perf_counter() - t0:.0f} s into the evaluation)")
+        recon = torch.cat(recon)
     result["psnr"] = metrics.psnr_uint8(images, recon).clamp(max=100.0).mean().item()
     k = min(ev.grid_size, n)
     pairs = torch.stack([images[:k], recon[:k]], 1).flatten(0, 1)  # original, reconstruction, ...
     result["reconstruction_grid"] = str(save_grid(pairs, out_dir / "reconstructions.png", nrow=16))
     log(f"PSNR {result['psnr']:.2f} dB")
+    if s1_meta.get("train_seconds") is not None:
+        result["stage1_train_seconds"] = float(s1_meta["train_seconds"])
 
     samples = None
     if base_checkpoint is not None:
@@ -212,29 +250,46 @@ def evaluate(stage1_checkpoint: str | Path, shards_url: str, out_dir: str | Path
             raise ValueError(f"base model {base_checkpoint} was trained on latents of encoder "
                              f"{b_meta['encoder_sha256']}, not {stage1_checkpoint} ({s1_meta['sha256']})")
         result["base_sha256"] = b_meta["sha256"]
+        for key, stored in (("stage2_train_seconds", "train_seconds"), ("encode_seconds", "encode_seconds")):
+            if b_meta.get(stored) is not None:
+                result[key] = float(b_meta[stored])
         gen_labels = labels.to(device)  # the held-out class frequencies
-        samples = []
-        for s in batches(n):
-            z0 = base.sample_z0(gen_labels[s], smp.steps, smp.guidance, generator=g)
-            samples.append(metrics.to_uint8(ul.decode(z0, smp.decoder_steps, generator=g)).cpu())
-            log(f"sampled {s.stop}/{n}")
-        samples = torch.cat(samples)
+        with timed("sample"):
+            samples = []
+            for s in batches(n):
+                z0 = base.sample_z0(gen_labels[s], smp.steps, smp.guidance, generator=g)
+                samples.append(metrics.to_uint8(ul.decode(z0, smp.decoder_steps, generator=g)).cpu())
+                log(f"sampled {s.stop}/{n} ({time.perf_counter() - t0:.0f} s into the evaluation)")
+            samples = torch.cat(samples)
         result["sample_grid"] = str(save_grid(samples[:k], out_dir / "samples.png", nrow=int(math.sqrt(k)) or 1))
 
     if ev.fid:
         from ul_pipeline.fid import InceptionFeatures, frechet_distance, kernel_inception_distance
+        from ul_pipeline.fid_reference import reference_features
 
-        features = InceptionFeatures(device)
-        f_real = features(images)
-        f_recon = features(recon)
-        result["rfid"] = frechet_distance(f_real, f_recon)
+        features = InceptionFeatures(device) if features is None else features
+        with timed("features_real"):
+            f_real = reference_features(images, features, shards_url, split="val",
+                                        manifest_sha256=read_manifest(shards_url, storage_options).sha256,
+                                        storage_options=storage_options, log=log,
+                                        progress=every_fifth("reference features"))
+        with timed("features_recon"):
+            f_recon = features(recon, progress=every_fifth("reconstruction features"))
+        with timed("fid"):
+            result["rfid"] = frechet_distance(f_real, f_recon)
         log(f"rFID {result['rfid']:.2f}")
         if samples is not None:
-            f_gen = features(samples)
+            with timed("features_gen"):
+                f_gen = features(samples, progress=every_fifth("sample features"))
+            start = time.perf_counter()
             result["gfid"] = frechet_distance(f_real, f_gen)
             result["kid"], result["kid_std"] = kernel_inception_distance(f_real, f_gen, subset_size=min(1000, max(2, n // 2)))
+            timings["seconds_fid"] += time.perf_counter() - start
             log(f"gFID {result['gfid']:.2f}  KID {result['kid']:.4f}")
+    result.update(timings)
     result["eval_seconds"] = time.perf_counter() - t0
+    log("evaluation took " + ", ".join(f"{k.removeprefix('seconds_')} {v:.1f} s" for k, v in timings.items())
+        + f"; {result['eval_seconds']:.1f} s in all")
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=2))
     if history_url is not None:
         append_metrics_row(history_url, result, storage_options)

@@ -1,7 +1,8 @@
-"""One generic training loop: AdamW, warm-up, clipping, EMA, bf16 autocast on GPU, callbacks, resume.
+"""One generic training loop: AdamW, warm-up, clipping, EMA, bf16 autocast, callbacks, resume.
 
 Progress is counted in samples seen; every random draw of a step is seeded from
-(seed, rank, samples_seen), so a run interrupted and re-run ends with the same weights.
+(seed, rank, samples_seen), so a run interrupted and re-run ends with the same weights. Every
+checkpoint records `train_seconds`, the wall time spent training summed over all resumptions.
 """
 
 from __future__ import annotations
@@ -92,6 +93,7 @@ class TrainResult:
     state: TrainState
     history: list[dict[str, float]] = field(default_factory=list)
     checkpoint: Path | None = None
+    train_seconds: float = 0.0  # wall time of training, summed over all resumptions of this run
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -101,10 +103,17 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+def cpu_has_native_bf16() -> bool:
+    """True when this CPU multiplies bf16 in hardware (AVX512-BF16 or AMX), so bf16 autocast pays."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # x86 only in torch 2.14
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
 def resolve_precision(precision: str, device: torch.device) -> str:
-    """auto -> bf16 on GPU, fp32 on CPU."""
+    """auto -> bf16 on CUDA and on CPUs with native bf16, fp32 on other CPUs."""
     if precision == "auto":
-        return "bf16" if device.type == "cuda" else "fp32"
+        native = device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16())
+        return "bf16" if native else "fp32"
     return precision
 
 
@@ -129,7 +138,8 @@ def train(model: nn.Module, loss_fn: LossFn, batches: Callable[[int], Iterator[t
           train_cfg: Any, run_dir: str | Path, *, kind: str, config: dict, device: torch.device | str = "cpu",
           precision: str = "fp32", callbacks: Iterable[Callback] = (), rank: int = 0,
           extra: dict | None = None,
-          lr_multipliers: dict[str, Callable[[int], float]] | None = None) -> TrainResult:
+          lr_multipliers: dict[str, Callable[[int], float]] | None = None,
+          flops_per_example: float | None = None) -> TrainResult:
     """Train `model` until train_cfg.total_samples, resuming from run_dir/last.pt when it exists.
 
     loss_fn(model, batch) returns (scalar loss, metrics of plain floats). `batches(samples_seen)`
@@ -137,7 +147,12 @@ def train(model: nn.Module, loss_fn: LossFn, batches: Callable[[int], Iterator[t
     stored in every checkpoint; `extra` is stored alongside (e.g. hashes of upstream artifacts).
     `lr_multipliers` maps a parameter-name prefix (e.g. "encoder.") to f(samples_seen), a factor
     on the learning rate of the parameters under it; the others follow the plain schedule.
+    `precision` "bf16" runs loss_fn under bf16 autocast on any device (weights, optimiser and EMA
+    stay fp32; the loss math casts network outputs to fp32). `flops_per_example` (training FLOPs
+    of one example, ~3x forward) adds `gflops_per_s` to the logged metrics.
     """
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be fp32 or bf16 (resolve 'auto' with resolve_precision), got {precision!r}")
     device = torch.device(device)
     run_dir = Path(run_dir)
     ckpt_path = run_dir / "last.pt"
@@ -147,7 +162,7 @@ def train(model: nn.Module, loss_fn: LossFn, batches: Callable[[int], Iterator[t
     optimizer = torch.optim.AdamW(groups, lr=train_cfg.lr, betas=tuple(train_cfg.betas),
                                   weight_decay=train_cfg.weight_decay)
     ema = EMA(model, train_cfg.ema_decay)
-    state, history = TrainState(), []
+    state, history, seconds_before = TrainState(), [], 0.0
     if ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path, kind=kind, map_location=str(device))
         check_resumable(ckpt, config, ckpt_path)
@@ -156,21 +171,27 @@ def train(model: nn.Module, loss_fn: LossFn, batches: Callable[[int], Iterator[t
         ema.load_state_dict(ckpt["ema"])
         state = TrainState(ckpt["step"], ckpt["samples_seen"])
         history = ckpt.get("history", [])
+        seconds_before = float(ckpt.get("train_seconds", 0.0))
+    t_start = time.perf_counter()
+
+    def train_seconds() -> float:
+        """Wall time of this run so far, plus that of the runs it resumes."""
+        return seconds_before + time.perf_counter() - t_start
 
     def checkpoint() -> Path:
         save_checkpoint(ckpt_path, {
             "kind": kind, "model": model.state_dict(), "ema": ema.state_dict(),
             "optimizer": optimizer.state_dict(), "step": state.step, "samples_seen": state.samples_seen,
             "complete": state.samples_seen >= train_cfg.total_samples, "config": config,
-            "history": history, **(extra or {}),
+            "history": history, "train_seconds": train_seconds(), **(extra or {}),
         })
         (run_dir / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
         for cb in callbacks:
             cb.on_checkpoint(state, ckpt_path)
         return ckpt_path
 
-    autocast = (torch.autocast(device_type="cuda", dtype=torch.bfloat16)
-                if precision == "bf16" and device.type == "cuda" else nullcontext())
+    autocast = (torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+                if precision == "bf16" else nullcontext())
     for cb in callbacks:
         cb.on_start(state, train_cfg.total_samples)
     running: dict[str, float] = {}
@@ -211,6 +232,8 @@ def train(model: nn.Module, loss_fn: LossFn, batches: Callable[[int], Iterator[t
             logged = {k: v / n_running for k, v in running.items()}
             logged.update(step=state.step, samples_seen=state.samples_seen,
                           samples_per_s=n_running * len(batch[0]) / max(now - t_last, 1e-9))
+            if flops_per_example:
+                logged["gflops_per_s"] = logged["samples_per_s"] * flops_per_example / 1e9
             history.append(logged)
             for cb in callbacks:
                 cb.on_log(state, logged)
@@ -222,7 +245,7 @@ def train(model: nn.Module, loss_fn: LossFn, batches: Callable[[int], Iterator[t
     ema_model = copy.deepcopy(model)
     ema_model.load_state_dict(ema.state_dict())
     ema_model.eval()
-    return TrainResult(model, ema_model, state, history, ckpt_path)
+    return TrainResult(model, ema_model, state, history, ckpt_path, train_seconds())
 
 
 def _crossed(before: int, after: int, every: int) -> bool:

@@ -16,6 +16,7 @@ from ul_pipeline.stage1 import UnifiedLatents
 from ul_pipeline.stage2 import BaseModel
 from ul_pipeline.train.batches import ShuffledBatches
 from ul_pipeline.train.checkpoint import CheckpointError, file_sha256, load_checkpoint
+from ul_pipeline.train.flops import stage1_train_flops, stage2_train_flops
 from ul_pipeline.train.loop import Callback, TrainResult, resolve_device, resolve_precision, train
 
 
@@ -62,13 +63,18 @@ def train_stage1(cfg: DictConfig, images: Tensor, run_dir: str | Path,
     lr_multipliers = {"encoder.": encoder_hold(hold, tc.warmup_samples)} if hold > 0 else None
     return train(model, loss_fn, batches, tc, run_dir, kind="stage1", config=config_lib.to_dict(cfg),
                  device=device, precision=precision, callbacks=callbacks, lr_multipliers=lr_multipliers,
+                 flops_per_example=stage1_train_flops(cfg),
                  extra={"image_shape": list(model.image_shape), "latent_shape": list(model.latent_shape),
                         **(extra or {})})
 
 
 def train_stage2(cfg: DictConfig, z_clean: Tensor, labels: Tensor, run_dir: str | Path,
-                 callbacks: Iterable[Callback] = (), extra: dict | None = None) -> TrainResult:
-    """Train the base model on cached z_clean (N, C, h, w) with int labels (N,); resumes from run_dir."""
+                 callbacks: Iterable[Callback] = (), extra: dict | None = None,
+                 z_logvar: Tensor | None = None) -> TrainResult:
+    """Train the base model on cached z_clean (N, C, h, w) with int labels (N,); resumes from run_dir.
+
+    `z_logvar` (N, C, h, w): a learned encoder variance; each draw then uses z_clean + s eps.
+    """
     device, precision = setup_compute(cfg)
     latent_shape = tuple(z_clean.shape[1:])
     torch.manual_seed(cfg.stage2.train.seed)
@@ -76,13 +82,16 @@ def train_stage2(cfg: DictConfig, z_clean: Tensor, labels: Tensor, run_dir: str 
     scale = 1.0 / math.prod(latent_shape)
 
     def loss_fn(m: BaseModel, batch):
-        terms = m.loss_terms(batch[0].float(), batch[1].long())
+        z_lv = batch[2].float() if len(batch) > 2 else None
+        terms = m.loss_terms(batch[0].float(), batch[1].long(), z_logvar=z_lv)
         return terms.weighted_nats.mean() * scale, terms.summary()
 
     tc = cfg.stage2.train
-    batches = ShuffledBatches(z_clean, labels, batch_size=tc.batch_size, seed=tc.seed)
+    arrays = (z_clean, labels) if z_logvar is None else (z_clean, labels, z_logvar)
+    batches = ShuffledBatches(*arrays, batch_size=tc.batch_size, seed=tc.seed)
     return train(model, loss_fn, batches, tc, run_dir, kind="stage2", config=config_lib.to_dict(cfg),
                  device=device, precision=precision, callbacks=callbacks,
+                 flops_per_example=stage2_train_flops(cfg, latent_shape),
                  extra={"latent_shape": list(latent_shape), **(extra or {})})
 
 

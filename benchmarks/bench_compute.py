@@ -1,0 +1,147 @@
+"""Training-step throughput of every network in fp32 and bf16 autocast, against the device's matmul peak.
+
+    python benchmarks/bench_compute.py [--device cpu|cuda] [--presets tiny,small] [--batch-size 64]
+                                       [--warmup 3] [--steps 30]
+
+For each preset (`tiny`, `small`; `paper` on CUDA only) and each network (encoder, prior, decoder,
+base model) and the whole Stage-1 step (encoder + prior + decoder with the UL loss), one training
+step is forward + backward + AdamW on random data (the speed does not depend on the values). It
+prints samples/s, the achieved GFLOP/s (3 x the forward FLOPs counted by ul_pipeline.nets, 2 per
+multiply-add) and that as a percentage of a large matmul timed first in the same precision, as one
+Markdown table. The defaults take about 2 minutes on 2 CPU cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+
+from ul_pipeline.config import load_config  # noqa: E402
+from ul_pipeline.metrics import to_float  # noqa: E402
+from ul_pipeline.nets.presets import build_base_model, build_stage1_nets  # noqa: E402
+from ul_pipeline.stage1 import UnifiedLatents  # noqa: E402
+from ul_pipeline.train.flops import BACKWARD_FACTOR, forward_flops, stage1_calls, stage2_calls  # noqa: E402
+
+# (image shape, classes, default batch) per preset: the demo's Fashion-MNIST shape, the paper's ImageNet-512
+SHAPES = {"tiny": ((1, 32, 32), 10, 64), "small": ((1, 32, 32), 10, 64), "paper": ((3, 512, 512), 1000, 8)}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def matmul_peak(device: torch.device, precision: str, size: int, reps: int = 5) -> float:
+    """GFLOP/s of a (size x size) @ (size x size) matmul in `precision`: the ceiling the networks aim at."""
+    a = torch.randn(size, size, device=device, dtype=DTYPES[precision])
+    b = torch.randn(size, size, device=device, dtype=DTYPES[precision])
+    for _ in range(2):
+        a @ b
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    sync(device)
+    return 2 * size**3 * reps / (time.perf_counter() - t0) / 1e9
+
+
+def config_for(preset: str):
+    """The demo config with every network of `preset` on that preset's image shape."""
+    (channels, res, _), classes, _ = SHAPES[preset]
+    return load_config("demo", [f"stage1.preset={preset}", f"stage2.preset={preset}", f"data.channels={channels}",
+                                f"data.resolution={res}", f"data.num_classes={classes}"])
+
+
+def workloads(preset: str, batch: int, device: torch.device):
+    """(name, module, step_loss(module) -> scalar, forward FLOPs per example) for each network and the Stage-1 step."""
+    cfg = config_for(preset)
+    s1 = stage1_calls(cfg)
+    latent_shape = tuple(s1["encoder"][0].latent_shape)
+    s2 = stage2_calls(cfg, latent_shape)
+    image_shape = (cfg.data.channels, cfg.data.resolution, cfg.data.resolution)
+    x = torch.rand(batch, *image_shape, device=device) * 2 - 1  # (B, C, H, W) in [-1, 1]
+    z = torch.randn(batch, *latent_shape, device=device)  # (B, c, h, w)
+    logsnr = torch.rand(batch, device=device) * 20 - 10
+    labels = torch.randint(0, cfg.data.num_classes, (batch,), device=device)
+    inputs = {"encoder": (x,), "prior": (z, logsnr), "decoder": (x, logsnr, z), "base": (z, logsnr, labels)}
+    torch.manual_seed(0)
+    with torch.device(device):  # real weights with the networks' own initialisation
+        nets = dict(zip(("encoder", "prior", "decoder"), build_stage1_nets(preset, image_shape)))
+        nets["base"] = build_base_model(preset, latent_shape, cfg.data.num_classes)
+        ul = UnifiedLatents.from_config(cfg)
+    out = [(name, nets[name], lambda m, a=inputs[name]: m(*a).float().square().mean(), forward_flops([call]))
+           for name, call in [*s1.items(), *s2.items()]]
+    images = (torch.rand(batch, *image_shape, device=device) * 255).to(torch.uint8)
+    scale = 1.0 / (image_shape[0] * image_shape[1] * image_shape[2])
+    out.append(("stage-1 step", ul, lambda m: m.loss_terms(to_float(images)).total_nats.mean() * scale,
+                forward_flops(list(s1.values()))))
+    return out
+
+
+def steps_per_s(module: torch.nn.Module, loss_fn, precision: str, device: torch.device, warmup: int,
+                steps: int) -> float:
+    """Training steps per second: forward (autocast in bf16) + backward + AdamW."""
+    opt = torch.optim.AdamW(module.parameters(), lr=1e-4)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if precision == "bf16" else nullcontext()
+    module.train()
+
+    def step():
+        with autocast:
+            loss = loss_fn(module)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    for _ in range(warmup):
+        step()
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    sync(device)
+    return steps / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu | cuda | cuda:N")
+    parser.add_argument("--presets", default=None, help="comma-separated (default: tiny,small; plus paper on CUDA)")
+    parser.add_argument("--batch-size", type=int, default=None, help="examples per step (default: 64; paper 8)")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed steps per measurement")
+    parser.add_argument("--steps", type=int, default=30, help="timed steps per measurement")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    presets = args.presets.split(",") if args.presets else ["tiny", "small"] + (["paper"] * (device.type == "cuda"))
+    if "paper" in presets and device.type != "cuda":
+        sys.exit("the paper preset needs a GPU (--device cuda)")
+    size = 8192 if device.type == "cuda" else 2048
+    peak = {p: matmul_peak(device, p, size) for p in DTYPES}
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
+    print(f"device: {name} | torch {torch.__version__} | matmul {size}x{size}: fp32 {peak['fp32']:.0f} GFLOP/s, "
+          f"bf16 {peak['bf16']:.0f} GFLOP/s | {args.warmup} warm-up + {args.steps} timed steps\n", flush=True)
+    print("| preset | network | batch | train GFLOPs/example | fp32 samples/s | fp32 GFLOP/s (% of peak) "
+          "| bf16 samples/s | bf16 GFLOP/s (% of peak) | bf16 / fp32 |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for preset in presets:
+        batch = args.batch_size or SHAPES[preset][2]
+        for net_name, module, loss_fn, fwd_flops in workloads(preset, batch, device):
+            train_flops = BACKWARD_FACTOR * fwd_flops  # per example
+            cells, rates = [], {}
+            for precision in DTYPES:
+                rates[precision] = batch * steps_per_s(module, loss_fn, precision, device, args.warmup, args.steps)
+                gflops = rates[precision] * train_flops / 1e9
+                cells += [f"{rates[precision]:.0f}", f"{gflops:.1f} ({100 * gflops / peak[precision]:.0f}%)"]
+            print(f"| {preset} | {net_name} | {batch} | {train_flops / 1e9:.3f} | {' | '.join(cells)} "
+                  f"| {rates['bf16'] / rates['fp32']:.2f}x |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
