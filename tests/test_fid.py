@@ -18,6 +18,20 @@ def test_frechet_distance_of_gaussians_matches_the_closed_form():
     assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-6)
 
 
+def test_frechet_distance_equals_the_reference_sqrtm_formula():
+    """The eigenvalue route gives the reference (scipy sqrtm) number on rank-deficient covariances too."""
+    from scipy import linalg
+
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=(300, 64)) @ rng.normal(size=(64, 64))
+    b = rng.normal(size=(200, 64)) ** 3 + 0.5  # non-Gaussian, other scale
+    for x, y in ((a, b), (a[:40], b[:50])):  # the second pair has singular covariances
+        s_x, s_y = np.cov(x, rowvar=False), np.cov(y, rowvar=False)
+        ref = (((x.mean(0) - y.mean(0)) ** 2).sum() + np.trace(s_x) + np.trace(s_y)
+               - 2 * np.trace(linalg.sqrtm(s_x @ s_y).real))
+        assert frechet_distance(x, y) == pytest.approx(ref, rel=1e-6, abs=1e-6)
+
+
 def test_kid_is_near_zero_for_one_distribution_and_positive_for_two():
     rng = np.random.default_rng(1)
     a, b = rng.standard_normal((800, 16)), rng.standard_normal((800, 16))

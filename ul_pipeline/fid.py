@@ -104,17 +104,20 @@ class InceptionFeatures:
 
 
 def frechet_distance(feats_a: np.ndarray, feats_b: np.ndarray) -> float:
-    """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^1/2) of Gaussians fitted to two feature sets."""
-    from scipy import linalg
+    """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^1/2) of Gaussians fitted to two feature sets.
 
+    Tr((S_a S_b)^1/2) is the sum of the square roots of the eigenvalues of the symmetric
+    S_a^1/2 S_b S_a^1/2 (same spectrum as S_a S_b): two symmetric eigendecompositions instead of
+    scipy's general sqrtm: the same number, several times faster at 2048 dimensions.
+    """
     mu_a, mu_b = feats_a.mean(0), feats_b.mean(0)
     s_a, s_b = np.cov(feats_a, rowvar=False), np.cov(feats_b, rowvar=False)
-    covmean, _ = linalg.sqrtm(s_a @ s_b, disp=False)
-    if not np.isfinite(covmean).all():  # singular product: regularise as the reference code does
-        offset = np.eye(s_a.shape[0]) * 1e-6
-        covmean = linalg.sqrtm((s_a + offset) @ (s_b + offset))
-    covmean = covmean.real
-    return float(((mu_a - mu_b) ** 2).sum() + np.trace(s_a) + np.trace(s_b) - 2 * np.trace(covmean))
+    ta, tb = torch.from_numpy(s_a), torch.from_numpy(s_b)  # float64; torch's LAPACK is the faster one here
+    w, v = torch.linalg.eigh(ta)
+    sqrt_a = (v * w.clamp(min=0).sqrt()) @ v.T  # S_a^1/2 (PSD; tiny negative eigenvalues clipped)
+    m = sqrt_a @ tb @ sqrt_a
+    trace_sqrt = torch.linalg.eigvalsh((m + m.T) / 2).clamp(min=0).sqrt().sum().item()
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(s_a) + np.trace(s_b) - 2 * trace_sqrt)
 
 
 def kernel_inception_distance(feats_a: np.ndarray, feats_b: np.ndarray, subsets: int = 10,
