@@ -105,6 +105,8 @@ def study_png(table: pl.DataFrame, path: str | Path, title: str, connect_grid: b
         if not shown:
             ax.text(0.5, 0.5, f"no {metric} in the evaluations\n(eval.fid: false, or no base model)",
                     ha="center", va="center", transform=ax.transAxes)
+        if shown and all(r["bits_per_pixel"] > 0 for r in shown):
+            ax.set_xscale("log")  # rates of a sweep span orders of magnitude
         ax.set_xlabel("bits/pixel")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
