@@ -6,7 +6,8 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from ul_pipeline.train import loop
-from ul_pipeline.train.loop import Callback, train
+from tests.test_stage1 import StopAt
+from ul_pipeline.train.loop import train
 
 
 def train_cfg(**overrides):
@@ -52,15 +53,6 @@ def test_bf16_runs_the_network_under_autocast_on_cpu_and_keeps_weights_fp32(tmp_
     with pytest.raises(ValueError, match="precision"):
         train(nn.Linear(4, 4), loss_fn, batches, train_cfg(), tmp_path / "other", kind="test", config={},
               precision="auto")
-
-
-class StopAt(Callback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_checkpoint(self, state, path):
-        if state.step == self.step:
-            raise KeyboardInterrupt(f"simulated kill at step {state.step}")
 
 
 def test_train_seconds_add_up_across_resumes_and_gflops_are_logged(tmp_path):
