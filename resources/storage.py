@@ -2,23 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Optional
 
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from ul_pipeline.data.storage import s3_options_from_env
-
-ROOT_ENV = "UL_STORAGE_ROOT"
-RUNS_ENV = "UL_RUNS_DIR"
-DEFAULT_ROOT = "artifacts"
-
-
-def _is_remote(url: str) -> bool:
-    return "://" in url and not url.startswith("file://")
-
+from ul_pipeline.data.storage import (DEFAULT_ROOT, ROOT_ENV, RUNS_ENV, artifact_root, is_remote_url, runs_folder,
+                                      s3_options_from_env)
 
 class StorageResource(ConfigurableResource):
     """Artifact root (local folder or s3://bucket/prefix) and the local folder for checkpoints and evaluations.
@@ -40,20 +31,14 @@ class StorageResource(ConfigurableResource):
 
     def root_url(self) -> str:
         """The absolute root: a local path or a remote URL, without a trailing slash."""
-        root = self.root or os.environ.get(ROOT_ENV) or DEFAULT_ROOT
-        if _is_remote(root):
-            return root.rstrip("/")
-        return str(Path(root.removeprefix("file://")).expanduser().resolve())
+        return artifact_root(self.root)
 
     def is_remote(self) -> bool:
-        return _is_remote(self.root_url())
+        return is_remote_url(self.root_url())
 
     def runs_path(self) -> Path:
         """The local runs folder (absolute)."""
-        runs = self.runs_dir or os.environ.get(RUNS_ENV)
-        if runs is None:
-            runs = str(Path(DEFAULT_ROOT) / "runs") if self.is_remote() else str(Path(self.root_url()) / "runs")
-        return Path(runs).expanduser().resolve()
+        return runs_folder(self.runs_dir, self.root)
 
     def storage_options(self) -> Optional[dict]:
         """fsspec options for the root (None for a local root or the default AWS credential chain)."""

@@ -111,19 +111,16 @@ def cmd_evaluate(args) -> None:
 
 
 def cmd_study(args) -> None:
-    import os
-
     import polars as pl
 
+    from ul_pipeline.data.storage import artifact_root, join_url, runs_folder
     from ul_pipeline.study import StudyError, summary_columns, write_study
     from ul_pipeline.sweeps import load_sweep
 
     sweep = load_sweep(args.experiment)
-    root = os.environ.get("UL_STORAGE_ROOT", "artifacts").rstrip("/")  # the Dagster layer's defaults
-    history = args.history or f"{root}/metrics_history.parquet"
-    runs = os.environ.get("UL_RUNS_DIR") or ("artifacts/runs" if "://" in root else f"{root}/runs")
+    history = args.history or join_url(artifact_root(), "metrics_history.parquet")  # the storage resource's layout
     try:
-        result = write_study(sweep, history, args.out or Path(runs) / sweep.name / "study", storage_options_from_env())
+        result = write_study(sweep, history, args.out or runs_folder() / sweep.name / "study", storage_options_from_env())
     except StudyError as e:
         raise SystemExit(f"study: {e}") from None
     with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=200, tbl_hide_dataframe_shape=True):

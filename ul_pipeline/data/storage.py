@@ -10,12 +10,38 @@ from __future__ import annotations
 import os
 import uuid
 import weakref
+from pathlib import Path
 from typing import Any, Optional
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 StorageOptions = Optional[dict[str, Any]]
+
+ROOT_ENV = "UL_STORAGE_ROOT"  # artifact root: a local folder or s3://bucket/prefix
+RUNS_ENV = "UL_RUNS_DIR"  # local folder for checkpoints and evaluation outputs
+DEFAULT_ROOT = "artifacts"
+
+
+def is_remote_url(url: str) -> bool:
+    return "://" in url and not url.startswith("file://")
+
+
+def artifact_root(root: Optional[str] = None) -> str:
+    """The absolute artifact root (`root`, else $UL_STORAGE_ROOT, else ./artifacts), no trailing slash."""
+    root = root or os.environ.get(ROOT_ENV) or DEFAULT_ROOT
+    if is_remote_url(root):
+        return root.rstrip("/")
+    return str(Path(root.removeprefix("file://")).expanduser().resolve())
+
+
+def runs_folder(runs: Optional[str] = None, root: Optional[str] = None) -> Path:
+    """The absolute local runs folder: `runs`, else $UL_RUNS_DIR, else {root}/runs (./artifacts/runs if remote)."""
+    runs = runs or os.environ.get(RUNS_ENV)
+    if runs is None:
+        root_url = artifact_root(root)
+        runs = str(Path(DEFAULT_ROOT) / "runs") if is_remote_url(root_url) else str(Path(root_url) / "runs")
+    return Path(runs).expanduser().resolve()
 
 
 def url_to_fs(url: str, storage_options: StorageOptions = None) -> tuple[fsspec.AbstractFileSystem, str]:
