@@ -68,8 +68,8 @@ class LatentPosterior:
         return sum_over_dims(0.5 * torch.log1p(alpha0**2 * torch.exp(self.logvar.float()) / sigma0**2))
 
 
-class FixedNoise(nn.Module):
-    """UL (eq. 2): the encoder's output is z_clean; the noise is sigma0 at lambda(0)."""
+class EncoderNoise(nn.Module):
+    """Turns the encoder's output into q(z0 | x) at lambda(0) = logsnr_0; `predicts_logvar` sizes the encoder."""
 
     predicts_logvar = False
 
@@ -77,18 +77,18 @@ class FixedNoise(nn.Module):
         super().__init__()
         self.logsnr_0 = logsnr_0
 
+
+class FixedNoise(EncoderNoise):
+    """UL (eq. 2): the encoder's output is z_clean; the noise is sigma0 at lambda(0)."""
+
     def forward(self, encoder_out: Tensor) -> LatentPosterior:
         return LatentPosterior(encoder_out, None, self.logsnr_0)
 
 
-class LearnedNoise(nn.Module):
+class LearnedNoise(EncoderNoise):
     """Ablation (Table 6 D): the encoder outputs [z_clean, log s^2] on its channel axis."""
 
     predicts_logvar = True
-
-    def __init__(self, logsnr_0: float):
-        super().__init__()
-        self.logsnr_0 = logsnr_0
 
     def forward(self, encoder_out: Tensor) -> LatentPosterior:
         z_clean, raw = encoder_out.chunk(2, dim=1)  # (B, C, h, w) each
