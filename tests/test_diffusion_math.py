@@ -7,7 +7,7 @@ import torch
 
 from tests.oracles import gaussian_oracle, mixture_oracle
 from ul_pipeline.diffusion import (
-    Schedule, alpha_sigma, ancestral_sample, classifier_free_guidance, eps_from_v, resolution_shift,
+    Schedule, alpha_sigma, ancestral_sample, ancestral_step, classifier_free_guidance, eps_from_v, resolution_shift,
     sample_time, sigmoid_weight, terminal_kl_nats, v_target, x_from_v,
 )
 from ul_pipeline.stage1 import prior_terms
@@ -111,6 +111,31 @@ def test_ancestral_sampler_reproduces_a_gaussian():
     exp_mean, exp_var = alpha0.item() * mu, (alpha0**2 * s**2 + sigma0**2).item()
     assert abs(z0.mean().item() - exp_mean) < 4 * math.sqrt(exp_var / n)
     assert z0.var().item() == pytest.approx(exp_var, rel=0.04)
+
+
+@pytest.mark.parametrize("eta", [0.0, 0.5])
+def test_ddim_family_keeps_the_gaussian_marginal(eta):
+    """Every eta gives the same marginals with an exact denoiser: z0 ~ N(alpha0 mu, alpha0^2 s^2 + sigma0^2)."""
+    mu, s = 0.5, 0.7
+    g = torch.Generator().manual_seed(2)
+    z0 = ancestral_sample(gaussian_oracle(mu, s), (4000, 4), Schedule(-15.0, 5.0), steps=100, eta=eta, generator=g)
+    alpha0, sigma0 = alpha_sigma(torch.tensor(5.0))
+    exp_mean, exp_var = alpha0.item() * mu, (alpha0**2 * s**2 + sigma0**2).item()
+    assert abs(z0.mean().item() - exp_mean) < 4 * math.sqrt(exp_var / z0.numel())
+    assert z0.var().item() == pytest.approx(exp_var, rel=0.04)
+
+
+def test_ddim_step_at_eta_one_is_the_ancestral_step_and_eta_zero_is_deterministic():
+    z_t, x_hat, noise = torch.randn(3, 5), torch.randn(3, 5), torch.randn(3, 5)
+    lt, ls = torch.tensor(-1.0), torch.tensor(2.0)
+    general = ancestral_step(z_t, x_hat, lt, ls, noise, eta=1.0 - 1e-12)
+    torch.testing.assert_close(general, ancestral_step(z_t, x_hat, lt, ls, noise), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ancestral_step(z_t, x_hat, lt, ls, noise, eta=0.0),
+                               ancestral_step(z_t, x_hat, lt, ls, torch.zeros_like(noise), eta=0.0))
+    a_t, s_t = alpha_sigma(lt)
+    a_s, s_s = alpha_sigma(ls)  # DDIM: x_hat and eps_hat carried to level s unchanged
+    torch.testing.assert_close(ancestral_step(z_t, x_hat, lt, ls, noise, eta=0.0),
+                               a_s * x_hat + s_s * (z_t - a_t * x_hat) / s_t)
 
 
 def test_ancestral_sampler_reproduces_a_gaussian_mixture():

@@ -72,3 +72,11 @@ def test_train_seconds_add_up_across_resumes_and_gflops_are_logged(tmp_path):
     assert result.train_seconds >= final["train_seconds"]
     for logged in result.history:
         assert logged["gflops_per_s"] == pytest.approx(logged["samples_per_s"] * 1e6 / 1e9)
+
+
+def test_learning_rate_warms_up_holds_and_cools_down_to_zero():
+    cfg = OmegaConf.create({"warmup_samples": 100, "cooldown_samples": 400, "total_samples": 1000})
+    factors = [loop.lr_factor(n, cfg) for n in (0, 50, 100, 600, 800, 1000)]
+    assert factors == pytest.approx([0.0, 0.5, 1.0, 1.0, 0.5, 0.0])
+    no_cooldown = OmegaConf.create({"warmup_samples": 100, "cooldown_samples": 0, "total_samples": 1000})
+    assert loop.lr_factor(1000, no_cooldown) == 1.0

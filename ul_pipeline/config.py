@@ -46,6 +46,7 @@ class TrainConfig:
     weight_decay: float = 0.0  # AdamW decoupled weight decay
     betas: list[float] = field(default_factory=lambda: [0.9, 0.99])  # AdamW betas
     warmup_samples: int = 5_000  # linear learning-rate warm-up, in samples seen
+    cooldown_samples: int = 0  # linear decay of the learning rate to 0 over the last this many samples
     grad_clip: float = 1.0  # max global gradient norm (0 = off)
     ema_decay: float = 0.999  # EMA of weights per step (0 = off)
     checkpoint_every_samples: int = 10_000  # write last.pt every this many samples seen
@@ -95,6 +96,8 @@ class SampleConfig:
     steps: int = 100  # base-model ancestral steps from lambda_min down to lambda(0)
     decoder_steps: int = 100  # decoder ancestral steps
     guidance: float = 0.0  # classifier-free guidance weight w (0 = conditional, no guidance)
+    eta: float = 1.0  # base-model sampler noise: 1 ancestral, 0 deterministic DDIM, between: DDIM's eta
+    decoder_eta: float = 1.0  # the same for the decoder's sampler
     batch_size: int = 256
 
 
@@ -238,6 +241,8 @@ def validate(cfg: DictConfig) -> None:
         _check(t.batch_size > 0, f"{stage}.train.batch_size", "must be > 0")
         _check(t.total_samples > 0, f"{stage}.train.total_samples", "must be > 0")
         _check(0.0 <= t.ema_decay < 1.0, f"{stage}.train.ema_decay", "must be in [0, 1)")
+        _check(0 <= t.cooldown_samples <= t.total_samples, f"{stage}.train.cooldown_samples",
+               "must be in [0, total_samples]")
     from ul_pipeline.nets.presets import PRESETS  # local: presets import torch modules
 
     for key in ("stage1.preset", "stage2.preset"):

@@ -26,7 +26,7 @@ from ul_pipeline.data import extract_latents, load_split_tensor, open_store, rea
 from ul_pipeline.data.sources import build_source
 from ul_pipeline.data.storage import is_local, url_to_fs, write_bytes_atomic
 from ul_pipeline.fid import FeatureExtractor
-from ul_pipeline.train.loop import Callback, TrainResult, resolve_device
+from ul_pipeline.train.loop import Callback, TrainResult, autocast, resolve_device, resolve_precision
 from ul_pipeline.train.recipes import load_base_model, load_stage1, train_stage1, train_stage2
 
 Progress = Callable[[int, int], None]
@@ -198,6 +198,8 @@ def evaluate(stage1_checkpoint: str | Path, shards_url: str, out_dir: str | Path
         ul, stage1_cfg, s1_meta = load_stage1(stage1_checkpoint, device=device)
         cfg = cfg or stage1_cfg
         ev, smp = cfg.eval, cfg.sample
+        # samplers run under compute.precision (bf16 autocast where native); bits/pixel and FID features stay fp32
+        precision = resolve_precision(cfg.compute.precision, device)
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
         images, labels, _ = load_split_tensor(shards_url, "val", storage_options=storage_options)
@@ -206,8 +208,10 @@ def evaluate(stage1_checkpoint: str | Path, shards_url: str, out_dir: str | Path
     g = torch.Generator(device=device).manual_seed(seed)
     result: dict[str, Any] = {
         "experiment": cfg.name, "evaluated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "stage1_sha256": s1_meta["sha256"], "num_samples": n, "sampler": "ancestral",
+        "stage1_sha256": s1_meta["sha256"], "num_samples": n,
+        "sampler": "ancestral" if smp.eta == smp.decoder_eta == 1.0 else "ddim-eta",
         "decoder_steps": smp.decoder_steps, "steps": smp.steps, "guidance": smp.guidance,
+        "sampler_precision": precision, "eta": smp.eta, "decoder_eta": smp.decoder_eta,
         "c_lf": float(stage1_cfg.stage1.c_lf), "bias": float(stage1_cfg.stage1.bias),
     }
 
@@ -232,7 +236,8 @@ def evaluate(stage1_checkpoint: str | Path, shards_url: str, out_dir: str | Path
         recon = []
         for s in batches(n):
             x = metrics.to_float(images[s].to(device))
-            recon.append(metrics.to_uint8(ul.reconstruct(x, smp.decoder_steps, generator=g)).cpu())
+            with autocast(precision, device):
+                recon.append(metrics.to_uint8(ul.reconstruct(x, smp.decoder_steps, generator=g, eta=smp.decoder_eta)).cpu())
             log(f"reconstructed {s.stop}/{n} ({time.perf_counter() - t0:.0f} s into the evaluation)")
         recon = torch.cat(recon)
     result["psnr"] = metrics.psnr_uint8(images, recon).clamp(max=100.0).mean().item()
@@ -257,8 +262,9 @@ def evaluate(stage1_checkpoint: str | Path, shards_url: str, out_dir: str | Path
         with timed("sample"):
             samples = []
             for s in batches(n):
-                z0 = base.sample_z0(gen_labels[s], smp.steps, smp.guidance, generator=g)
-                samples.append(metrics.to_uint8(ul.decode(z0, smp.decoder_steps, generator=g)).cpu())
+                with autocast(precision, device):
+                    z0 = base.sample_z0(gen_labels[s], smp.steps, smp.guidance, generator=g, eta=smp.eta)
+                    samples.append(metrics.to_uint8(ul.decode(z0, smp.decoder_steps, generator=g, eta=smp.decoder_eta)).cpu())
                 log(f"sampled {s.stop}/{n} ({time.perf_counter() - t0:.0f} s into the evaluation)")
             samples = torch.cat(samples)
         result["sample_grid"] = str(save_grid(samples[:k], out_dir / "samples.png", nrow=int(math.sqrt(k)) or 1))

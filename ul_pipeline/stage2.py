@@ -73,8 +73,9 @@ class BaseModel(nn.Module):
     @torch.no_grad()
     def sample_z0(self, labels: Tensor, steps: int, guidance: float = 0.0,
                   generator: torch.Generator | None = None,
-                  progress: Callable[[int, int], None] | None = None) -> Tensor:
-        """Ancestral sampling from lambda_min down to lambda(0): a z0 sample for the decoder."""
+                  progress: Callable[[int, int], None] | None = None, eta: float = 1.0) -> Tensor:
+        """Ancestral (eta 1) or DDIM-family sampling from lambda_min down to lambda(0): a z0 for the decoder."""
         denoise = classifier_free_guidance(self.net, labels, self.num_classes, guidance)
         return ancestral_sample(denoise, (labels.shape[0], *self.latent_shape), self.schedule, steps,
-                                final="noisy", generator=generator, device=labels.device, progress=progress)
+                                final="noisy", eta=eta, generator=generator, device=labels.device,
+                                progress=progress)

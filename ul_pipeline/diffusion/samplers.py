@@ -15,24 +15,33 @@ Denoiser = Callable[[Tensor, Tensor], Tensor]
 
 
 def ancestral_step(z_t: Tensor, x_hat: Tensor, logsnr_t: Tensor, logsnr_s: Tensor,
-                   noise: Tensor) -> Tensor:
-    """One step t -> s (lambda_s > lambda_t): c = 1 - e^(lambda_t - lambda_s), mean and variance of q(z_s | z_t, x_hat)."""
-    alpha_t, _ = alpha_sigma(logsnr_t)
+                   noise: Tensor, eta: float = 1.0) -> Tensor:
+    """One step t -> s (lambda_s > lambda_t), c = 1 - e^(lambda_t - lambda_s).
+
+    eta = 1: a draw from q(z_s | z_t, x_hat) (ancestral). Other eta (DDIM's): variance eta^2 sigma_s^2 c
+    and mean alpha_s x_hat + sigma_s sqrt(1 - eta^2 c) eps_hat, so eta = 0 is the deterministic DDIM step.
+    """
+    alpha_t, sigma_t = alpha_sigma(logsnr_t)
     alpha_s, sigma_s = alpha_sigma(logsnr_s)
     c = -torch.expm1(logsnr_t - logsnr_s)
-    mean = alpha_s * (z_t * (1.0 - c) / alpha_t + c * x_hat)
-    return mean + (sigma_s**2 * c).sqrt() * noise
+    if eta == 1.0:
+        mean = alpha_s * (z_t * (1.0 - c) / alpha_t + c * x_hat)
+    else:
+        eps_hat = (z_t - alpha_t * x_hat) / sigma_t
+        mean = alpha_s * x_hat + sigma_s * (1.0 - eta**2 * c).clamp(min=0.0).sqrt() * eps_hat
+    return mean + eta * (sigma_s**2 * c).sqrt() * noise
 
 
 @torch.no_grad()
 def ancestral_sample(denoise: Denoiser, shape: tuple[int, ...], schedule: Schedule, steps: int, *,
-                     final: str = "noisy", clip_x: float | None = None,
+                     final: str = "noisy", clip_x: float | None = None, eta: float = 1.0,
                      generator: torch.Generator | None = None, device: torch.device | str = "cpu",
                      progress: Callable[[int, int], None] | None = None) -> Tensor:
     """Sample from lambda_min down to lambda_max in `steps` ancestral steps, uniform in t.
 
     final="noisy" returns z at lambda_max (the base model's z0 at lambda(0) = 5);
     final="clean" returns the denoised x_hat at lambda_max (the decoder's image).
+    eta: 1 ancestral, 0 deterministic DDIM, between: DDIM's interpolation (see ancestral_step).
     """
     if steps < 1:
         raise ValueError(f"steps must be >= 1, got {steps}")
@@ -52,7 +61,7 @@ def ancestral_sample(denoise: Denoiser, shape: tuple[int, ...], schedule: Schedu
     for i in range(steps):
         x_hat = predict_x(z, logsnrs[i])
         noise = torch.randn(shape, generator=generator, device=device)
-        z = ancestral_step(z, x_hat, logsnrs[i], logsnrs[i + 1], noise)
+        z = ancestral_step(z, x_hat, logsnrs[i], logsnrs[i + 1], noise, eta)
         if progress is not None:
             progress(i + 1, steps)
     return predict_x(z, logsnrs[-1]) if final == "clean" else z

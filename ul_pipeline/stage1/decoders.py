@@ -41,11 +41,11 @@ class DiffusionDecoder(nn.Module):
 
     @torch.no_grad()
     def decode(self, z0: Tensor, steps: int, generator: torch.Generator | None = None,
-               progress: Progress | None = None) -> Tensor:
-        """Sample x ~ p(x | z0) with the ancestral sampler; images in [-1, 1]."""
+               progress: Progress | None = None, eta: float = 1.0) -> Tensor:
+        """Sample x ~ p(x | z0) (eta 1 ancestral, 0 DDIM); images in [-1, 1]."""
         shape = (z0.shape[0], *self.image_shape)
         return ancestral_sample(lambda x_t, lam: self.net(x_t, lam, z0), shape, self.schedule, steps,
-                                final="clean", clip_x=1.0, generator=generator, device=z0.device,
+                                final="clean", clip_x=1.0, eta=eta, generator=generator, device=z0.device,
                                 progress=progress)
 
 
@@ -73,8 +73,8 @@ class MSEDecoder(nn.Module):
 
     @torch.no_grad()
     def decode(self, z0: Tensor, steps: int = 0, generator: torch.Generator | None = None,
-               progress: Progress | None = None) -> Tensor:
-        """x_hat = D(z0) in [-1, 1]; `steps` and `generator` are unused (there is nothing to sample)."""
+               progress: Progress | None = None, eta: float = 1.0) -> Tensor:
+        """x_hat = D(z0) in [-1, 1]; `steps`, `generator` and `eta` are unused (there is nothing to sample)."""
         x = self.predict(z0).clamp(-1.0, 1.0)
         if progress is not None:
             progress(1, 1)

@@ -102,14 +102,15 @@ class UnifiedLatents(nn.Module):
 
     @torch.no_grad()
     def decode(self, z0: Tensor, steps: int, generator: torch.Generator | None = None,
-               progress: Callable[[int, int], None] | None = None) -> Tensor:
-        """x ~ p(x | z0), images in [-1, 1] (one pass for the MSE decoder)."""
-        return self.decoder.decode(z0, steps, generator, progress)
+               progress: Callable[[int, int], None] | None = None, eta: float = 1.0) -> Tensor:
+        """x ~ p(x | z0), images in [-1, 1] (one pass for the MSE decoder); eta as in ancestral_sample."""
+        return self.decoder.decode(z0, steps, generator, progress, eta=eta)
 
     @torch.no_grad()
-    def reconstruct(self, x: Tensor, steps: int, generator: torch.Generator | None = None) -> Tensor:
+    def reconstruct(self, x: Tensor, steps: int, generator: torch.Generator | None = None,
+                    eta: float = 1.0) -> Tensor:
         """x -> q(z0 | x) -> z0 -> one decoder sample."""
-        return self.decode(self.posterior(x).sample_z0(generator), steps, generator)
+        return self.decode(self.posterior(x).sample_z0(generator), steps, generator, eta=eta)
 
     @torch.no_grad()
     def latent_nats(self, x: Tensor, repeats: int = 1, generator: torch.Generator | None = None) -> Tensor:

@@ -109,6 +109,13 @@ def cpu_has_native_bf16() -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
+def autocast(precision: str, device: torch.device):
+    """A bf16 autocast context for precision "bf16" (after resolve_precision), else a no-op context."""
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
 def resolve_precision(precision: str, device: torch.device) -> str:
     """auto -> bf16 on CUDA and on CPUs with native bf16, fp32 on other CPUs."""
     if precision == "auto":
@@ -190,8 +197,6 @@ def train(model: nn.Module, loss_fn: LossFn, batches: Callable[[int], Iterator[t
             cb.on_checkpoint(state, ckpt_path)
         return ckpt_path
 
-    autocast = (torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-                if precision == "bf16" else nullcontext())
     for cb in callbacks:
         cb.on_start(state, train_cfg.total_samples)
     running: dict[str, float] = {}
@@ -202,10 +207,10 @@ def train(model: nn.Module, loss_fn: LossFn, batches: Callable[[int], Iterator[t
         torch.manual_seed(derive_seed(train_cfg.seed, rank, state.samples_seen))  # noise, t, dropout
         batch = tuple(b.to(device, non_blocking=True) for b in next(batch_iter))
         after = state.samples_seen + len(batch[0])  # schedules are evaluated at the end of this step
-        lr = train_cfg.lr * min(1.0, after / max(1, train_cfg.warmup_samples))
+        lr = train_cfg.lr * lr_factor(after, train_cfg)
         for group, multiplier in zip(optimizer.param_groups, multipliers):
             group["lr"] = lr * multiplier(after)
-        with autocast:
+        with autocast(precision, device):
             loss, step_metrics = loss_fn(model, batch)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss {loss.item()} at samples_seen={state.samples_seen} "
@@ -246,6 +251,15 @@ def train(model: nn.Module, loss_fn: LossFn, batches: Callable[[int], Iterator[t
     ema_model.load_state_dict(ema.state_dict())
     ema_model.eval()
     return TrainResult(model, ema_model, state, history, ckpt_path, train_seconds())
+
+
+def lr_factor(samples_seen: int, train_cfg: Any) -> float:
+    """Learning-rate factor at `samples_seen`: linear warm-up, constant, then linear cool-down to 0."""
+    warmup = min(1.0, samples_seen / max(1, train_cfg.warmup_samples))
+    cooldown = getattr(train_cfg, "cooldown_samples", 0)
+    if cooldown <= 0:
+        return warmup
+    return min(warmup, max(0.0, (train_cfg.total_samples - samples_seen) / cooldown))
 
 
 def _crossed(before: int, after: int, every: int) -> bool:
