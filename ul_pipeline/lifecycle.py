@@ -38,19 +38,20 @@ def make_shards(cfg: DictConfig, shards_url: str, *, storage_options: StorageOpt
     """Write the configured source as train/val WebDataset shards + manifest; returns the manifest."""
     d = cfg.data
     source = build_source(d.source, d.uri, resolution=d.resolution, channels=d.channels,
-                          storage_options=storage_options)
+                          storage_options=storage_options, frames=d.frames, fps=d.fps, seed=d.seed)
     return write_shards(source, shards_url, shard_size=d.shard_size, val_size=d.val_size, seed=d.seed,
                         resolution=d.resolution, channels=d.channels, num_classes=d.num_classes, limit=d.limit,
-                        storage_options=storage_options, overwrite=overwrite, progress=progress)
+                        storage_options=storage_options, overwrite=overwrite, progress=progress,
+                        frames=d.frames)
 
 
 def check_shards_match(cfg: DictConfig, manifest) -> None:
     """The shards' resolution/channels/classes must be the config's; name both on mismatch."""
-    want = (cfg.data.resolution, cfg.data.channels, cfg.data.num_classes)
-    have = (manifest.resolution, manifest.channels, manifest.num_classes)
+    want = (cfg.data.resolution, cfg.data.channels, cfg.data.num_classes, cfg.data.frames)
+    have = (manifest.resolution, manifest.channels, manifest.num_classes, manifest.frames)
     if want != have:
-        raise ValueError(f"shards {manifest.url} hold (resolution, channels, classes) {have}; config "
-                         f"data.resolution/data.channels/data.num_classes say {want}")
+        raise ValueError(f"shards {manifest.url} hold (resolution, channels, classes, frames) {have}; "
+                         f"config data.resolution/data.channels/data.num_classes/data.frames say {want}")
 
 
 def run_stage1(cfg: DictConfig, shards_url: str, run_dir: str | Path, *, storage_options: StorageOptions = None,

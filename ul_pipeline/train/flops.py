@@ -12,6 +12,8 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from ul_pipeline import config as config_lib
+
 BACKWARD_FACTOR = 3.0  # forward + backward (2x forward): training FLOPs per forward FLOP
 
 

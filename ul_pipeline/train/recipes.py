@@ -43,10 +43,10 @@ def encoder_hold(hold_samples: int, warmup_samples: int) -> Callable[[int], floa
 def train_stage1(cfg: DictConfig, images: Tensor, run_dir: str | Path,
                  callbacks: Iterable[Callback] = (), extra: dict | None = None) -> TrainResult:
     """Train encoder, prior and decoder jointly on uint8 images (N, C, H, W); resumes from run_dir."""
-    expected = (cfg.data.channels, cfg.data.resolution, cfg.data.resolution)
+    expected = config_lib.sample_shape(cfg.data)
     if tuple(images.shape[1:]) != expected:
         raise ValueError(f"stage 1 images have shape {tuple(images.shape[1:])}, config data.channels/"
-                         f"data.resolution expect {expected}")
+                         f"data.frames/data.resolution expect {expected}")
     device, precision = setup_compute(cfg)
     torch.manual_seed(cfg.stage1.train.seed)  # initial weights
     model = UnifiedLatents.from_config(cfg)
