@@ -92,6 +92,8 @@ class Stage2Config:
     bias: float = 0.0  # b in the base model's sigmoid(b - lambda) weighting
     logsnr_min: float = -15.0  # base-model schedule start; its end is tied to stage1.logsnr_0
     label_dropout: float = 0.1  # probability a label is replaced by the null class (for CFG)
+    context_frames: int = 0  # video: first frames given as context (whole groups of the time patch); 0 = none
+    context_dropout: float = 0.1  # video: probability the context is withheld (CFG, unconditional clips)
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
@@ -247,6 +249,9 @@ def validate(cfg: DictConfig) -> None:
            "must be below stage1.decoder_logsnr_max")
     _check(cfg.stage2.logsnr_min < cfg.stage1.logsnr_0, "stage2.logsnr_min", "must be below stage1.logsnr_0")
     _check(0.0 <= cfg.stage2.label_dropout < 1.0, "stage2.label_dropout", "must be in [0, 1)")
+    _check(0.0 <= cfg.stage2.context_dropout < 1.0, "stage2.context_dropout", "must be in [0, 1)")
+    _check(0 <= cfg.stage2.context_frames < max(1, cfg.data.frames), "stage2.context_frames",
+           f"must be in [0, data.frames={cfg.data.frames}) (0 for images)")
     _check(cfg.encode.dtype in ("float32", "float16"), "encode.dtype", "must be float32 or float16")
     _check(cfg.compute.precision in ("auto", "fp32", "bf16"), "compute.precision", "must be auto, fp32 or bf16")
     for stage in ("stage1", "stage2"):

@@ -124,9 +124,12 @@ def build_stage1_nets(name: str, image_shape: Sequence[int],
     return encoder, prior, decoder
 
 
-def build_base_model(name: str, latent_shape: Sequence[int], num_classes: int) -> BaseViT:
-    """Stage-2 base model of preset `name` for latents of `latent_shape` (C, *spatial)."""
-    return BaseViT(latent_shape, num_classes=num_classes, **copy.deepcopy(get_preset(name).base))
+def build_base_model(name: str, latent_shape: Sequence[int], num_classes: int,
+                     context: bool = False) -> BaseViT:
+    """Stage-2 base model of preset `name` for latents of `latent_shape` (C, *spatial);
+    `context`: video latents (C, t, h, w) whose first frames may be given (frame prediction)."""
+    return BaseViT(latent_shape, num_classes=num_classes, context=context,
+                   **copy.deepcopy(get_preset(name).base))
 
 
 def count_parameters(module: nn.Module) -> int:
