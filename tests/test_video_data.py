@@ -134,7 +134,7 @@ def test_video_eval_helpers_and_fvd_wiring(monkeypatch):
     calls = []
     fake = types.ModuleType("ul_pipeline.fvd")
 
-    def fvd(real, generated):
+    def fvd(real, generated, **kw):
         calls.append((real.shape, generated.shape))
         return float(np.abs(real.astype(float) - generated).mean()), {"detector": "stand-in", "num_real": len(real)}
 
@@ -146,7 +146,7 @@ def test_video_eval_helpers_and_fvd_wiring(monkeypatch):
     assert result["fvd_protocol"]["detector"] == "stand-in" and result["fvd_protocol"]["context_frames"] == 4
     assert result["fvd_protocol"]["context_frames_included"] is True
 
-    monkeypatch.setitem(sys.modules, "ul_pipeline.fvd", None)  # not merged yet: said, never a 0
+    monkeypatch.setitem(sys.modules, "ul_pipeline.fvd", None)  # no detector: said, never a 0
     missing = {}
     video_eval._fvd_into(missing, clips, recon, clips, print)
     assert "fvd" not in missing and "not available" in missing["fvd_missing"]

@@ -14,6 +14,7 @@ latent frames, and the decoder renders the whole clip. FVD and frame-FID compare
 
 from __future__ import annotations
 
+import importlib
 import math
 from pathlib import Path
 from typing import Any, Callable
@@ -138,24 +139,24 @@ def evaluate_video(ul, cfg, base, clips: torch.Tensor, labels: torch.Tensor, out
             if samples is not None:
                 result["frame_fid"] = frechet_distance(f_real, features(frames_of(samples[:, :, every])))
         with timed("fvd"):
-            _fvd_into(result, clips, recon, samples, log)
+            _fvd_into(result, clips, recon, samples, log, device=str(device))
     return result
 
 
-def _fvd_into(result: dict[str, Any], clips, recon, samples, log) -> None:
+def _fvd_into(result: dict[str, Any], clips, recon, samples, log, **fvd_kwargs) -> None:
     """rFVD of reconstructions and FVD of samples with the detector's protocol (ul_pipeline.fvd)."""
     try:
-        from ul_pipeline import fvd as fvd_lib
-    except ImportError as e:  # the detector lives on its own branch until merged: say so, report nothing
+        fvd_lib = importlib.import_module("ul_pipeline.fvd")
+    except ImportError as e:  # a tree without the detector: say so, report nothing
         result["fvd_missing"] = f"ul_pipeline.fvd is not available ({e}); no FVD computed"
         log(result["fvd_missing"])
         return
     real = to_thwc(clips)
-    result["rfvd"], protocol = fvd_lib.fvd(real, to_thwc(recon))
+    result["rfvd"], protocol = fvd_lib.fvd(real, to_thwc(recon), **fvd_kwargs)
     result["fvd_protocol"] = {**protocol, "context_frames_included": True}
     log(f"rFVD {result['rfvd']:.2f}")
     if samples is not None:
-        result["fvd"], protocol = fvd_lib.fvd(real, to_thwc(samples))
+        result["fvd"], protocol = fvd_lib.fvd(real, to_thwc(samples), **fvd_kwargs)
         result["fvd_protocol"] = {**protocol, "context_frames_included": True,
                                   "context_frames": result.get("context_frames", 0)}
         log(f"FVD {result['fvd']:.2f}")
