@@ -205,7 +205,8 @@ class ShardSource:
         for shard_url in self.shard_urls():
             data = read_shard_bytes(shard_url, self.storage_options)
             for s in iter_tar_samples(data, shard_url):
-                image = convert_array(s.image, self.resolution, self.channels, fit=self.fit)
+                image = (s.image if s.image.ndim == 4  # a clip: re-sharded as stored, checked on write
+                         else convert_array(s.image, self.resolution, self.channels, fit=self.fit))
                 info = {"source": "shards", "shard": shard_url, "original_size": list(s.image.shape[1:])}
                 yield Sample(s.key, image, s.label, info)
 
