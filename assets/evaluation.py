@@ -8,7 +8,7 @@ from dagster import (AssetCheckExecutionContext, AssetCheckResult, AssetCheckSev
 
 from assets.artifacts import resolve
 from assets.data import dataset_shards
-from assets.metadata import config_md, floats, image_md, metrics_table_md, path_md
+from assets.metadata import config_md, floats, gif_md, image_md, metrics_table_md, path_md
 from assets.partitions import EXPERIMENTS
 from assets.stage1 import ul_autoencoder
 from assets.stage2 import base_model
@@ -16,9 +16,10 @@ from resources import ComputeResource, ExperimentConfigResource, StorageResource
 from ul_pipeline.lifecycle import evaluate
 
 EVAL_METRICS = ("bits_per_pixel", "bits_per_image", "bits_per_latent_dim", "latent_nats", "psnr", "rfid", "gfid",
-                "kid", "kid_std", "eval_seconds", "stage1_train_seconds", "encode_seconds", "stage2_train_seconds",
+                "kid", "kid_std", "frame_fid", "frame_rfid", "fvd", "rfvd", "eval_seconds", "stage1_train_seconds", "encode_seconds", "stage2_train_seconds",
                 *(f"seconds_{part}" for part in ("load", "bits", "reconstruct", "sample", "features_real",
-                                                 "features_recon", "features_gen", "fid")))
+                                                 "features_recon", "features_gen", "fid", "fvd")))
+VIDEO_GIFS = ("reconstruction_gif", "sample_gif")  # video experiments: clips playing, beside the frame strips
 
 
 @asset(group_name="evaluation", partitions_def=EXPERIMENTS, deps=[base_model, ul_autoencoder, dataset_shards],
@@ -32,6 +33,9 @@ def evaluation(context: AssetExecutionContext, storage: StorageResource, compute
                       log=context.log.info)
     grids = {f"{k}_image": image_md(result[k], k.replace("_", " ")) for k in ("reconstruction_grid", "sample_grid")
              if k in result}
+    grids.update({k: gif_md(result[k], k.replace("_", " ")) for k in VIDEO_GIFS if k in result})
+    if "fvd_protocol" in result:
+        grids["fvd_protocol"] = MetadataValue.json(result["fvd_protocol"])
     return MaterializeResult(metadata={
         **floats(result, EVAL_METRICS), "num_samples": int(result["num_samples"]),
         "steps": int(result["steps"]), "decoder_steps": int(result["decoder_steps"]),

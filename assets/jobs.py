@@ -18,6 +18,16 @@ demo_job = define_asset_job(
     executor_def=in_process_executor,  # the steps run one after another anyway; saves ~30 s of process start-ups
     description="The whole chain on the `demo` experiment (Fashion-MNIST 32x32 with evaluation).")
 
+smoke_video_job = define_asset_job(
+    "smoke_video", selection=EVERYTHING, partitions_def=EXPERIMENTS, run_tags={PARTITION_TAG: "smoke_video"},
+    executor_def=in_process_executor,
+    description="The whole chain on `smoke_video` (Moving Fashion-MNIST clips, CI; numbers are meaningless).")
+
+demo_video_job = define_asset_job(
+    "demo_video", selection=EVERYTHING, partitions_def=EXPERIMENTS, run_tags={PARTITION_TAG: "demo_video"},
+    executor_def=in_process_executor,
+    description="The whole chain on `demo_video` (Moving Fashion-MNIST 16x32x32 clips, frame prediction, FVD).")
+
 full_job = define_asset_job(
     "full", selection=EVERYTHING, partitions_def=EXPERIMENTS,
     description="The whole chain for any experiment: choose the partition at launch "

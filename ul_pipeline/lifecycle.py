@@ -38,19 +38,20 @@ def make_shards(cfg: DictConfig, shards_url: str, *, storage_options: StorageOpt
     """Write the configured source as train/val WebDataset shards + manifest; returns the manifest."""
     d = cfg.data
     source = build_source(d.source, d.uri, resolution=d.resolution, channels=d.channels,
-                          storage_options=storage_options)
+                          storage_options=storage_options, frames=d.frames, fps=d.fps, seed=d.seed)
     return write_shards(source, shards_url, shard_size=d.shard_size, val_size=d.val_size, seed=d.seed,
                         resolution=d.resolution, channels=d.channels, num_classes=d.num_classes, limit=d.limit,
-                        storage_options=storage_options, overwrite=overwrite, progress=progress)
+                        storage_options=storage_options, overwrite=overwrite, progress=progress,
+                        frames=d.frames)
 
 
 def check_shards_match(cfg: DictConfig, manifest) -> None:
     """The shards' resolution/channels/classes must be the config's; name both on mismatch."""
-    want = (cfg.data.resolution, cfg.data.channels, cfg.data.num_classes)
-    have = (manifest.resolution, manifest.channels, manifest.num_classes)
+    want = (cfg.data.resolution, cfg.data.channels, cfg.data.num_classes, cfg.data.frames)
+    have = (manifest.resolution, manifest.channels, manifest.num_classes, manifest.frames)
     if want != have:
-        raise ValueError(f"shards {manifest.url} hold (resolution, channels, classes) {have}; config "
-                         f"data.resolution/data.channels/data.num_classes say {want}")
+        raise ValueError(f"shards {manifest.url} hold (resolution, channels, classes, frames) {have}; "
+                         f"config data.resolution/data.channels/data.num_classes/data.frames say {want}")
 
 
 def run_stage1(cfg: DictConfig, shards_url: str, run_dir: str | Path, *, storage_options: StorageOptions = None,
@@ -215,6 +216,16 @@ def evaluate(stage1_checkpoint: str | Path, shards_url: str, out_dir: str | Path
         "c_lf": float(stage1_cfg.stage1.c_lf), "bias": float(stage1_cfg.stage1.bias),
     }
 
+    if len(ul.image_shape) == 4:  # clips (C, T, H, W): per-frame metrics, FVD, frame strips and GIFs
+        from ul_pipeline.video_eval import evaluate_video
+
+        base = None
+        if base_checkpoint is not None:
+            base, _, b_meta = load_base_model(base_checkpoint, device=device)
+            result["base_sha256"] = b_meta["sha256"]
+        evaluate_video(ul, cfg, base, images, labels, out_dir, device, g, result, timed, log)
+        return _finish_evaluation(result, timings, t0, out_dir, history_url, storage_options, log)
+
     def batches(total: int):
         for i in range(0, total, smp.batch_size):
             yield slice(i, min(total, i + smp.batch_size))
@@ -292,11 +303,19 @@ def evaluate(stage1_checkpoint: str | Path, shards_url: str, out_dir: str | Path
             result["kid"], result["kid_std"] = kernel_inception_distance(f_real, f_gen, subset_size=min(1000, max(2, n // 2)))
             timings["seconds_fid"] += time.perf_counter() - start
             log(f"gFID {result['gfid']:.2f}  KID {result['kid']:.4f}")
+    return _finish_evaluation(result, timings, t0, out_dir, history_url, storage_options, log)
+
+
+def _finish_evaluation(result: dict[str, Any], timings: dict[str, float], t0: float, out_dir: Path,
+                       history_url: str | None, storage_options: StorageOptions,
+                       log: Callable[[str], None]) -> dict[str, Any]:
+    """Add the timings, write metrics.json and the history row; the result."""
     result.update(timings)
     result["eval_seconds"] = time.perf_counter() - t0
     log("evaluation took " + ", ".join(f"{k.removeprefix('seconds_')} {v:.1f} s" for k, v in timings.items())
         + f"; {result['eval_seconds']:.1f} s in all")
     (out_dir / "metrics.json").write_text(json.dumps(result, indent=2))
     if history_url is not None:
-        append_metrics_row(history_url, result, storage_options)
+        append_metrics_row(history_url, {k: json.dumps(v) if isinstance(v, (dict, list)) else v  # one table
+                                         for k, v in result.items()}, storage_options)
     return result

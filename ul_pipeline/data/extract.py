@@ -38,9 +38,9 @@ def _encode_block(encode_fn: EncodeFn, images: np.ndarray, batch_size: int,
             zs = encode_fn(x)
             zs = zs if isinstance(zs, tuple) else (zs,)
             for z in zs:
-                if not isinstance(z, torch.Tensor) or z.ndim != 4 or z.shape[0] != x.shape[0]:
+                if not isinstance(z, torch.Tensor) or z.ndim != x.ndim or z.shape[0] != x.shape[0]:
                     raise ValueError(f"{where}: encode_fn returned {getattr(z, 'shape', type(z))} for a batch "
-                                     f"of {tuple(x.shape)}; expected (B, C, h, w)")
+                                     f"of {tuple(x.shape)}; expected (B, C, h, w) or video (B, C, t, h, w)")
             zs = tuple(z.detach().to("cpu", torch.float32).numpy() for z in zs)
             if not all(np.isfinite(z).all() for z in zs):
                 raise ValueError(f"{where}: encode_fn returned non-finite latents")

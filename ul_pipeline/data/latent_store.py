@@ -2,7 +2,8 @@
 
 Readable with plain `zarr.open_group(url)` (no ul_pipeline import needed):
 
-    z_clean      (N, C, h, w) float32|float16   chunks of `block_size` samples
+    z_clean      (N, C, h, w) float32|float16   chunks of `block_size` samples; video latents are
+                                                (N, C, t, h, w), everything else the same
     z_logvar     (N, C, h, w) float32|float16   only for a learned encoder variance: log s^2 (z0 =
                                                 alpha0 (z_clean + s eps1) + sigma0 eps2)
     labels       (N,) int64                     same chunking
@@ -143,7 +144,7 @@ class LatentStore:
         count, mean, m2 = 0, None, None
         for b in range(self.num_blocks):
             z, _ = self.read_block(b)
-            z = z.astype(np.float64).transpose(1, 0, 2, 3).reshape(z.shape[1], -1)  # (C, b*h*w)
+            z = np.moveaxis(z.astype(np.float64), 1, 0).reshape(z.shape[1], -1)  # (C, b*[t*]h*w)
             n_b, mean_b = z.shape[1], z.mean(axis=1)
             m2_b = ((z - mean_b[:, None]) ** 2).sum(axis=1)
             if mean is None:
@@ -175,9 +176,9 @@ def create_store(url: str, num_samples: int, latent_shape: tuple[int, ...], dtyp
         raise LatentStoreError(f"latent store {url}: meta lacks {missing}")
     if dtype not in DTYPES:
         raise LatentStoreError(f"latent store {url}: dtype '{dtype}' not in {DTYPES}")
-    if num_samples <= 0 or block_size <= 0 or len(latent_shape) != 3:
+    if num_samples <= 0 or block_size <= 0 or len(latent_shape) not in (3, 4):
         raise LatentStoreError(f"latent store {url}: bad num_samples={num_samples}, block_size={block_size} "
-                               f"or latent_shape={latent_shape} (want (C, h, w))")
+                               f"or latent_shape={latent_shape} (want (C, h, w) or video (C, t, h, w))")
     try:
         json.dumps(meta)
     except TypeError as e:
@@ -185,16 +186,16 @@ def create_store(url: str, num_samples: int, latent_shape: tuple[int, ...], dtyp
     if store_exists(url, storage_options) and not overwrite:
         raise FileExistsError(f"latent store {url} exists; pass overwrite=True to replace it")
     group = zarr.open_group(zarr_store(url, storage_options), mode="w", zarr_format=3)
-    n, c, h, w = num_samples, *latent_shape
-    group.create_array("z_clean", shape=(n, c, h, w), chunks=(block_size, c, h, w), dtype=dtype,
+    n, latent = num_samples, tuple(int(d) for d in latent_shape)
+    group.create_array("z_clean", shape=(n, *latent), chunks=(block_size, *latent), dtype=dtype,
                        fill_value=float("nan"))
     if with_logvar:
-        group.create_array("z_logvar", shape=(n, c, h, w), chunks=(block_size, c, h, w), dtype=dtype,
+        group.create_array("z_logvar", shape=(n, *latent), chunks=(block_size, *latent), dtype=dtype,
                            fill_value=float("nan"))
     group.create_array("labels", shape=(n,), chunks=(block_size,), dtype="int64", fill_value=-1)
     group.create_array("keys", shape=(n,), chunks=(block_size,), dtype=str, fill_value="")
     group.create_array("blocks_done", shape=(math.ceil(n / block_size),), chunks=(1,), dtype="uint8", fill_value=0)
-    ul = {**meta, "format_version": FORMAT_VERSION, "latent_shape": [int(c), int(h), int(w)],
+    ul = {**meta, "format_version": FORMAT_VERSION, "latent_shape": list(latent),
           "num_samples": int(n), "block_size": int(block_size), "dtype": dtype,
           "channel_mean": None, "channel_std": None,
           "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "complete": False}

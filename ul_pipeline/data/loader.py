@@ -14,13 +14,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from ul_pipeline.data.shards import ShardError, ShardManifest, iter_tar_samples, read_manifest, read_shard_bytes
+from ul_pipeline.data.shards import (ShardError, ShardManifest, expected_shape, iter_tar_samples, read_manifest,
+                                    read_shard_bytes)
 from ul_pipeline.data.sources import Sample
 from ul_pipeline.data.storage import StorageOptions
 
 
-def _expect(manifest: ShardManifest) -> tuple[int, int, int]:
-    return manifest.resolution, manifest.channels, manifest.num_classes
+def _expect(manifest: ShardManifest) -> tuple[int, int, int, int]:
+    return manifest.resolution, manifest.channels, manifest.num_classes, manifest.frames
 
 
 def iter_split(url: str, split: str, *, start: int = 0, storage_options: StorageOptions = None,
@@ -49,10 +50,12 @@ def iter_split(url: str, split: str, *, start: int = 0, storage_options: Storage
 
 def load_split_tensor(url: str, split: str, *, storage_options: StorageOptions = None
                       ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """(images uint8 (N, C, H, W), labels int64 (N,), keys) of a whole split, in manifest order."""
+    """(images uint8 (N, C, H, W) or clips (N, C, T, H, W), labels int64 (N,), keys) of a whole
+    split, in manifest order."""
     manifest = read_manifest(url, storage_options)
-    n, res, ch = manifest.num_samples(split), manifest.resolution, manifest.channels
-    images = np.empty((n, ch, res, res), dtype=np.uint8)
+    n = manifest.num_samples(split)
+    images = np.empty((n, *expected_shape(manifest.resolution, manifest.channels, manifest.frames)),
+                      dtype=np.uint8)
     labels = np.empty((n,), dtype=np.int64)
     keys: list[str] = []
     for i, s in enumerate(iter_split(url, split, storage_options=storage_options, manifest=manifest)):

@@ -4,14 +4,19 @@ Layout under `out_url` (local path or fsspec URL such as `s3://bucket/prefix`):
 
     train-000000.tar, train-000001.tar, ...   WebDataset tars; per sample `<key>.cls` (label, ASCII
     val-000000.tar, ...                       int), `<key>.json` (key, label, source, original size)
-    manifest.parquet                          and `<key>.png` (8-bit PNG, L or RGB)
+    manifest.parquet                          and `<key>.png` (8-bit PNG, L or RGB), or for a
+                                              video clip `<key>.npy` (uint8 T x C x H x W)
 
 `manifest.parquet` (Polars) has one row per shard: split, shard, first_index (position of the
 shard's first sample in its split), samples, bytes, sha256, class_histogram (list of counts per
 class), plus dataset-level columns repeated on every row (format_version, resolution, channels,
-num_classes, seed, val_size, shard_size, sources). It is written LAST: a shard set without a
+num_classes, seed, val_size, shard_size, sources, and `frames`: 0 for images, the clip length for
+video). It is written LAST: a shard set without a
 manifest is incomplete. Its sha256 identifies the dataset downstream (latent-store metadata).
 Same inputs -> same bytes (tar headers carry no time or owner).
+
+In memory a clip is uint8 (C, T, H, W), the networks' layout; on disk its `.npy` is T x C x H x W,
+the layout of torchvision and most video tools. Only `encode_clip` / `decode_clip` transpose.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from PIL import Image
 
 from ul_pipeline.data.sources import Sample
 from ul_pipeline.data.storage import StorageOptions, join_url, url_to_fs, write_bytes_atomic
+from ul_pipeline.data.video import decode_clip, encode_clip, expected_shape
 
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.parquet"
@@ -39,6 +45,7 @@ _SHARD_NAME = re.compile(r"^(train|val)-\d{6}\.tar$")
 MANIFEST_COLUMNS = ("split", "shard", "first_index", "samples", "bytes", "sha256", "class_histogram",
                     "format_version", "resolution", "channels", "num_classes", "seed", "val_size",
                     "shard_size", "sources")
+OPTIONAL_COLUMNS = {"frames": 0}  # added for video; a manifest without it holds images
 
 
 class ShardError(ValueError):
@@ -85,7 +92,10 @@ def tar_bytes(samples: Iterable[Sample]) -> bytes:
             meta = {"key": s.key, "label": int(s.label), **{k: v for k, v in s.info.items() if k not in ("key", "label")}}
             _add_member(tar, f"{s.key}.cls", str(int(s.label)).encode())
             _add_member(tar, f"{s.key}.json", json.dumps(meta, sort_keys=True).encode())
-            _add_member(tar, f"{s.key}.png", encode_png(s.image))
+            if s.image.ndim == 4:  # a clip (C, T, H, W)
+                _add_member(tar, f"{s.key}.npy", encode_clip(s.image))
+            else:
+                _add_member(tar, f"{s.key}.png", encode_png(s.image))
     return buf.getvalue()
 
 
@@ -126,21 +136,21 @@ def _iter_groups(data: bytes, shard_url: str) -> Iterator[tuple[str, dict[str, b
 
 
 def iter_tar_samples(data: bytes, shard_url: str, *, start: int = 0,
-                     expect: Optional[tuple[int, int, int]] = None) -> Iterator[Sample]:
+                     expect: Optional[tuple[int, ...]] = None) -> Iterator[Sample]:
     """Decode the samples of one WebDataset tar held in memory, skipping the first `start`.
 
-    `expect = (resolution, channels, num_classes)` validates every image and label; any problem
+    `expect = (resolution, channels, num_classes[, frames])` validates every image and label; any problem
     raises ShardError naming the shard URL and the sample key.
     """
     for i, (key, group) in enumerate(_iter_groups(data, shard_url)):
         if i < start:
             continue
         where = f"shard {shard_url}, sample '{key}'"
-        ext = next((e for e in IMAGE_EXTS if e in group), None)
+        ext = next((e for e in (*IMAGE_EXTS, "npy") if e in group), None)
         if ext is None:
-            raise ShardError(f"{where}: no image member (have {sorted(group)})")
+            raise ShardError(f"{where}: no image or clip member (have {sorted(group)})")
         try:
-            image = decode_image(group[ext])
+            image = decode_clip(group[ext]) if ext == "npy" else decode_image(group[ext])
         except (OSError, ValueError, Image.DecompressionBombError) as e:
             raise ShardError(f"{where}: cannot decode {key}.{ext} ({e})") from None
         info: dict[str, Any] = {}
@@ -151,10 +161,13 @@ def iter_tar_samples(data: bytes, shard_url: str, *, start: int = 0,
         except (ValueError, KeyError, TypeError) as e:
             raise ShardError(f"{where}: bad or missing label ({e!r})") from None
         if expect is not None:
-            resolution, channels, num_classes = expect
-            if image.shape != (channels, resolution, resolution):
-                raise ShardError(f"{where}: image is {image.shape[0]}x{image.shape[1]}x{image.shape[2]} (CxHxW), "
-                                 f"manifest says {channels}x{resolution}x{resolution}")
+            resolution, channels, num_classes, *frames = expect
+            want = expected_shape(resolution, channels, *frames)
+            if image.shape != want:
+                axes = "CxTxHxW" if image.ndim == 4 else "CxHxW"
+                raise ShardError(f"{where}: {'clip' if image.ndim == 4 else 'image'} is "
+                                 f"{'x'.join(map(str, image.shape))} ({axes}), manifest says "
+                                 f"{'x'.join(map(str, want))}")
             if not 0 <= label < num_classes:
                 raise ShardError(f"{where}: label {label} outside [0, {num_classes})")
         yield Sample(key, image, label, info)
@@ -197,6 +210,11 @@ class ShardManifest:
     @property
     def channels(self) -> int:
         return self._scalar("channels")
+
+    @property
+    def frames(self) -> int:
+        """Clip length in frames; 0 for a set of still images."""
+        return self._scalar("frames") if "frames" in self.table.columns else 0
 
     @property
     def num_classes(self) -> int:
@@ -245,14 +263,15 @@ def split_indices(num_samples: int, val_size: int, seed: int) -> dict[str, np.nd
     return {"val": perm[:val_size], "train": perm[val_size:]}
 
 
-def _check_sample(s: Sample, resolution: int, channels: int, num_classes: int) -> None:
+def _check_sample(s: Sample, resolution: int, channels: int, num_classes: int, frames: int = 0) -> None:
     if not isinstance(s.key, str) or not s.key or re.search(r"[^A-Za-z0-9_-]", s.key):
         raise ValueError(f"sample key {s.key!r}: keys must be non-empty [A-Za-z0-9_-] (see sanitize_key)")
     img = s.image
-    if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.shape != (channels, resolution, resolution):
+    want = expected_shape(resolution, channels, frames)
+    if not isinstance(img, np.ndarray) or img.dtype != np.uint8 or img.shape != want:
         shape = getattr(img, "shape", None)
-        raise ValueError(f"sample '{s.key}': image {getattr(img, 'dtype', type(img))} {shape}, "
-                         f"expected uint8 {(channels, resolution, resolution)}")
+        raise ValueError(f"sample '{s.key}': {'clip' if frames else 'image'} {getattr(img, 'dtype', type(img))} "
+                         f"{shape}, expected uint8 {want}")
     if not 0 <= int(s.label) < num_classes:
         raise ValueError(f"sample '{s.key}': label {s.label} outside [0, {num_classes})")
 
@@ -260,11 +279,12 @@ def _check_sample(s: Sample, resolution: int, channels: int, num_classes: int) -
 def write_shards(source_samples, out_url: str, *, shard_size: int, val_size: int, seed: int,
                  resolution: int, channels: int, num_classes: int, limit: Optional[int] = None,
                  storage_options: StorageOptions = None, overwrite: bool = False,
-                 progress: Optional[Callable[[int, int], None]] = None) -> ShardManifest:
+                 progress: Optional[Callable[[int, int], None]] = None, frames: int = 0) -> ShardManifest:
     """Split `source_samples` deterministically and write train/val WebDataset shards + manifest.
 
     `source_samples`: a sequence (len + indexing, read lazily) or any iterable of `Sample` /
-    `(key, image uint8 (C, H, W), label[, info])`. `limit` keeps the first `limit` samples.
+    `(key, image uint8 (C, H, W), label[, info])`; with `frames` > 0 each image is a clip
+    uint8 (C, frames, H, W). `limit` keeps the first `limit` samples.
     An existing manifest at `out_url` raises FileExistsError unless `overwrite`; then the old
     manifest is removed FIRST and stale shards of the old set are deleted after the new one is
     written. `progress(samples_written, total)` is called after each shard.
@@ -294,7 +314,7 @@ def write_shards(source_samples, out_url: str, *, shard_size: int, val_size: int
             samples = [get(i) for i in indices[lo:lo + shard_size]]
             histogram = [0] * num_classes
             for s in samples:
-                _check_sample(s, resolution, channels, num_classes)
+                _check_sample(s, resolution, channels, num_classes, frames)
                 if s.key in seen_keys:
                     raise ValueError(f"sample key '{s.key}' appears twice in the source")
                 seen_keys.add(s.key)
@@ -312,11 +332,11 @@ def write_shards(source_samples, out_url: str, *, shard_size: int, val_size: int
 
     dataset = {"format_version": FORMAT_VERSION, "resolution": resolution, "channels": channels,
                "num_classes": num_classes, "seed": seed, "val_size": val_size, "shard_size": shard_size,
-               "sources": ",".join(sorted(sources))}
+               "sources": ",".join(sorted(sources)), "frames": frames}
     table = pl.DataFrame([{**r, **dataset} for r in rows],
                          schema_overrides={"class_histogram": pl.List(pl.Int64), "first_index": pl.Int64,
                                            "samples": pl.Int64, "bytes": pl.Int64})
-    table = table.select(MANIFEST_COLUMNS)
+    table = table.select(*MANIFEST_COLUMNS, *OPTIONAL_COLUMNS)
     buf = io.BytesIO()
     table.write_parquet(buf)
     manifest_bytes = buf.getvalue()

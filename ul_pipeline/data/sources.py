@@ -205,20 +205,31 @@ class ShardSource:
         for shard_url in self.shard_urls():
             data = read_shard_bytes(shard_url, self.storage_options)
             for s in iter_tar_samples(data, shard_url):
-                image = convert_array(s.image, self.resolution, self.channels, fit=self.fit)
+                image = (s.image if s.image.ndim == 4  # a clip: re-sharded as stored, checked on write
+                         else convert_array(s.image, self.resolution, self.channels, fit=self.fit))
                 info = {"source": "shards", "shard": shard_url, "original_size": list(s.image.shape[1:])}
                 yield Sample(s.key, image, s.label, info)
 
 
 def build_source(source: str, uri: Optional[str], *, resolution: int, channels: int,
-                 storage_options: StorageOptions = None):
-    """The source named by `DataConfig.source` ('fashion_mnist' | 'image_folder' | 'shards') at `uri`."""
+                 storage_options: StorageOptions = None, frames: int = 0, fps: float = 8.0, seed: int = 0):
+    """The source named by `DataConfig.source` ('fashion_mnist' | 'image_folder' | 'shards' |
+    'moving_fashion_mnist' | 'video_folder') at `uri`; the video ones yield (C, frames, H, W) clips."""
+    from ul_pipeline.data import video  # local: video imports this module
+
+    if source == "moving_fashion_mnist":
+        return video.MovingFashionMNIST.from_fashion_mnist(uri, storage_options, resolution=resolution,
+                                                           channels=channels, frames=frames, seed=seed)
     if source == "fashion_mnist":
         return fashion_mnist_source(uri, resolution=resolution, channels=channels, storage_options=storage_options)
     if uri is None:
         raise ValueError(f"data.source '{source}' needs data.uri")
     if source == "image_folder":
         return ImageFolderSource(uri, resolution=resolution, channels=channels, storage_options=storage_options)
+    if source == "video_folder":
+        return video.VideoFolderSource(uri, resolution=resolution, channels=channels, frames=frames, fps=fps,
+                                       storage_options=storage_options)
     if source == "shards":
         return ShardSource(uri, resolution=resolution, channels=channels, storage_options=storage_options)
-    raise ValueError(f"unknown data.source '{source}' (known: fashion_mnist, image_folder, shards)")
+    raise ValueError(f"unknown data.source '{source}' (known: fashion_mnist, image_folder, shards, "
+                     "moving_fashion_mnist, video_folder)")

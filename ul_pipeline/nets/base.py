@@ -16,7 +16,8 @@ class BaseViT(nn.Module):
     """Two-level ViT predicting v for z_t, conditioned on lambda and a class label via adaLN."""
 
     def __init__(self, latent_shape: Sequence[int], widths: Sequence[int], blocks: Sequence[int],
-                 heads: int | Sequence[int], num_classes: int, dropout: float = 0.0):
+                 heads: int | Sequence[int], num_classes: int, dropout: float = 0.0,
+                 context: bool = False):
         super().__init__()
         if len(widths) != 2 or len(blocks) != 2:
             raise ValueError(f"BaseViT: widths {list(widths)} and blocks {list(blocks)} must have "
@@ -39,6 +40,8 @@ class BaseViT(nn.Module):
 
         self.embed = nn.Linear(c, w0)
         self.pos0 = nn.Parameter(torch.randn(1, math.prod(self.spatial0), w0) * 0.02)
+        # video frame prediction: a learned vector added to the tokens of given (context) latent frames
+        self.context_embed = nn.Parameter(torch.zeros(w0)) if context else None
         n_before = blocks[0] // 2
         self.blocks0_in = nn.ModuleList(Block(w0, heads0, emb_dim, dropout) for _ in range(n_before))
         self.merge = nn.Linear(4 * w0, w1)
@@ -55,9 +58,17 @@ class BaseViT(nn.Module):
         """Label index meaning 'no class' (classifier-free guidance)."""
         return self.num_classes
 
-    def forward(self, z_t: torch.Tensor, logsnr: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def forward(self, z_t: torch.Tensor, logsnr: torch.Tensor, labels: torch.Tensor,
+                context_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """`context_mask` (B, t) bool, video only: latent frames that hold given context, not noise."""
         emb = self.logsnr_embed(logsnr) + self.label_embed(labels)  # (B, emb_dim)
         h = self.embed(to_tokens(z_t)) + self.pos0  # (B, N0, w0)
+        if context_mask is not None:
+            if self.context_embed is None:
+                raise ValueError("BaseViT was built without context=True but got a context_mask")
+            per_frame = math.prod(self.spatial0[1:])  # tokens per latent frame (time-major order)
+            mask = context_mask.to(h.dtype).repeat_interleave(per_frame, dim=1)  # (B, N0)
+            h = h + mask[..., None] * self.context_embed
         for block in self.blocks0_in:
             h = block(h, emb)
         skip = h

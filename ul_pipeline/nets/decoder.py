@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .layers import (Block, Downsample, LogSNREmbedding, ResBlock, Upsample, conv_nd, from_tokens,
-                     group_norm, patchify, to_tokens, unpatchify, zero_init)
+                     group_norm, patchify, time_patchify, time_unpatchify, to_tokens,
+                     unpatchify, zero_init)
 
 
 def num_downsamples(image_shape: Sequence[int], latent_shape: Sequence[int], patch: int) -> int:
@@ -35,7 +36,7 @@ class DecoderUViT(nn.Module):
 
     def __init__(self, image_shape: Sequence[int], latent_shape: Sequence[int],
                  channels: Sequence[int], blocks: Sequence[int], width: int, depth: int, heads: int,
-                 dropout: float = 0.0, patch: int = 2):
+                 dropout: float = 0.0, patch: int = 2, time_patch: int = 1):
         super().__init__()
         if len(channels) != len(blocks) or not channels:
             raise ValueError(f"DecoderUViT: channels {list(channels)} and blocks {list(blocks)} must "
@@ -43,7 +44,13 @@ class DecoderUViT(nn.Module):
         self.image_shape, self.latent_shape = tuple(image_shape), tuple(latent_shape)
         self.patch = patch
         self.dims = dims = len(image_shape) - 1
-        self.n_down = n_down = num_downsamples(image_shape, latent_shape, patch)
+        self.time_patch = time_patch  # video: frames folded into channels, as in the encoder
+        if time_patch > 1 and (dims != 3 or image_shape[1] % time_patch):
+            raise ValueError(f"DecoderUViT: time_patch {time_patch} needs video (C, T, H, W) with "
+                             f"T divisible by it; got {tuple(image_shape)}")
+        patched = ((image_shape[0] * time_patch, image_shape[1] // time_patch, *image_shape[2:])
+                   if time_patch > 1 else tuple(image_shape))  # (C*pt, T/pt, H, W)
+        self.n_down = n_down = num_downsamples(patched, latent_shape, patch)
         if n_down > len(channels):
             raise ValueError(f"DecoderUViT: reaching latent {tuple(latent_shape)} from image "
                              f"{tuple(image_shape)} needs {n_down} downsamplings but only "
@@ -52,7 +59,7 @@ class DecoderUViT(nn.Module):
         emb_dim = width
         self.logsnr_embed = LogSNREmbedding(emb_dim)
 
-        self.conv_in = conv_nd(dims, image_shape[0] * patch * patch, channels[0], 3, padding=1)
+        self.conv_in = conv_nd(dims, patched[0] * patch * patch, channels[0], 3, padding=1)
         self.down = nn.ModuleList()  # ResBlocks and Downsamples in order
         ch = channels[0]
         skip_chs = []
@@ -80,11 +87,11 @@ class DecoderUViT(nn.Module):
                 self.up.append(ResBlock(dims, ch + skip_chs.pop(), channels[i], emb_dim, dropout))
                 ch = channels[i]
         self.norm_out = group_norm(ch)
-        self.conv_out = zero_init(conv_nd(dims, ch, image_shape[0] * patch * patch, 3, padding=1))
+        self.conv_out = zero_init(conv_nd(dims, ch, patched[0] * patch * patch, 3, padding=1))
 
     def forward(self, x_t: torch.Tensor, logsnr: torch.Tensor, z0: torch.Tensor) -> torch.Tensor:
         emb = self.logsnr_embed(logsnr)  # (B, width)
-        h = self.conv_in(patchify(x_t, self.patch))  # (B, channels[0], *S/patch)
+        h = self.conv_in(patchify(time_patchify(x_t, self.time_patch), self.patch))  # (B, channels[0], *S/patch)
         skips = []
         for layer in self.down:
             h = layer(h, emb) if isinstance(layer, ResBlock) else layer(h)
@@ -101,4 +108,5 @@ class DecoderUViT(nn.Module):
                 h = layer(torch.cat([h, skips.pop()], dim=1), emb)
             else:
                 h = layer(h)
-        return unpatchify(self.conv_out(F.silu(self.norm_out(h))), self.patch)  # (B, *image_shape)
+        out = unpatchify(self.conv_out(F.silu(self.norm_out(h))), self.patch)  # (B, C*pt, T/pt, H, W)
+        return time_unpatchify(out, self.time_patch)  # (B, *image_shape)

@@ -67,6 +67,28 @@ def unpatchify(x: torch.Tensor, p: int) -> torch.Tensor:
     return x.reshape(b, cpp // (p * p), *rest, h * p, w * p)
 
 
+def time_patchify(x: torch.Tensor, pt: int) -> torch.Tensor:
+    """Fold pt consecutive frames into channels: (B, C, T, H, W) -> (B, C*pt, T/pt, H, W)."""
+    if pt == 1:
+        return x
+    if x.dim() != 5:
+        raise ValueError(f"time_patchify: expected (B, C, T, H, W), got shape {tuple(x.shape)}")
+    b, c, t, h, w = x.shape
+    if t % pt:
+        raise ValueError(f"time_patchify: {t} frames are not divisible by the time patch {pt}")
+    x = x.reshape(b, c, t // pt, pt, h, w).permute(0, 1, 3, 2, 4, 5)  # (B, C, pt, T/pt, H, W)
+    return x.reshape(b, c * pt, t // pt, h, w)
+
+
+def time_unpatchify(x: torch.Tensor, pt: int) -> torch.Tensor:
+    """Inverse of `time_patchify`: (B, C*pt, t, H, W) -> (B, C, t*pt, H, W)."""
+    if pt == 1:
+        return x
+    b, cpt, t, h, w = x.shape
+    x = x.reshape(b, cpt // pt, pt, t, h, w).permute(0, 1, 3, 2, 4, 5)  # (B, C, t, pt, H, W)
+    return x.reshape(b, cpt // pt, t * pt, h, w)
+
+
 def to_tokens(x: torch.Tensor) -> torch.Tensor:
     """Flatten all spatial positions into tokens: (B, C, *S) -> (B, N, C)."""
     return x.flatten(2).transpose(1, 2)

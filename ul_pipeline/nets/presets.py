@@ -65,6 +65,39 @@ PRESETS: dict[str, Preset] = {
             base=dict(widths=[512, 1024], blocks=[6, 16], heads=[8, 16], dropout=0.1),
             description="paper sec. 4, ImageNet 512x512 -> 32x32x32 latents",
         ),
+        # Video: the same networks on (C, T, H, W) clips; time_patch folds 4 frames into one latent
+        # frame (non-causal, see nets/encoder.py), space goes down as for images.
+        Preset(
+            name="video_tiny",
+            latent_channels=4,
+            encoder=dict(channels=[16, 32], blocks=[1, 1], patch=2, time_patch=4),
+            prior=dict(width=32, depth=1, heads=2),
+            decoder=dict(channels=[16, 32], blocks=[1, 1], width=32, depth=1, heads=2, patch=2,
+                         time_patch=4),
+            base=dict(widths=[32, 64], blocks=[2, 2], heads=[2, 4]),
+            description="unit tests: 8x16x16 clips -> 2x4x4x4 latents (4x in time, 4x in space)",
+        ),
+        Preset(
+            name="video_small",
+            latent_channels=4,
+            encoder=dict(channels=[32, 64], blocks=[1, 1], patch=2, time_patch=4, out_init_scale=5.0),
+            prior=dict(width=128, depth=2, heads=4),
+            decoder=dict(channels=[32, 64], blocks=[1, 1], width=128, depth=2, heads=4, patch=2,
+                         time_patch=4),
+            base=dict(widths=[128, 256], blocks=[2, 4], heads=[4, 8]),
+            description="CPU demo: 16x32x32 clips -> 4x8x8x4 latents",
+        ),
+        Preset(
+            name="video_paper",
+            latent_channels=32,
+            encoder=dict(channels=[128, 256, 512], blocks=[2, 2, 2], patch=2, time_patch=4,
+                         out_init_scale=5.0),
+            prior=dict(width=1024, depth=8, heads=16),
+            decoder=dict(channels=[128, 256, 512], blocks=[2, 2, 2], width=1024, depth=8,
+                         heads=16, dropout=0.1, patch=2, time_patch=4),
+            base=dict(widths=[512, 1024], blocks=[6, 16], heads=[8, 16], dropout=0.1),
+            description="paper Kinetics-600 setting: 16x128x128 clips -> 4x16x16x32 latents",
+        ),
     ]
 }
 
@@ -91,9 +124,12 @@ def build_stage1_nets(name: str, image_shape: Sequence[int],
     return encoder, prior, decoder
 
 
-def build_base_model(name: str, latent_shape: Sequence[int], num_classes: int) -> BaseViT:
-    """Stage-2 base model of preset `name` for latents of `latent_shape` (C, *spatial)."""
-    return BaseViT(latent_shape, num_classes=num_classes, **copy.deepcopy(get_preset(name).base))
+def build_base_model(name: str, latent_shape: Sequence[int], num_classes: int,
+                     context: bool = False) -> BaseViT:
+    """Stage-2 base model of preset `name` for latents of `latent_shape` (C, *spatial);
+    `context`: video latents (C, t, h, w) whose first frames may be given (frame prediction)."""
+    return BaseViT(latent_shape, num_classes=num_classes, context=context,
+                   **copy.deepcopy(get_preset(name).base))
 
 
 def count_parameters(module: nn.Module) -> int:
@@ -143,7 +179,8 @@ def _example_inputs(image_shape: Sequence[int], latent_shape: Sequence[int], num
 
 def size_table(rows: Sequence[tuple[str, Sequence[int], int]] = (
         ("tiny", (1, 32, 32), 10), ("small", (1, 32, 32), 10), ("small", (3, 32, 32), 10),
-        ("paper", (3, 512, 512), 1000))) -> str:
+        ("paper", (3, 512, 512), 1000), ("video_tiny", (1, 8, 16, 16), 10),
+        ("video_small", (1, 16, 32, 32), 10), ("video_paper", (3, 16, 128, 128), 600))) -> str:
     """Markdown table of parameters and forward FLOPs per network for (preset, image_shape, classes)."""
     lines = ["| preset | image | latent | network | params (M) | fwd GFLOPs / example |",
              "|---|---|---|---|---|---|"]

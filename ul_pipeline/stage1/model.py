@@ -8,6 +8,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
+from ul_pipeline import config as config_lib
 from ul_pipeline import metrics
 from ul_pipeline.diffusion import Schedule, resolution_shift
 from ul_pipeline.stage1.decoders import build_decoder
@@ -72,7 +73,7 @@ class UnifiedLatents(nn.Module):
         from ul_pipeline.nets.presets import build_stage1_nets
 
         s1, data = cfg.stage1, cfg.data
-        image_shape = (data.channels, data.resolution, data.resolution)
+        image_shape = config_lib.sample_shape(data)  # (C, H, W) or video (C, T, H, W)
         noise = ENCODER_NOISES[s1.encoder_noise](s1.logsnr_0)
         encoder, prior_net, decoder_net = build_stage1_nets(s1.preset, image_shape, s1.latent_channels,
                                                             predict_logvar=noise.predicts_logvar)

@@ -12,6 +12,8 @@ import torch
 from omegaconf import DictConfig
 from torch import nn
 
+from ul_pipeline import config as config_lib
+
 BACKWARD_FACTOR = 3.0  # forward + backward (2x forward): training FLOPs per forward FLOP
 
 
@@ -30,7 +32,7 @@ def stage1_calls(cfg: DictConfig) -> dict[str, tuple[nn.Module, tuple]]:
     from ul_pipeline.nets.presets import build_stage1_nets
 
     s1, data = cfg.stage1, cfg.data
-    image_shape = (data.channels, data.resolution, data.resolution)
+    image_shape = config_lib.sample_shape(data)  # (C, H, W) or video (C, T, H, W)
     with torch.device("meta"):
         encoder, prior, decoder = build_stage1_nets(s1.preset, image_shape, s1.latent_channels)
         x, z = torch.zeros(1, *image_shape), torch.zeros(1, *encoder.latent_shape)  # (1, C, H, W), (1, c, h, w)

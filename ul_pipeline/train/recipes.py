@@ -14,6 +14,7 @@ from ul_pipeline import config as config_lib
 from ul_pipeline.metrics import to_float
 from ul_pipeline.stage1 import UnifiedLatents
 from ul_pipeline.stage2 import BaseModel
+from ul_pipeline.stage2_video import build_stage2_model
 from ul_pipeline.train.batches import ShuffledBatches
 from ul_pipeline.train.checkpoint import CheckpointError, file_sha256, load_checkpoint
 from ul_pipeline.train.flops import stage1_train_flops, stage2_train_flops
@@ -43,10 +44,10 @@ def encoder_hold(hold_samples: int, warmup_samples: int) -> Callable[[int], floa
 def train_stage1(cfg: DictConfig, images: Tensor, run_dir: str | Path,
                  callbacks: Iterable[Callback] = (), extra: dict | None = None) -> TrainResult:
     """Train encoder, prior and decoder jointly on uint8 images (N, C, H, W); resumes from run_dir."""
-    expected = (cfg.data.channels, cfg.data.resolution, cfg.data.resolution)
+    expected = config_lib.sample_shape(cfg.data)
     if tuple(images.shape[1:]) != expected:
         raise ValueError(f"stage 1 images have shape {tuple(images.shape[1:])}, config data.channels/"
-                         f"data.resolution expect {expected}")
+                         f"data.frames/data.resolution expect {expected}")
     device, precision = setup_compute(cfg)
     torch.manual_seed(cfg.stage1.train.seed)  # initial weights
     model = UnifiedLatents.from_config(cfg)
@@ -78,7 +79,7 @@ def train_stage2(cfg: DictConfig, z_clean: Tensor, labels: Tensor, run_dir: str 
     device, precision = setup_compute(cfg)
     latent_shape = tuple(z_clean.shape[1:])
     torch.manual_seed(cfg.stage2.train.seed)
-    model = BaseModel.from_config(cfg, latent_shape)
+    model = build_stage2_model(cfg, latent_shape)
     scale = 1.0 / math.prod(latent_shape)
 
     def loss_fn(m: BaseModel, batch):
@@ -112,7 +113,7 @@ def load_base_model(path: str | Path, device: str | torch.device = "cpu", ema: b
     """(base model in eval mode with EMA weights, its stored config, the checkpoint dict minus weights)."""
     ckpt = load_checkpoint(path, kind="stage2")
     cfg = config_lib.from_dict(ckpt["config"])
-    model = BaseModel.from_config(cfg, tuple(ckpt["latent_shape"]))
+    model = build_stage2_model(cfg, tuple(ckpt["latent_shape"]))
     _load_weights(model, ckpt["ema" if ema else "model"], path)
     meta = {k: v for k, v in ckpt.items() if k not in ("model", "ema", "optimizer")}
     meta["sha256"] = file_sha256(path)
