@@ -62,7 +62,13 @@ def init(device: torch.device, timeout_s: float = 600.0) -> World:
     if device.type == "cuda":
         torch.cuda.set_device(w.local_rank)
     backend = "nccl" if device.type == "cuda" else "gloo"
-    dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+    timeout = datetime.timedelta(seconds=timeout_s)
+    store, rank, size = next(dist.rendezvous("env://", timeout=timeout))
+    # a group restarted by torchrun --max-restarts meets in the same store: keys of the dead attempt
+    # (the old ranks' addresses) must not be read by the new one
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    dist.init_process_group(backend, store=dist.PrefixStore(f"ul/attempt_{attempt}", store), rank=rank,
+                            world_size=size, timeout=timeout)
     return world()
 
 
