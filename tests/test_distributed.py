@@ -121,3 +121,34 @@ def test_draws_under_batch_share_are_rows_of_the_global_draw():
             distributed.rand((5,), generator=g())
     assert torch.equal(half, whole[4:]) and positions.tolist() == [4, 5, 6, 7] and size == 8
     assert torch.equal(distributed.randn((8, 3), generator=g()), whole)  # outside: plain torch.randn
+
+
+@pytest.mark.slow  # ~20 s: two more launches
+def test_a_one_rank_run_resumed_on_two_ranks_ends_as_the_one_rank_run(runs):
+    half = [*STAGE1[1:], "stage1.train.total_samples=64"]  # stop at the first checkpoint
+    cli("stage1", "-e", "smoke", "--shards", str(runs / "shards"), "--out", str(runs / "s1_resized"), *half)
+    torchrun(2, "stage1", "-e", "smoke", "--shards", str(runs / "shards"), "--out", str(runs / "s1_resized"), *STAGE1)
+    diff = max_weight_difference(runs / "s1_1rank", runs / "s1_resized")
+    assert diff["model"] < TOLERANCE and diff["ema"] < TOLERANCE, diff
+
+
+def test_only_the_distributed_module_reads_the_torchrun_environment():
+    library = REPO / "ul_pipeline"
+    readers = [p.relative_to(REPO).as_posix() for p in library.rglob("*.py")
+               if any(f'"{name}"' in p.read_text() for name in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))]
+    assert readers == ["ul_pipeline/distributed.py"]
+
+
+@pytest.mark.gpu
+def test_stage1_steps_on_cuda_with_tf32_and_compile(tmp_path, fmnist_400_source):
+    if not torch.cuda.is_available():
+        pytest.skip("needs CUDA")
+    from ul_pipeline.config import load_config
+    from ul_pipeline.train.recipes import train_stage1
+
+    images = torch.from_numpy(np.stack([s.image for s in fmnist_400_source])[:128])
+    cfg = load_config("smoke", ["stage1.train.total_samples=64", "compute.device=cuda", "compute.compile=true",
+                                "compute.precision=bf16"])
+    result = train_stage1(cfg, images, tmp_path)
+    assert torch.backends.cuda.matmul.allow_tf32 and result.state.samples_seen == 64
+    assert all(torch.isfinite(p).all() for p in result.model.parameters())
