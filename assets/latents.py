@@ -8,6 +8,7 @@ from dagster import (AssetCheckExecutionContext, AssetCheckResult, AssetCheckSpe
 
 from assets.artifacts import ExperimentArtifacts, resolve
 from assets.data import dataset_shards
+from assets.launch import is_distributed, run_with_torchrun
 from assets.metadata import config_md, path_md
 from assets.partitions import EXPERIMENTS
 from assets.progress import progress_log
@@ -47,11 +48,18 @@ def latent_store(context: AssetExecutionContext, storage: StorageResource, compu
                                            "note": MetadataValue.text(note),
                                            "config": config_md(art.cfg)})
     t0 = time.perf_counter()
-    store = encode_latents(art.stage1_checkpoint, art.shards_url, art.latent_store_url, cfg=art.cfg,
-                           storage_options=art.storage_options, store_storage_options=art.storage_options,
-                           progress=progress_log(context.log, "encoding"))
+    if is_distributed(art.cfg):  # blocks split over torchrun ranks through Pipes; rank 0 reports
+        reported = run_with_torchrun(context, "encode", art.cfg, art.stage1_dir,
+                                     stage1_checkpoint=str(art.stage1_checkpoint), shards_url=art.shards_url,
+                                     store_url=art.latent_store_url, storage_options=art.storage_options)
+        store = open_store(art.latent_store_url, storage_options=art.storage_options)
+    else:
+        reported = {}
+        store = encode_latents(art.stage1_checkpoint, art.shards_url, art.latent_store_url, cfg=art.cfg,
+                               storage_options=art.storage_options, store_storage_options=art.storage_options,
+                               progress=progress_log(context.log, "encoding"))
     return MaterializeResult(metadata={**store_metadata(art, store), "wall_seconds": time.perf_counter() - t0,
-                                       "config": config_md(art.cfg)})
+                                       "config": config_md(art.cfg), **reported})
 
 
 @multi_asset_check(specs=[

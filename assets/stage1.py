@@ -8,6 +8,7 @@ from dagster import (AssetCheckExecutionContext, AssetCheckResult, AssetExecutio
 
 from assets.artifacts import ExperimentArtifacts, resolve
 from assets.data import dataset_shards
+from assets.launch import is_distributed, run_with_torchrun
 from assets.metadata import config_md, floats, image_md, path_md, training_curves_png
 from assets.partitions import EXPERIMENTS
 from assets.progress import TrainingLog
@@ -49,15 +50,21 @@ def ul_autoencoder(context: AssetExecutionContext, storage: StorageResource, com
         context.log.info(art.reuse_note("Stage-1 checkpoint", art.stage1_checkpoint))
         return MaterializeResult(metadata={**reused_stage1(art), "config": config_md(art.cfg)})
     t0 = time.perf_counter()
-    result = run_stage1(art.cfg, art.shards_url, art.stage1_dir, storage_options=art.storage_options,
-                        callbacks=[TrainingLog(context.log, "stage1")])
-    curves = training_curves_png(result.history, art.stage1_dir / "training_curves.png",
+    if is_distributed(art.cfg):  # torchrun through Pipes; rank 0 reports
+        reported = run_with_torchrun(context, "stage1", art.cfg, art.stage1_dir, shards_url=art.shards_url,
+                                     run_dir=str(art.stage1_dir), storage_options=art.storage_options)
+        checkpoint = art.stage1_dir / "last.pt"
+    else:
+        reported = {}
+        checkpoint = run_stage1(art.cfg, art.shards_url, art.stage1_dir, storage_options=art.storage_options,
+                                callbacks=[TrainingLog(context.log, "stage1")]).checkpoint
+    ckpt = load_checkpoint(checkpoint, kind="stage1")
+    curves = training_curves_png(ckpt["history"], art.stage1_dir / "training_curves.png",
                                  f"{art.experiment}: Stage 1 (encoder + prior + decoder)")
-    ckpt = load_checkpoint(result.checkpoint, kind="stage1")
     return MaterializeResult(metadata={
-        **checkpoint_metadata(result.checkpoint, ckpt, STAGE1_METRICS), "wall_seconds": time.perf_counter() - t0,
+        **checkpoint_metadata(checkpoint, ckpt, STAGE1_METRICS), "wall_seconds": time.perf_counter() - t0,
         "training_curves": image_md(curves, "loss and bits/pixel"), "training_curves_png": path_md(curves),
-        "config": config_md(art.cfg)})
+        "config": config_md(art.cfg), **reported})
 
 
 @asset_check(asset=ul_autoencoder, blocking=True, partitions_def=EXPERIMENTS)

@@ -6,6 +6,7 @@ from dagster import AssetExecutionContext, MaterializeResult, asset
 
 from assets.artifacts import resolve
 from assets.latents import latent_store
+from assets.launch import is_distributed, run_with_torchrun
 from assets.metadata import config_md, image_md, path_md, training_curves_png
 from assets.partitions import EXPERIMENTS
 from assets.progress import TrainingLog
@@ -24,14 +25,22 @@ def base_model(context: AssetExecutionContext, storage: StorageResource, compute
     art = resolve(context.partition_key, storage, experiment_config, compute)
     t0 = time.perf_counter()
     encoder_sha256 = file_sha256(art.stage1_checkpoint)
-    result = run_stage2(art.cfg, art.latent_store_url, art.stage2_dir, expect_encoder_sha256=encoder_sha256,
-                        storage_options=art.storage_options, callbacks=[TrainingLog(context.log, "stage2")])
-    curves = training_curves_png(result.history, art.stage2_dir / "training_curves.png",
+    if is_distributed(art.cfg):  # torchrun through Pipes; rank 0 reports
+        reported = run_with_torchrun(context, "stage2", art.cfg, art.stage2_dir, store_url=art.latent_store_url,
+                                     run_dir=str(art.stage2_dir), encoder_sha256=encoder_sha256,
+                                     storage_options=art.storage_options)
+        checkpoint = art.stage2_dir / "last.pt"
+    else:
+        reported = {}
+        checkpoint = run_stage2(art.cfg, art.latent_store_url, art.stage2_dir, expect_encoder_sha256=encoder_sha256,
+                                storage_options=art.storage_options,
+                                callbacks=[TrainingLog(context.log, "stage2")]).checkpoint
+    ckpt = load_checkpoint(checkpoint, kind="stage2")
+    curves = training_curves_png(ckpt["history"], art.stage2_dir / "training_curves.png",
                                  f"{art.experiment}: Stage 2 (base model)")
-    ckpt = load_checkpoint(result.checkpoint, kind="stage2")
     extra = {"latents_from": art.owner} if art.reused else {}
     return MaterializeResult(metadata={
-        **checkpoint_metadata(result.checkpoint, ckpt, STAGE2_METRICS), **extra,
+        **checkpoint_metadata(checkpoint, ckpt, STAGE2_METRICS), **extra, **reported,
         "latent_store_url": path_md(art.latent_store_url), "encoder_sha256": encoder_sha256,
         "wall_seconds": time.perf_counter() - t0,
         "training_curves": image_md(curves, "loss (nats)"), "training_curves_png": path_md(curves),

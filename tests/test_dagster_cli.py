@@ -59,3 +59,26 @@ def test_job_execute_full_takes_the_partition_from_tags(tmp_path):
     ((run, _),) = recorded_runs(home)
     assert (run.job_name, run.status, run.tags["dagster/partition"]) == ("full", dg.DagsterRunStatus.SUCCESS, "smoke")
     assert (root / "runs" / "smoke" / "stage2" / "last.pt").is_file()
+
+
+@pytest.mark.slow  # ~90 s: three torchrun launches plus the evaluation
+def test_job_execute_smoke_on_two_ranks_reports_through_pipes(tmp_path):
+    home, root = dagster_home(tmp_path), tmp_path / "artifacts"
+    run_config = tmp_path / "two_ranks.yaml"
+    run_config.write_text("resources:\n  compute:\n    config: {nproc_per_node: 2, device: cpu}\n")
+    proc = execute(["-j", "smoke", "-c", str(run_config)], home, root, timeout=900)
+    assert (proc.stdout + proc.stderr).count("torch.distributed.run --standalone --nproc-per-node=2") == 3  # Stage 1, encode, Stage 2
+    ((run, records),) = recorded_runs(home)
+    assert run.status == dg.DagsterRunStatus.SUCCESS
+    events = [r.event_log_entry for r in records]
+    opened = [e for e in events if "successfully opened dagster pipes" in (e.user_message or "")]
+    assert len(opened) == 3  # rank 0 only, once per step
+    metadata = {e.dagster_event.event_specific_data.materialization.asset_key.to_user_string():
+                e.dagster_event.event_specific_data.materialization.metadata
+                for e in events if e.dagster_event and e.dagster_event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION}
+    for asset in ("ul_autoencoder", "base_model"):  # what rank 0 reported through Pipes, beside the asset's own
+        md = metadata[asset]
+        assert md["world_size"].value == 2 and md["reported_by_rank"].value == 0
+        assert md["samples_seen"].value == 640 and md["final_loss_nats"].value > 0
+    assert metadata["latent_store"]["world_size"].value == 2 and metadata["latent_store"]["complete"].value
+    assert metadata["latent_store"]["encode_seconds"].value > 0

@@ -7,7 +7,9 @@ validated before any compute.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -206,11 +208,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from ul_pipeline import distributed
+
+    quiet = (contextlib.redirect_stdout(open(os.devnull, "w")) if not distributed.env_world().is_main
+             else contextlib.nullcontext())  # under torchrun, rank 0 prints the result
     try:
-        args.fn(args)
+        with quiet:
+            args.fn(args)
     except ConfigError as e:
         print(f"config error: {e}", file=sys.stderr)
         return 2
+    finally:
+        distributed.shutdown()
     return 0
 
 

@@ -130,6 +130,16 @@ class ComputeConfig:
     precision: str = "auto"  # auto (bf16 autocast on CUDA and on CPUs with native bf16, else fp32) | fp32 | bf16
     workers: int = 0  # DataLoader workers
     deterministic: bool = False  # torch deterministic algorithms (for exact resume checks)
+    # data parallelism (torchrun; ul_pipeline.distributed). train.batch_size stays the global batch.
+    nproc_per_node: int = 1  # processes per machine (GPUs per node); >1 launches torchrun from Dagster
+    nnodes: int = 1  # machines in the torchrun group
+    rdzv_backend: str = "c10d"  # torchrun rendezvous backend
+    rdzv_endpoint: str = "localhost:29400"  # host:port of the rendezvous (the head node on a cluster)
+    rdzv_id: str = "ul"  # rendezvous job id, the same on every machine of one run
+    dist_timeout_s: float = 600.0  # gloo/NCCL collective timeout: a hung rank fails the group after this
+    max_restarts: int = 0  # torchrun --max-restarts: restart a failed group, which resumes from last.pt
+    compile: bool = False  # torch.compile the training loss computation
+    tf32: bool = True  # TF32 matmuls and convolutions on CUDA (no effect on CPU)
 
 
 @dataclass
@@ -257,6 +267,10 @@ def validate(cfg: DictConfig) -> None:
            f"must be in [0, data.frames={cfg.data.frames}) (0 for images)")
     _check(cfg.encode.dtype in ("float32", "float16"), "encode.dtype", "must be float32 or float16")
     _check(cfg.compute.precision in ("auto", "fp32", "bf16"), "compute.precision", "must be auto, fp32 or bf16")
+    for key in ("nproc_per_node", "nnodes"):
+        _check(cfg.compute[key] >= 1, f"compute.{key}", "must be >= 1")
+    _check(cfg.compute.max_restarts >= 0, "compute.max_restarts", "must be >= 0")
+    _check(cfg.compute.dist_timeout_s > 0, "compute.dist_timeout_s", "must be > 0 (seconds)")
     for stage in ("stage1", "stage2"):
         t = cfg[stage].train
         _check(t.batch_size > 0, f"{stage}.train.batch_size", "must be > 0")

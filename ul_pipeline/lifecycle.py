@@ -21,7 +21,7 @@ import torch
 from omegaconf import DictConfig
 
 from ul_pipeline import config as config_lib
-from ul_pipeline import metrics
+from ul_pipeline import distributed, metrics
 from ul_pipeline.data import extract_latents, load_split_tensor, open_store, read_manifest, write_shards
 from ul_pipeline.data.sources import build_source
 from ul_pipeline.data.storage import is_local, url_to_fs, write_bytes_atomic
@@ -85,6 +85,7 @@ def encode_latents(stage1_checkpoint: str | Path, shards_url: str, store_url: st
     """Encode a split into a Zarr latent store (resumable); `cfg` supplies encode.* (default: the checkpoint's)."""
     device = resolve_device(cfg.compute.device if cfg is not None else "auto")
     model, stage1_cfg, meta = load_stage1(stage1_checkpoint, device=device)
+    distributed.init(device, (cfg or stage1_cfg).compute.dist_timeout_s)  # blocks split over torchrun ranks
     enc = (cfg or stage1_cfg).encode
     store_meta = {"encoder_sha256": meta["sha256"], "stage1_config": config_lib.to_dict(stage1_cfg),
                   "logsnr_0": float(stage1_cfg.stage1.logsnr_0), "latent_shape": list(model.latent_shape),

@@ -8,6 +8,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
+from ul_pipeline import distributed
 from ul_pipeline.diffusion import Schedule, ancestral_sample, classifier_free_guidance, diffusion_term_nats, sigmoid_weight
 from ul_pipeline.diffusion.forward import add_noise
 
@@ -49,7 +50,7 @@ class BaseModel(nn.Module):
 
     def drop_labels(self, labels: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Replace each label by the null label with probability label_dropout."""
-        drop = torch.rand(labels.shape, generator=generator, device=labels.device) < self.label_dropout
+        drop = distributed.rand(labels.shape, generator=generator, device=labels.device) < self.label_dropout
         return torch.where(drop, torch.full_like(labels, self.num_classes), labels)
 
     def loss_terms(self, z_clean: Tensor, labels: Tensor, generator: torch.Generator | None = None,
@@ -60,7 +61,7 @@ class BaseModel(nn.Module):
         the latent whose lambda(0) view is z0, so no single draw is frozen in the cache.
         """
         if z_logvar is not None:
-            z_clean = z_clean + torch.exp(0.5 * z_logvar) * torch.randn(z_clean.shape, generator=generator,
+            z_clean = z_clean + torch.exp(0.5 * z_logvar) * distributed.randn(z_clean.shape, generator=generator,
                                                                         device=z_clean.device)
         labels = self.drop_labels(labels, generator) if self.training else labels
         noised = add_noise(z_clean, self.schedule, generator)

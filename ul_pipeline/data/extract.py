@@ -4,6 +4,11 @@ Each block (`block_size` samples = one Zarr chunk per array) is encoded in batch
 cross a block boundary, written, then marked done in `blocks_done`. A crash keeps the finished
 blocks; a re-run encodes only the rest and produces the same store as an uninterrupted run (for a
 deterministic encoder). Channel statistics and `complete=True` are written last.
+
+Under torchrun each rank encodes its own contiguous range of blocks. Every block is its own object
+in every array (a Zarr chunk of `block_size` samples, and a one-element chunk of `blocks_done`),
+so no two processes ever write the same object; rank 0 creates the store before the others open
+it, and finalises it once, after a barrier that follows the last block of every rank.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from typing import Any, Callable, Iterator, Optional
 import numpy as np
 import torch
 
+from ul_pipeline import distributed
 from ul_pipeline.data.latent_store import (
     LatentStore, LatentStoreError, create_store, finalize_store, open_store, store_exists,
 )
@@ -100,35 +106,44 @@ def extract_latents(shard_url: str, split: str, store_url: str, encode_fn: Encod
         if store.meta["complete"]:
             return store
     num_blocks = math.ceil(num_samples / block_size)
-    done = store.done_blocks() if store is not None else np.zeros(num_blocks, dtype=bool)
-    if progress is not None and done.any():
-        progress(int(sum(min(block_size, num_samples - b * block_size) for b in np.flatnonzero(done))), num_samples)
+    w = distributed.world()
+    with distributed.main_first() as is_main:  # rank 0 creates the store; the others open it after
+        if store is None and is_main:
+            first = next(iter_split(shard_url, split, storage_options=storage_options, manifest=manifest))
+            probe = _encode_block(encode_fn, np.array(first.image[None]), 1, f"{store_url} (shape probe)")
+            meta_out = {k: v for k, v in want.items() if k not in ("num_samples", "block_size", "dtype")}
+            store = create_store(store_url, num_samples, tuple(probe[0].shape[1:]), dtype, block_size, meta_out,
+                                 storage_options=store_so, overwrite=True, with_logvar=probe[1] is not None)
+    if store is None:
+        store = open_store(store_url, storage_options=store_so, allow_incomplete=True, read_only=False)
+    mine = np.array_split(np.arange(num_blocks), w.size)[w.rank]  # this rank's contiguous range
+    done = store.done_blocks()
+    report = progress if w.is_main else None
 
-    block = 0
-    while block < num_blocks:
-        if done[block]:
-            block += 1
-            continue
-        run = [block]  # a run of consecutive pending blocks, read in one pass
-        while run[-1] + 1 < num_blocks and not done[run[-1] + 1]:
-            run.append(run[-1] + 1)
+    def samples_done() -> int:
+        return int(sum(min(block_size, num_samples - b * block_size) for b in mine if done[b]))
+    if report is not None and done[mine].any():
+        report(samples_done(), num_samples)
+
+    pending = [int(b) for b in mine if not done[b]]
+    while pending:
+        run = [pending.pop(0)]  # a run of consecutive pending blocks, read in one pass
+        while pending and pending[0] == run[-1] + 1:
+            run.append(pending.pop(0))
         sizes = [min(block_size, num_samples - b * block_size) for b in run]
         samples = iter_split(shard_url, split, start=run[0] * block_size, storage_options=storage_options,
                              manifest=manifest)
         for b, (images, labels, keys) in zip(run, _blocks(samples, sizes, f"{shard_url} split '{split}'")):
             z, z_logvar = _encode_block(encode_fn, images, batch_size,
                                         f"{store_url} block {b} (samples {keys[0]}..{keys[-1]})")
-            if store is None:
-                meta_out = {k: v for k, v in want.items() if k not in ("num_samples", "block_size", "dtype")}
-                store = create_store(store_url, num_samples, tuple(z.shape[1:]), dtype, block_size, meta_out,
-                                     storage_options=store_so, overwrite=True, with_logvar=z_logvar is not None)
             store.write_block(b, z, labels, keys, z_logvar)
             done[b] = True
-            if progress is not None:
-                progress(int(sum(min(block_size, num_samples - i * block_size) for i in np.flatnonzero(done))),
-                         num_samples)
-        block = run[-1] + 1
-    assert store is not None
-    seconds = float(store.meta.get("encode_seconds") or 0.0) + time.perf_counter() - t0
-    store.group.attrs["ul"] = {**store.meta, "encode_seconds": seconds}  # summed over resumed runs
-    return finalize_store(store)
+            if report is not None:
+                report(samples_done(), num_samples)
+    distributed.barrier()  # every rank's blocks are written
+    if w.is_main:
+        seconds = float(store.meta.get("encode_seconds") or 0.0) + time.perf_counter() - t0
+        store.group.attrs["ul"] = {**store.meta, "encode_seconds": seconds}  # summed over resumed runs
+        finalize_store(store)
+    distributed.barrier()  # complete, once
+    return store if w.is_main else open_store(store_url, storage_options=store_so)

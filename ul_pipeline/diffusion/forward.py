@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ul_pipeline import distributed
 from ul_pipeline.diffusion.losses import expand_like
 from ul_pipeline.diffusion.parametrization import eps_from_v
 from ul_pipeline.diffusion.schedules import Schedule, alpha_sigma
@@ -41,6 +42,6 @@ def add_noise(x: Tensor, schedule: Schedule, generator: torch.Generator | None =
     t = sample_time(x.shape[0], antithetic=antithetic, generator=generator, device=x.device)
     logsnr = schedule.logsnr(t)
     alpha, sigma = alpha_sigma(expand_like(logsnr, x))
-    eps = torch.randn(x.shape, generator=generator, device=x.device, dtype=torch.float32)
+    eps = distributed.randn(x.shape, generator=generator, device=x.device, dtype=torch.float32)
     x_t = alpha * x.float() + sigma * eps  # fp32 even when x is a bf16 encoder output
     return Noised(t, logsnr, schedule.neg_dlogsnr_dt(t), alpha, sigma, eps, x_t)

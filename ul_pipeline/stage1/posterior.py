@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ul_pipeline import distributed
 from ul_pipeline.diffusion import alpha_sigma, sum_over_dims
 
 LOGVAR_OFFSET = -8.0  # learned log s^2 starts near exp(-8): s ~ 0.02, a quarter of sigma0 at lambda(0)=5
@@ -38,13 +39,13 @@ class LatentPosterior:
         """y = z_clean + s eps1 (z_clean itself for fixed noise)."""
         if self.logvar is None:
             return self.z_clean
-        eps = torch.randn(self.z_clean.shape, generator=generator, device=self.z_clean.device)
+        eps = distributed.randn(self.z_clean.shape, generator=generator, device=self.z_clean.device)
         return self.z_clean + torch.exp(0.5 * self.logvar) * eps
 
     def sample_z0(self, generator: torch.Generator | None = None) -> Tensor:
         """eq. 2, reparameterised (gradients reach the encoder): alpha0 z_clean + sqrt(var) eps."""
         alpha0, sigma0 = self._alpha_sigma()
-        eps = torch.randn(self.z_clean.shape, generator=generator, device=self.z_clean.device)
+        eps = distributed.randn(self.z_clean.shape, generator=generator, device=self.z_clean.device)
         if self.logvar is None:
             return alpha0 * self.z_clean + sigma0 * eps
         return alpha0 * self.z_clean + torch.sqrt(self.z0_variance()) * eps

@@ -1,4 +1,4 @@
-"""In-memory batches whose order is a pure function of samples_seen (exact resume)."""
+"""In-memory batches whose order is a pure function of samples_seen (exact resume, any world size)."""
 
 from __future__ import annotations
 
@@ -13,11 +13,16 @@ from ul_pipeline.train.seeding import derive_seed
 class ShuffledBatches:
     """Batches from epoch-wise permutations seeded by (seed, epoch); call with samples_seen to resume."""
 
-    def __init__(self, *tensors: Tensor, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1):
+    def __init__(self, *tensors: Tensor, batch_size: int, seed: int = 0, offset: int = 0,
+                 count: int | None = None):
+        """`batch_size` is the global batch; this process takes rows [offset, offset + count) of each."""
         if not tensors or any(len(t) != len(tensors[0]) for t in tensors):
             raise ValueError("ShuffledBatches needs tensors of equal, non-zero length")
+        count = batch_size if count is None else count
+        if not (0 <= offset and offset + count <= batch_size):
+            raise ValueError(f"ShuffledBatches: share [{offset}, {offset + count}) is outside the batch of {batch_size}")
         self.tensors, self.batch_size, self.seed = tensors, batch_size, seed
-        self.rank, self.world_size = rank, world_size
+        self.offset, self.count = offset, count
         self.n = len(tensors[0])
         self._perms: dict[int, Tensor] = {}
 
@@ -34,10 +39,9 @@ class ShuffledBatches:
         return torch.cat([self._perm(int(e))[offsets[epochs == e]] for e in torch.unique(epochs)])
 
     def __call__(self, samples_seen: int = 0) -> Iterator[tuple[Tensor, ...]]:
-        """Infinite batches starting at global sample position `samples_seen` (this rank's share)."""
-        global_batch = self.batch_size * self.world_size
-        pos = samples_seen * self.world_size
+        """Infinite batches (this process's share) from global sample position `samples_seen`."""
+        pos = samples_seen
         while True:
-            idx = self.indices(pos + self.rank * self.batch_size, self.batch_size)
+            idx = self.indices(pos + self.offset, self.count)
             yield tuple(t[idx] for t in self.tensors)
-            pos += global_batch
+            pos += self.batch_size

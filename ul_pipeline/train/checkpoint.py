@@ -15,7 +15,9 @@ import ul_pipeline
 CHECKPOINT_FORMAT = 1
 # keys that may change between a run and its resumption (length and cadence, not science)
 RESUMABLE_KEYS = {"total_samples", "checkpoint_every_samples", "log_every_samples",  # length, cadence
-                  "device", "precision", "workers"}  # where it runs (compute.*)
+                  "device", "precision", "workers",  # where it runs (compute.*), world size included
+                  "nproc_per_node", "nnodes", "rdzv_backend", "rdzv_endpoint", "rdzv_id", "dist_timeout_s",
+                  "max_restarts", "compile", "tf32"}
 
 
 class CheckpointError(RuntimeError):

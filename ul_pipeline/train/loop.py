@@ -1,8 +1,11 @@
 """One generic training loop: AdamW, warm-up, clipping, EMA, bf16 autocast, callbacks, resume.
 
-Progress is counted in samples seen; every random draw of a step is seeded from
-(seed, rank, samples_seen), so a run interrupted and re-run ends with the same weights. Every
-checkpoint records `train_seconds`, the wall time spent training summed over all resumptions.
+Progress is counted in samples seen (global, over all ranks); every random draw of a step is
+seeded from (seed, samples_seen) and drawn for the whole global batch (ul_pipeline.distributed),
+so a run interrupted and re-run, or run on another number of processes, ends with the same
+weights up to float summation order. Under torchrun the model is wrapped in DDP, each rank takes
+its share of every global batch, and rank 0 alone writes checkpoints and calls the callbacks.
+Every checkpoint records `train_seconds`, the wall time spent training summed over all resumptions.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any, Callable, Iterable, Iterator
 import torch
 from torch import Tensor, nn
 
+from ul_pipeline import distributed
 from ul_pipeline.train.checkpoint import check_resumable, load_checkpoint, save_checkpoint
 from ul_pipeline.train.seeding import derive_seed
 
@@ -97,10 +101,21 @@ class TrainResult:
 
 
 def resolve_device(device: str = "auto") -> torch.device:
-    """auto -> cuda when available, else cpu."""
+    """auto -> cuda when available, else cpu; plain cuda is this rank's GPU under torchrun."""
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    return distributed.local_device(torch.device(device))
+
+
+class _LossModule(nn.Module):
+    """model + loss_fn as one module, so DDP's forward hooks see the whole loss computation."""
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn):
+        super().__init__()
+        self.model, self.loss_fn = model, loss_fn
+
+    def forward(self, *batch: Tensor) -> tuple[Tensor, dict[str, float]]:
+        return self.loss_fn(self.model, batch)
 
 
 def cpu_has_native_bf16() -> bool:
@@ -143,27 +158,30 @@ def _param_groups(model: nn.Module, lr_multipliers: dict[str, Callable[[int], fl
 
 def train(model: nn.Module, loss_fn: LossFn, batches: Callable[[int], Iterator[tuple[Tensor, ...]]],
           train_cfg: Any, run_dir: str | Path, *, kind: str, config: dict, device: torch.device | str = "cpu",
-          precision: str = "fp32", callbacks: Iterable[Callback] = (), rank: int = 0,
-          extra: dict | None = None,
+          precision: str = "fp32", callbacks: Iterable[Callback] = (), extra: dict | None = None,
           lr_multipliers: dict[str, Callable[[int], float]] | None = None,
-          flops_per_example: float | None = None) -> TrainResult:
+          flops_per_example: float | None = None, compile: bool = False) -> TrainResult:
     """Train `model` until train_cfg.total_samples, resuming from run_dir/last.pt when it exists.
 
     loss_fn(model, batch) returns (scalar loss, metrics of plain floats). `batches(samples_seen)`
-    yields batches starting at that sample position. `config` is the resolved experiment config
+    yields this process's share of each global batch (train_cfg.batch_size) starting at that global
+    sample position. `config` is the resolved experiment config
     stored in every checkpoint; `extra` is stored alongside (e.g. hashes of upstream artifacts).
     `lr_multipliers` maps a parameter-name prefix (e.g. "encoder.") to f(samples_seen), a factor
     on the learning rate of the parameters under it; the others follow the plain schedule.
     `precision` "bf16" runs loss_fn under bf16 autocast on any device (weights, optimiser and EMA
     stay fp32; the loss math casts network outputs to fp32). `flops_per_example` (training FLOPs
-    of one example, ~3x forward) adds `gflops_per_s` to the logged metrics.
+    of one example, ~3x forward) adds `gflops_per_s` to the logged metrics. `compile` runs the
+    loss computation through torch.compile.
     """
     if precision not in ("fp32", "bf16"):
         raise ValueError(f"precision must be fp32 or bf16 (resolve 'auto' with resolve_precision), got {precision!r}")
     device = torch.device(device)
     run_dir = Path(run_dir)
     ckpt_path = run_dir / "last.pt"
-    callbacks = list(callbacks)
+    w = distributed.world()
+    callbacks = list(callbacks) if w.is_main else []  # logs, progress, Dagster: rank 0 only
+    offset, share = distributed.share(train_cfg.batch_size, w)
     model.to(device)
     groups, multipliers = _param_groups(model, lr_multipliers or {})
     optimizer = torch.optim.AdamW(groups, lr=train_cfg.lr, betas=tuple(train_cfg.betas),
@@ -186,6 +204,9 @@ def train(model: nn.Module, loss_fn: LossFn, batches: Callable[[int], Iterator[t
         return seconds_before + time.perf_counter() - t_start
 
     def checkpoint() -> Path:
+        if not w.is_main:
+            distributed.barrier()  # the file is complete when the others go on
+            return ckpt_path
         save_checkpoint(ckpt_path, {
             "kind": kind, "model": model.state_dict(), "ema": ema.state_dict(),
             "optimizer": optimizer.state_dict(), "step": state.step, "samples_seen": state.samples_seen,
@@ -193,6 +214,7 @@ def train(model: nn.Module, loss_fn: LossFn, batches: Callable[[int], Iterator[t
             "history": history, "train_seconds": train_seconds(), **(extra or {}),
         })
         (run_dir / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
+        distributed.barrier()
         for cb in callbacks:
             cb.on_checkpoint(state, ckpt_path)
         return ckpt_path
@@ -203,15 +225,23 @@ def train(model: nn.Module, loss_fn: LossFn, batches: Callable[[int], Iterator[t
     n_running, t_last = 0, time.perf_counter()
     batch_iter = batches(state.samples_seen)
     model.train()
+    loss_module: nn.Module = _LossModule(model, loss_fn)
+    if compile:
+        loss_module = torch.compile(loss_module)
+    loss_module = distributed.wrap_ddp(loss_module, device)
     while state.samples_seen < train_cfg.total_samples:
-        torch.manual_seed(derive_seed(train_cfg.seed, rank, state.samples_seen))  # noise, t, dropout
-        batch = tuple(b.to(device, non_blocking=True) for b in next(batch_iter))
-        after = state.samples_seen + len(batch[0])  # schedules are evaluated at the end of this step
+        torch.manual_seed(derive_seed(train_cfg.seed, 0, state.samples_seen))  # noise, t: same on every rank
+        batch = tuple((b.pin_memory() if device.type == "cuda" else b).to(device, non_blocking=True)
+                      for b in next(batch_iter))
+        if len(batch[0]) != share:
+            raise ValueError(f"the batch source gave {len(batch[0])} examples, this rank's share of "
+                             f"train.batch_size={train_cfg.batch_size} over {w.size} processes is {share}")
+        after = state.samples_seen + train_cfg.batch_size  # schedules are evaluated at the end of this step
         lr = train_cfg.lr * lr_factor(after, train_cfg)
         for group, multiplier in zip(optimizer.param_groups, multipliers):
             group["lr"] = lr * multiplier(after)
-        with autocast(precision, device):
-            loss, step_metrics = loss_fn(model, batch)
+        with autocast(precision, device), distributed.batch_share(offset, share, train_cfg.batch_size):
+            loss, step_metrics = loss_module(*batch)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"non-finite loss {loss.item()} at samples_seen={state.samples_seen} "
                                      f"(step {state.step}); last checkpoint: {ckpt_path}")
@@ -223,7 +253,7 @@ def train(model: nn.Module, loss_fn: LossFn, batches: Callable[[int], Iterator[t
         ema.update(model, state.step)
         prev = state.samples_seen
         state.step += 1
-        state.samples_seen += len(batch[0])
+        state.samples_seen += train_cfg.batch_size
         lrs = {f"lr_{prefix.rstrip('.')}": g["lr"]
                for prefix, g in zip(lr_multipliers or {}, optimizer.param_groups[1:])}
         for k, v in {**step_metrics, "grad_norm": float(grad_norm), "lr": lr, **lrs}.items():
@@ -234,9 +264,9 @@ def train(model: nn.Module, loss_fn: LossFn, batches: Callable[[int], Iterator[t
         done = state.samples_seen >= train_cfg.total_samples
         if done or _crossed(prev, state.samples_seen, train_cfg.log_every_samples):
             now = time.perf_counter()
-            logged = {k: v / n_running for k, v in running.items()}
+            logged = distributed.mean_over_ranks({k: v / n_running for k, v in running.items()}, device)
             logged.update(step=state.step, samples_seen=state.samples_seen,
-                          samples_per_s=n_running * len(batch[0]) / max(now - t_last, 1e-9))
+                          samples_per_s=n_running * train_cfg.batch_size / max(now - t_last, 1e-9))
             if flops_per_example:
                 logged["gflops_per_s"] = logged["samples_per_s"] * flops_per_example / 1e9
             history.append(logged)

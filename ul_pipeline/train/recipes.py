@@ -11,6 +11,7 @@ from omegaconf import DictConfig
 from torch import Tensor
 
 from ul_pipeline import config as config_lib
+from ul_pipeline import distributed
 from ul_pipeline.metrics import to_float
 from ul_pipeline.stage1 import UnifiedLatents
 from ul_pipeline.stage2 import BaseModel
@@ -22,11 +23,21 @@ from ul_pipeline.train.loop import Callback, TrainResult, resolve_device, resolv
 
 
 def setup_compute(cfg: DictConfig) -> tuple[torch.device, str]:
-    """Device and precision from cfg.compute; deterministic algorithms when asked."""
+    """Device and precision from cfg.compute; joins the torchrun group if there is one; TF32 on CUDA."""
     device = resolve_device(cfg.compute.device)
+    distributed.init(device, cfg.compute.dist_timeout_s)
     if cfg.compute.deterministic:
         torch.use_deterministic_algorithms(True)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = cfg.compute.tf32
+        torch.backends.cudnn.allow_tf32 = cfg.compute.tf32
     return device, resolve_precision(cfg.compute.precision, device)
+
+
+def _share_of(tc, *arrays: Tensor) -> ShuffledBatches:
+    """This rank's share of every global batch of `arrays` (all of it on one process)."""
+    offset, count = distributed.share(tc.batch_size)
+    return ShuffledBatches(*arrays, batch_size=tc.batch_size, seed=tc.seed, offset=offset, count=count)
 
 
 def encoder_hold(hold_samples: int, warmup_samples: int) -> Callable[[int], float]:
@@ -59,12 +70,12 @@ def train_stage1(cfg: DictConfig, images: Tensor, run_dir: str | Path,
         return terms.total_nats.mean() * scale, terms.summary(m.image_shape, m.latent_shape)
 
     tc = cfg.stage1.train
-    batches = ShuffledBatches(images, batch_size=tc.batch_size, seed=tc.seed)
+    batches = _share_of(tc, images)
     hold = cfg.stage1.encoder_hold_samples
     lr_multipliers = {"encoder.": encoder_hold(hold, tc.warmup_samples)} if hold > 0 else None
     return train(model, loss_fn, batches, tc, run_dir, kind="stage1", config=config_lib.to_dict(cfg),
                  device=device, precision=precision, callbacks=callbacks, lr_multipliers=lr_multipliers,
-                 flops_per_example=stage1_train_flops(cfg),
+                 flops_per_example=stage1_train_flops(cfg), compile=cfg.compute.compile,
                  extra={"image_shape": list(model.image_shape), "latent_shape": list(model.latent_shape),
                         **(extra or {})})
 
@@ -89,10 +100,10 @@ def train_stage2(cfg: DictConfig, z_clean: Tensor, labels: Tensor, run_dir: str 
 
     tc = cfg.stage2.train
     arrays = (z_clean, labels) if z_logvar is None else (z_clean, labels, z_logvar)
-    batches = ShuffledBatches(*arrays, batch_size=tc.batch_size, seed=tc.seed)
+    batches = _share_of(tc, *arrays)
     return train(model, loss_fn, batches, tc, run_dir, kind="stage2", config=config_lib.to_dict(cfg),
                  device=device, precision=precision, callbacks=callbacks,
-                 flops_per_example=stage2_train_flops(cfg, latent_shape),
+                 flops_per_example=stage2_train_flops(cfg, latent_shape), compile=cfg.compute.compile,
                  extra={"latent_shape": list(latent_shape), **(extra or {})})
 
 
