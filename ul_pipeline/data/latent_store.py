@@ -1,6 +1,7 @@
 """The latent store: a self-describing Zarr v3 group of cached Stage-1 latents `z_clean`.
 
-Readable with plain `zarr.open_group(url)` (no ul_pipeline import needed):
+Readable with plain `zarr.open_group(url)` or `xarray.open_zarr(url)` (no ul_pipeline import
+needed); every array carries Zarr v3 `dimension_names` (`sample`, `channel`, `y`, `x`; `block`):
 
     z_clean      (N, C, h, w) float32|float16   chunks of `block_size` samples
     z_logvar     (N, C, h, w) float32|float16   only for a learned encoder variance: log s^2 (z0 =
@@ -37,6 +38,7 @@ from ul_pipeline.data.storage import StorageOptions, is_local, url_to_fs
 FORMAT_VERSION = 1
 REQUIRED_META = ("encoder_sha256", "stage1_config", "logsnr_0", "dataset_manifest_sha256", "split")
 DTYPES = ("float32", "float16")
+LATENT_DIMS = ("sample", "channel", "y", "x")  # Zarr v3 dimension_names: xarray.open_zarr reads them
 
 
 class LatentStoreError(ValueError):
@@ -186,14 +188,15 @@ def create_store(url: str, num_samples: int, latent_shape: tuple[int, ...], dtyp
         raise FileExistsError(f"latent store {url} exists; pass overwrite=True to replace it")
     group = zarr.open_group(zarr_store(url, storage_options), mode="w", zarr_format=3)
     n, c, h, w = num_samples, *latent_shape
-    group.create_array("z_clean", shape=(n, c, h, w), chunks=(block_size, c, h, w), dtype=dtype,
-                       fill_value=float("nan"))
-    if with_logvar:
-        group.create_array("z_logvar", shape=(n, c, h, w), chunks=(block_size, c, h, w), dtype=dtype,
-                           fill_value=float("nan"))
-    group.create_array("labels", shape=(n,), chunks=(block_size,), dtype="int64", fill_value=-1)
-    group.create_array("keys", shape=(n,), chunks=(block_size,), dtype=str, fill_value="")
-    group.create_array("blocks_done", shape=(math.ceil(n / block_size),), chunks=(1,), dtype="uint8", fill_value=0)
+    for name in ("z_clean", *(["z_logvar"] if with_logvar else [])):
+        group.create_array(name, shape=(n, c, h, w), chunks=(block_size, c, h, w), dtype=dtype,
+                           fill_value=float("nan"), dimension_names=LATENT_DIMS)
+    group.create_array("labels", shape=(n,), chunks=(block_size,), dtype="int64", fill_value=-1,
+                       dimension_names=("sample",))
+    group.create_array("keys", shape=(n,), chunks=(block_size,), dtype=str, fill_value="",
+                       dimension_names=("sample",))
+    group.create_array("blocks_done", shape=(math.ceil(n / block_size),), chunks=(1,), dtype="uint8", fill_value=0,
+                       dimension_names=("block",))
     ul = {**meta, "format_version": FORMAT_VERSION, "latent_shape": [int(c), int(h), int(w)],
           "num_samples": int(n), "block_size": int(block_size), "dtype": dtype,
           "channel_mean": None, "channel_std": None,
