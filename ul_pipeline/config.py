@@ -36,6 +36,8 @@ class DataConfig:
     seed: int = 0  # seed of the train/validation split
     in_memory: bool = True  # Stage-1 training loads the train shards into RAM (else streams)
     shuffle_buffer: int = 2000  # streaming shuffle buffer, in samples
+    hflip: bool = False  # random left-right flips: Stage 1 mirrors each image w.p. 1/2; the latent store
+    # keeps z_clean of image and mirror (z_clean_hflip) and Stage 2 picks one per draw
 
 
 @dataclass

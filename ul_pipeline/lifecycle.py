@@ -23,6 +23,7 @@ from omegaconf import DictConfig
 from ul_pipeline import config as config_lib
 from ul_pipeline import metrics
 from ul_pipeline.data import extract_latents, load_split_tensor, open_store, read_manifest, write_shards
+from ul_pipeline.data import augment
 from ul_pipeline.data.sources import build_source
 from ul_pipeline.data.storage import is_local, url_to_fs, write_bytes_atomic
 from ul_pipeline.fid import FeatureExtractor
@@ -74,17 +75,26 @@ def run_stage1(cfg: DictConfig, shards_url: str, run_dir: str | Path, *, storage
                                "stage_code_version": stage_code_version("stage1")})
 
 
-def encoder_fn(model, device: torch.device, batch_size: int = 256):
-    """uint8 images (B, C, H, W) -> z_clean float32 on CPU (and z_logvar for a learned encoder variance)."""
+def encoder_fn(model, device: torch.device, batch_size: int = 256, hflip: bool = False):
+    """uint8 images (B, C, H, W) -> {z_clean, z_logvar (a learned encoder variance), z_clean_hflip (`hflip`:
+    the latents of the mirrored images)}, float32 on CPU."""
 
     @torch.no_grad()
-    def encode(images: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        posts = [model.posterior(metrics.to_float(images[i:i + batch_size].to(device)))
-                 for i in range(0, len(images), batch_size)]
-        z_clean = torch.cat([p.z_clean.float().cpu() for p in posts])
-        if posts[0].logvar is None:
-            return z_clean
-        return z_clean, torch.cat([p.logvar.float().cpu() for p in posts])
+    def posteriors(images: torch.Tensor) -> list:
+        return [model.posterior(metrics.to_float(images[i:i + batch_size].to(device)))
+                for i in range(0, len(images), batch_size)]
+
+    @torch.no_grad()
+    def encode(images: torch.Tensor) -> dict[str, torch.Tensor]:
+        posts = posteriors(images)
+        out = {"z_clean": torch.cat([p.z_clean.float().cpu() for p in posts])}
+        if posts[0].logvar is not None:
+            if hflip:
+                raise ValueError("data.hflip with a learned encoder variance (stage1.encoder_noise) is not supported")
+            out["z_logvar"] = torch.cat([p.logvar.float().cpu() for p in posts])
+        if hflip:
+            out["z_clean_hflip"] = torch.cat([p.z_clean.float().cpu() for p in posteriors(augment.hflip(images))])
+        return out
 
     return encode
 
@@ -100,7 +110,9 @@ def encode_latents(stage1_checkpoint: str | Path, shards_url: str, store_url: st
                   "logsnr_0": float(stage1_cfg.stage1.logsnr_0), "latent_shape": list(model.latent_shape),
                   "stage1_checkpoint": str(stage1_checkpoint), "code_version": meta.get("code_version"),
                   "encode_code_version": stage_code_version("encode")}
-    return extract_latents(shards_url, split, store_url, encoder_fn(model, device, enc.batch_size), store_meta,
+    hflip = bool(stage1_cfg.data.hflip)  # the encoder's own training data decides, not the caller's config
+    store_meta["hflip"] = hflip
+    return extract_latents(shards_url, split, store_url, encoder_fn(model, device, enc.batch_size, hflip), store_meta,
                            block_size=enc.block_size, batch_size=enc.batch_size, dtype=enc.dtype,
                            storage_options=storage_options, store_storage_options=store_storage_options,
                            progress=progress)
@@ -119,7 +131,9 @@ def run_stage2(cfg: DictConfig, store_url: str, run_dir: str | Path, *, expect_e
     labels = torch.from_numpy(np.asarray(store.labels[:], dtype=np.int64))
     z_logvar = (None if store.z_logvar is None  # a learned encoder variance: Stage 2 draws from it
                 else torch.from_numpy(np.asarray(store.z_logvar[:], dtype=np.float32)))
-    return train_stage2(cfg, z_clean, labels, run_dir, callbacks, z_logvar=z_logvar,
+    z_clean_hflip = (None if store.z_clean_hflip is None  # data.hflip: each draw picks image or mirror
+                     else torch.from_numpy(np.asarray(store.z_clean_hflip[:], dtype=np.float32)))
+    return train_stage2(cfg, z_clean, labels, run_dir, callbacks, z_logvar=z_logvar, z_clean_hflip=z_clean_hflip,
                         extra={"latent_store_url": store_url, "encoder_sha256": store.meta["encoder_sha256"],
                                "dataset_manifest_sha256": store.meta.get("dataset_manifest_sha256"),
                                "encode_seconds": store.meta.get("encode_seconds"),
