@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Optional
 
@@ -11,6 +12,10 @@ from omegaconf import DictConfig
 
 from resources import ComputeResource, ExperimentConfigResource, StorageResource
 from ul_pipeline.config import to_dict
+from ul_pipeline.data import LatentStoreError, open_store
+from ul_pipeline.lifecycle import stage1_run, stage2_run
+from ul_pipeline.train.checkpoint import file_sha256
+from ul_pipeline.versioning import RunChoice
 from ul_pipeline.sweeps import data_hash, split_point_key
 
 # the sections that produced the reused artifacts: a reusing experiment must state them as they were
@@ -25,6 +30,7 @@ class ExperimentArtifacts:
     cfg: DictConfig
     owner: str
     storage: StorageResource
+    owner_cfg: Optional[DictConfig] = None  # the owner's config (its stage1 section made the reused checkpoint)
 
     @property
     def reused(self) -> bool:
@@ -42,21 +48,48 @@ class ExperimentArtifacts:
             return self.storage.shards_url(self.owner)
         return self.storage.sweep_shards_url(sweep, data_hash(self.cfg))  # cfg.data is the owner's (resolve)
 
+    @cached_property
+    def encoder_sha256(self) -> str:
+        """sha256 of the Stage-1 checkpoint in use (the latent store's key); a clear failure when absent."""
+        if not self.stage1_checkpoint.exists():
+            raise self.missing("Stage-1 checkpoint", f"{self.stage1_checkpoint} does not exist", "ul_autoencoder")
+        return file_sha256(self.stage1_checkpoint)
+
     @property
     def latent_store_url(self) -> str:
-        return self.storage.latent_store_url(self.owner)
+        """The owner's store of the Stage-1 checkpoint in use: a retrained encoder gets a new store."""
+        return self.storage.latent_store_url(self.owner, self.encoder_sha256)
+
+    @cached_property
+    def stage1_choice(self) -> RunChoice:
+        """The owner's Stage-1 run for its config and the current code (ul_pipeline.versioning)."""
+        base = self.storage.run_dir(self.owner, "stage1")
+        try:
+            return stage1_run(self.owner_cfg or self.cfg, self.shards_url, base, storage_options=self.storage_options)
+        except FileNotFoundError:  # no shards yet: nothing trained either
+            return RunChoice(base, "new")
 
     @property
     def stage1_dir(self) -> Path:
-        return self.storage.run_dir(self.owner, "stage1")
+        return self.stage1_choice.run_dir
 
     @property
     def stage1_checkpoint(self) -> Path:
         return self.stage1_dir / "last.pt"
 
+    @cached_property
+    def stage2_choice(self) -> RunChoice:
+        """This experiment's Stage-2 run for its config, the current code and the store of the current encoder."""
+        base = self.storage.run_dir(self.experiment, "stage2")
+        try:
+            store = open_store(self.latent_store_url, storage_options=self.storage_options, allow_incomplete=True)
+        except (Failure, LatentStoreError):
+            return RunChoice(base, "new")
+        return stage2_run(self.cfg, store, base)
+
     @property
     def stage2_dir(self) -> Path:
-        return self.storage.run_dir(self.experiment, "stage2")
+        return self.stage2_choice.run_dir
 
     @property
     def base_checkpoint(self) -> Path:
@@ -96,7 +129,7 @@ def resolve(experiment: str, storage: StorageResource, experiment_config: Experi
             raise ValueError(f"experiment {experiment} reuses {owner}'s shards, Stage 1 and latent store "
                              f"(latent_store_of: {' -> '.join(chain[1:])}), so its {', '.join(REUSED_SECTIONS)} "
                              f"settings must be {owner}'s; they differ:\n  " + "\n  ".join(diffs))
-    return ExperimentArtifacts(experiment, cfg, owner, storage)
+    return ExperimentArtifacts(experiment, cfg, owner, storage, owner_cfg)
 
 
 def _differences(a: dict, b: dict, prefix: str, name_a: str, name_b: str) -> list[str]:

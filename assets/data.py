@@ -2,7 +2,7 @@
 
 import time
 
-from dagster import AssetExecutionContext, Config, Failure, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, Config, DataVersion, Failure, MaterializeResult, MetadataValue, asset
 
 from assets.artifacts import ExperimentArtifacts, resolve
 from assets.metadata import config_md, path_md
@@ -11,6 +11,7 @@ from assets.progress import progress_log
 from resources import ComputeResource, ExperimentConfigResource, StorageResource
 from ul_pipeline.data import ShardManifest, read_manifest
 from ul_pipeline.lifecycle import make_shards
+from ul_pipeline.versioning import stage_code_version
 
 
 class ShardsConfig(Config):
@@ -36,7 +37,7 @@ def shards_metadata(art: ExperimentArtifacts, manifest: ShardManifest) -> dict:
             "resolution": manifest.resolution, "channels": manifest.channels, "num_classes": manifest.num_classes}
 
 
-@asset(group_name="data", partitions_def=EXPERIMENTS, kinds={"webdataset"})
+@asset(group_name="data", partitions_def=EXPERIMENTS, kinds={"webdataset"}, code_version=stage_code_version("shards"))
 def dataset_shards(context: AssetExecutionContext, config: ShardsConfig, storage: StorageResource,
                    compute: ComputeResource, experiment_config: ExperimentConfigResource) -> MaterializeResult:
     """Train/val WebDataset shards of the experiment's images, with a Parquet manifest."""
@@ -52,7 +53,8 @@ def dataset_shards(context: AssetExecutionContext, config: ShardsConfig, storage
         context.log.info(art.reuse_note("dataset shards", art.shards_url))
         return MaterializeResult(metadata={**shards_metadata(art, existing), "reused_from": art.owner,
                                            "note": MetadataValue.text(art.reuse_note("dataset shards", art.shards_url)),
-                                           "config": config_md(art.cfg)})
+                                           "config": config_md(art.cfg)},
+                                 data_version=DataVersion(existing.sha256))
     if existing is not None and not config.overwrite:
         diffs = manifest_mismatch(art, existing)
         if diffs:
@@ -65,4 +67,5 @@ def dataset_shards(context: AssetExecutionContext, config: ShardsConfig, storage
                                overwrite=config.overwrite, progress=progress_log(context.log, "sharding"))
         status = "written"
     return MaterializeResult(metadata={**shards_metadata(art, manifest), "status": status,
-                                       "wall_seconds": time.perf_counter() - t0, "config": config_md(art.cfg)})
+                                       "wall_seconds": time.perf_counter() - t0, "config": config_md(art.cfg)},
+                             data_version=DataVersion(manifest.sha256))

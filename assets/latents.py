@@ -4,7 +4,7 @@ import time
 
 import numpy as np
 from dagster import (AssetCheckExecutionContext, AssetCheckResult, AssetCheckSpec, AssetExecutionContext,
-                     MaterializeResult, MetadataValue, asset, multi_asset_check)
+                     DataVersion, MaterializeResult, MetadataValue, asset, multi_asset_check)
 
 from assets.artifacts import ExperimentArtifacts, resolve
 from assets.data import dataset_shards
@@ -16,7 +16,14 @@ from assets.stage1 import ul_autoencoder
 from resources import ComputeResource, ExperimentConfigResource, StorageResource
 from ul_pipeline.data import LatentStore, LatentStoreError, open_store, read_manifest
 from ul_pipeline.lifecycle import encode_latents
-from ul_pipeline.train.checkpoint import file_sha256
+from ul_pipeline.versioning import json_sha256, short_hash, stage_code_version
+
+
+def store_data_version(store: LatentStore) -> DataVersion:
+    """What identifies a store's contents: its encoder, dataset, split, layout and the extraction code."""
+    m = store.meta
+    return DataVersion(short_hash(json_sha256({k: m.get(k) for k in (
+        "encoder_sha256", "dataset_manifest_sha256", "split", "num_samples", "dtype", "encode_code_version")})))
 
 
 def store_metadata(art: ExperimentArtifacts, store: LatentStore) -> dict:
@@ -29,24 +36,23 @@ def store_metadata(art: ExperimentArtifacts, store: LatentStore) -> dict:
             "channel_std": MetadataValue.json(m.get("channel_std"))}
 
 
-@asset(group_name="latents", partitions_def=EXPERIMENTS, deps=[dataset_shards, ul_autoencoder], kinds={"zarr"})
+@asset(group_name="latents", partitions_def=EXPERIMENTS, deps=[dataset_shards, ul_autoencoder], kinds={"zarr"},
+       code_version=stage_code_version("encode"))
 def latent_store(context: AssetExecutionContext, storage: StorageResource, compute: ComputeResource,
                  experiment_config: ExperimentConfigResource) -> MaterializeResult:
     """Zarr store of the Stage-1 encoder's z_clean for every training image (Stage 2's data)."""
     art = resolve(context.partition_key, storage, experiment_config, compute)
     if art.reused:
-        if not art.stage1_checkpoint.exists():
-            raise art.missing("Stage-1 checkpoint", f"{art.stage1_checkpoint} does not exist", "ul_autoencoder")
         try:
-            store = open_store(art.latent_store_url, file_sha256(art.stage1_checkpoint),
-                               storage_options=art.storage_options)
+            store = open_store(art.latent_store_url, art.encoder_sha256, storage_options=art.storage_options)
         except LatentStoreError as e:
             raise art.missing("latent store", str(e), "latent_store") from None
         note = art.reuse_note("latent store", art.latent_store_url)
         context.log.info(f"{note}; nothing encoded")
         return MaterializeResult(metadata={**store_metadata(art, store), "reused_from": art.owner,
                                            "note": MetadataValue.text(note),
-                                           "config": config_md(art.cfg)})
+                                           "config": config_md(art.cfg)},
+                                 data_version=store_data_version(store))
     t0 = time.perf_counter()
     if is_distributed(art.cfg):  # blocks split over torchrun ranks through Pipes; rank 0 reports
         reported = run_with_torchrun(context, "encode", art.cfg, art.stage1_dir,
@@ -59,7 +65,8 @@ def latent_store(context: AssetExecutionContext, storage: StorageResource, compu
                                storage_options=art.storage_options, store_storage_options=art.storage_options,
                                progress=progress_log(context.log, "encoding"))
     return MaterializeResult(metadata={**store_metadata(art, store), "wall_seconds": time.perf_counter() - t0,
-                                       "config": config_md(art.cfg), **reported})
+                                       "config": config_md(art.cfg), **reported},
+                             data_version=store_data_version(store))
 
 
 @multi_asset_check(specs=[

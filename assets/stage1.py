@@ -3,8 +3,8 @@
 import time
 
 import torch
-from dagster import (AssetCheckExecutionContext, AssetCheckResult, AssetExecutionContext, MaterializeResult,
-                     MetadataValue, asset, asset_check)
+from dagster import (AssetCheckExecutionContext, AssetCheckResult, AssetExecutionContext, DataVersion,
+                     MaterializeResult, MetadataValue, asset, asset_check)
 
 from assets.artifacts import ExperimentArtifacts, resolve
 from assets.data import dataset_shards
@@ -15,6 +15,7 @@ from assets.progress import TrainingLog
 from resources import ComputeResource, ExperimentConfigResource, StorageResource
 from ul_pipeline.lifecycle import run_stage1
 from ul_pipeline.train.checkpoint import CheckpointError, file_sha256, load_checkpoint
+from ul_pipeline.versioning import stage_code_version
 
 STAGE1_METRICS = ("loss_nats", "latent_nats", "decoder_nats", "prior_terminal_nats", "bits_per_pixel",
                   "bits_per_image", "bits_per_latent_dim")
@@ -25,7 +26,8 @@ def checkpoint_metadata(path, ckpt: dict, metrics: tuple[str, ...]) -> dict:
     history = ckpt.get("history") or [{}]
     return {"checkpoint": path_md(path), "sha256": file_sha256(path), "samples_seen": int(ckpt["samples_seen"]),
             "step": int(ckpt["step"]), "complete": bool(ckpt.get("complete")),
-            "code_version": str(ckpt.get("code_version")), **floats(history[-1], metrics)}
+            "code_version": str(ckpt.get("code_version")),
+            "stage_code_version": str(ckpt.get("stage_code_version")), **floats(history[-1], metrics)}
 
 
 def reused_stage1(art: ExperimentArtifacts) -> dict:
@@ -41,14 +43,19 @@ def reused_stage1(art: ExperimentArtifacts) -> dict:
             "note": MetadataValue.text(art.reuse_note("Stage-1 checkpoint", path))}
 
 
-@asset(group_name="stage1", partitions_def=EXPERIMENTS, deps=[dataset_shards], kinds={"pytorch"})
+@asset(group_name="stage1", partitions_def=EXPERIMENTS, deps=[dataset_shards], kinds={"pytorch"},
+       code_version=stage_code_version("stage1"))
 def ul_autoencoder(context: AssetExecutionContext, storage: StorageResource, compute: ComputeResource,
                    experiment_config: ExperimentConfigResource) -> MaterializeResult:
     """Stage-1 checkpoint: encoder, diffusion prior and diffusion decoder trained together."""
     art = resolve(context.partition_key, storage, experiment_config, compute)
     if art.reused:
         context.log.info(art.reuse_note("Stage-1 checkpoint", art.stage1_checkpoint))
-        return MaterializeResult(metadata={**reused_stage1(art), "config": config_md(art.cfg)})
+        meta = reused_stage1(art)
+        return MaterializeResult(metadata={**meta, "config": config_md(art.cfg)},
+                                 data_version=DataVersion(meta["sha256"]))
+    choice = art.stage1_choice
+    context.log.info(f"Stage 1: {choice.describe()}")
     t0 = time.perf_counter()
     if is_distributed(art.cfg):  # torchrun through Pipes; rank 0 reports
         reported = run_with_torchrun(context, "stage1", art.cfg, art.stage1_dir, shards_url=art.shards_url,
@@ -61,10 +68,12 @@ def ul_autoencoder(context: AssetExecutionContext, storage: StorageResource, com
     ckpt = load_checkpoint(checkpoint, kind="stage1")
     curves = training_curves_png(ckpt["history"], art.stage1_dir / "training_curves.png",
                                  f"{art.experiment}: Stage 1 (encoder + prior + decoder)")
+    meta = checkpoint_metadata(checkpoint, ckpt, STAGE1_METRICS)
     return MaterializeResult(metadata={
-        **checkpoint_metadata(checkpoint, ckpt, STAGE1_METRICS), "wall_seconds": time.perf_counter() - t0,
+        **meta, "wall_seconds": time.perf_counter() - t0, "run_status": choice.status,
+        "run_note": MetadataValue.text(choice.describe()),
         "training_curves": image_md(curves, "loss and bits/pixel"), "training_curves_png": path_md(curves),
-        "config": config_md(art.cfg), **reported})
+        "config": config_md(art.cfg), **reported}, data_version=DataVersion(meta["sha256"]))
 
 
 @asset_check(asset=ul_autoencoder, blocking=True, partitions_def=EXPERIMENTS)

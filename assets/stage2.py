@@ -2,7 +2,7 @@
 
 import time
 
-from dagster import AssetExecutionContext, MaterializeResult, asset
+from dagster import AssetExecutionContext, DataVersion, MaterializeResult, MetadataValue, asset
 
 from assets.artifacts import resolve
 from assets.latents import latent_store
@@ -13,18 +13,22 @@ from assets.progress import TrainingLog
 from assets.stage1 import checkpoint_metadata, ul_autoencoder
 from resources import ComputeResource, ExperimentConfigResource, StorageResource
 from ul_pipeline.lifecycle import run_stage2
-from ul_pipeline.train.checkpoint import file_sha256, load_checkpoint
+from ul_pipeline.train.checkpoint import load_checkpoint
+from ul_pipeline.versioning import stage_code_version
 
 STAGE2_METRICS = ("loss_nats", "elbo_diffusion_nats")
 
 
-@asset(group_name="stage2", partitions_def=EXPERIMENTS, deps=[latent_store, ul_autoencoder], kinds={"pytorch"})
+@asset(group_name="stage2", partitions_def=EXPERIMENTS, deps=[latent_store, ul_autoencoder], kinds={"pytorch"},
+       code_version=stage_code_version("stage2"))
 def base_model(context: AssetExecutionContext, storage: StorageResource, compute: ComputeResource,
                experiment_config: ExperimentConfigResource) -> MaterializeResult:
     """Stage-2 checkpoint: the base model, a sigmoid-weighted diffusion model on the cached latents."""
     art = resolve(context.partition_key, storage, experiment_config, compute)
+    encoder_sha256 = art.encoder_sha256
+    choice = art.stage2_choice
+    context.log.info(f"Stage 2 on {art.latent_store_url}: {choice.describe()}")
     t0 = time.perf_counter()
-    encoder_sha256 = file_sha256(art.stage1_checkpoint)
     if is_distributed(art.cfg):  # torchrun through Pipes; rank 0 reports
         reported = run_with_torchrun(context, "stage2", art.cfg, art.stage2_dir, store_url=art.latent_store_url,
                                      run_dir=str(art.stage2_dir), encoder_sha256=encoder_sha256,
@@ -39,8 +43,9 @@ def base_model(context: AssetExecutionContext, storage: StorageResource, compute
     curves = training_curves_png(ckpt["history"], art.stage2_dir / "training_curves.png",
                                  f"{art.experiment}: Stage 2 (base model)")
     extra = {"latents_from": art.owner} if art.reused else {}
-    return MaterializeResult(metadata={
-        **checkpoint_metadata(checkpoint, ckpt, STAGE2_METRICS), **extra, **reported,
+    meta = checkpoint_metadata(checkpoint, ckpt, STAGE2_METRICS)
+    return MaterializeResult(data_version=DataVersion(meta["sha256"]), metadata={
+        **meta, **extra, **reported, "run_status": choice.status, "run_note": MetadataValue.text(choice.describe()),
         "latent_store_url": path_md(art.latent_store_url), "encoder_sha256": encoder_sha256,
         "wall_seconds": time.perf_counter() - t0,
         "training_curves": image_md(curves, "loss (nats)"), "training_curves_png": path_md(curves),

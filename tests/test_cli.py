@@ -62,3 +62,29 @@ def test_print_config_as_a_module_shows_the_resolved_config():
     out = subprocess.run([sys.executable, "-m", "ul_pipeline", "print-config", "-e", "demo", "stage1.c_lf=1.7"],
                          capture_output=True, text=True, check=True, cwd=Path(__file__).parent.parent).stdout
     assert "c_lf: 1.7" in out and "name: demo" in out
+
+
+def test_expected_failures_print_one_line_naming_the_file(tmp_path, capsys):
+    missing = tmp_path / "no_shards"
+    assert main(["stage1", "-e", "smoke", "--shards", str(missing), "--out", str(tmp_path / "s1")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and str(missing) in err and "Traceback" not in err
+    (tmp_path / "bad.pt").write_bytes(b"not a checkpoint")
+    assert main(["encode", "--checkpoint", str(tmp_path / "bad.pt"), "--shards", str(missing),
+                 "--out", str(tmp_path / "z.zarr")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "bad.pt" in err and "CheckpointError" in err
+    assert main(["print-config", "-e", "smoke", "stage1.nope=1"]) == 2
+    assert "stage1.nope" in capsys.readouterr().err
+    with pytest.raises(FileNotFoundError):  # --debug: the exception and its traceback
+        main(["stage1", "--debug", "-e", "smoke", "--shards", str(missing), "--out", str(tmp_path / "s1")])
+
+
+def test_cli_process_exit_status_and_debug_traceback(tmp_path):
+    cmd = [sys.executable, "-m", "ul_pipeline", "stage2", "-e", "smoke", "--latents", str(tmp_path / "none.zarr"),
+           "--out", str(tmp_path / "s2")]
+    plain = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert plain.returncode == 1 and "Traceback" not in plain.stderr
+    assert plain.stderr.strip().count("\n") == 0 and "none.zarr" in plain.stderr
+    debug = subprocess.run([*cmd, "--debug"], capture_output=True, text=True, timeout=120)
+    assert debug.returncode != 0 and "Traceback" in debug.stderr and "LatentStoreError" in debug.stderr

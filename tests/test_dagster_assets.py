@@ -37,6 +37,12 @@ def metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
     return {k: getattr(v, "value", v) for k, v in event.metadata.items()}
 
 
+def store_dir(root: Path, experiment: str = "smoke") -> Path:
+    """The experiment's one latent store (its path carries the encoder's short hash)."""
+    (path,) = (root / experiment).glob("latents-*.zarr")
+    return path
+
+
 def snapshot(path: Path) -> dict[str, tuple[int, str]]:
     """Every file under `path` (or the file itself): (mtime_ns, sha256)."""
     files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
@@ -83,7 +89,7 @@ def test_smoke_chain_materializes_with_checks_and_metadata(smoke):
     assert (shards["train_samples"], shards["val_samples"], shards["status"]) == (500, 100, "written")
     store = metadata(smoke.result, "latent_store")
     assert store["num_samples"] == 500 and store["complete"] is True and store["encoder_sha256"] == s1["sha256"]
-    assert store["latent_store_url"] == str(smoke.root / "smoke" / "latents.zarr")
+    assert store["latent_store_url"] == str(smoke.root / "smoke" / f"latents-{s1['sha256'][:12]}.zarr")
     s2 = metadata(smoke.result, "base_model")
     assert s2["samples_seen"] == 640 and s2["encoder_sha256"] == s1["sha256"]
     assert (smoke.runs / "stage2" / "training_curves.png").is_file()
@@ -140,7 +146,7 @@ def copy_smoke(smoke, root: Path) -> Path:
 
 def test_blocking_check_on_latent_store_stops_stage2(smoke, tmp_path):
     root = copy_smoke(smoke, tmp_path)
-    store = open_store(str(root / "smoke" / "latents.zarr"), read_only=False)
+    store = open_store(str(store_dir(root)), read_only=False)
     store.z_clean[3] = np.full(store.z_clean.shape[1:], np.nan, dtype=np.float32)
     result = dg.materialize([dataset_shards, ul_autoencoder, latent_store, base_model, latent_store_checks],
                             partition_key="smoke", resources=resources(root), raise_on_error=False,
@@ -156,7 +162,7 @@ def test_blocking_check_on_latent_store_stops_stage2(smoke, tmp_path):
 
 def test_blocking_check_on_ul_autoencoder_stops_encoding(smoke, tmp_path):
     root = copy_smoke(smoke, tmp_path)
-    shutil.rmtree(root / "smoke" / "latents.zarr")
+    shutil.rmtree(store_dir(root))
     ckpt_path = root / "runs" / "smoke" / "stage1" / "last.pt"
     ckpt = torch.load(ckpt_path, weights_only=False)
     name = next(k for k, v in ckpt["ema"].items() if v.is_floating_point())
@@ -169,7 +175,7 @@ def test_blocking_check_on_ul_autoencoder_stops_encoding(smoke, tmp_path):
     assert not result.success
     (check,) = result.get_asset_check_evaluations()
     assert check.passed is False and f"ema.{name}" in check.metadata["non_finite"].value
-    assert not started(result, "latent_store") and not (root / "smoke" / "latents.zarr").exists()
+    assert not started(result, "latent_store") and not list((root / "smoke").glob("latents-*.zarr"))
 
 
 def test_smoke_reuse_trains_its_own_base_model_on_smoke_latents_without_encoding(smoke, monkeypatch):
@@ -181,23 +187,23 @@ def test_smoke_reuse_trains_its_own_base_model_on_smoke_latents_without_encoding
     for target in ("assets.latents.encode_latents", "assets.stage1.run_stage1", "assets.data.make_shards"):
         monkeypatch.setattr(target, never)
     monkeypatch.setattr(lifecycle, "encoder_fn", never)
-    store_dir, ckpt = smoke.root / "smoke" / "latents.zarr", smoke.runs / "stage1" / "last.pt"
-    before = {**snapshot(store_dir), **snapshot(smoke.root / "smoke" / "shards"), **snapshot(ckpt)}
+    store, ckpt = store_dir(smoke.root), smoke.runs / "stage1" / "last.pt"
+    before = {**snapshot(store), **snapshot(smoke.root / "smoke" / "shards"), **snapshot(ckpt)}
 
     result = dg.materialize([*ASSETS, *CHECKS], partition_key="smoke_reuse", resources=resources(smoke.root))
     assert result.success
-    assert {**snapshot(store_dir), **snapshot(smoke.root / "smoke" / "shards"), **snapshot(ckpt)} == before
+    assert {**snapshot(store), **snapshot(smoke.root / "smoke" / "shards"), **snapshot(ckpt)} == before
     for asset in ("dataset_shards", "ul_autoencoder", "latent_store"):
         meta = metadata(result, asset)
         assert meta["reused_from"] == "smoke" and meta["note"].startswith("reused from smoke"), asset
-    assert metadata(result, "latent_store")["latent_store_url"] == str(store_dir)
+    assert metadata(result, "latent_store")["latent_store_url"] == str(store)
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
     assert all(checks[name].passed and checks[name].partition == "smoke_reuse" for name in BLOCKING)
 
     own = smoke.root / "runs" / "smoke_reuse"
     base = torch.load(own / "stage2" / "last.pt", weights_only=False)
     assert base["config"]["stage2"]["bias"] == 2.0 and base["config"]["name"] == "smoke_reuse"
-    assert base["encoder_sha256"] == file_sha256(ckpt) and base["latent_store_url"] == str(store_dir)
+    assert base["encoder_sha256"] == file_sha256(ckpt) and base["latent_store_url"] == str(store)
     assert json.loads((own / "evaluation" / "metrics.json").read_text())["experiment"] == "smoke_reuse"
     assert not (own / "stage1").exists() and not (smoke.root / "smoke_reuse").exists()
     assert metadata(result, "base_model")["latents_from"] == "smoke"
@@ -238,10 +244,11 @@ def test_smoke_chain_on_an_s3_root(s3_server, tmp_path, monkeypatch):
     result = dg.materialize([*ASSETS, *CHECKS], partition_key="smoke", resources=res)
     assert result.success
     assert all(e.passed for e in result.get_asset_check_evaluations() if e.check_name in BLOCKING)
-    assert metadata(result, "latent_store")["latent_store_url"] == f"{root}/smoke/latents.zarr"
+    sha = metadata(result, "ul_autoencoder")["sha256"]
+    assert metadata(result, "latent_store")["latent_store_url"] == f"{root}/smoke/latents-{sha[:12]}.zarr"
     bucket = s3_server.root / root.removeprefix("s3://")  # the served folder behind the bucket
     assert (bucket / "smoke" / "shards" / "manifest.parquet").is_file()
-    assert (bucket / "smoke" / "latents.zarr" / "zarr.json").is_file()
+    assert (bucket / "smoke" / f"latents-{sha[:12]}.zarr" / "zarr.json").is_file()
     assert (bucket / "metrics_history.parquet").is_file()
     assert (tmp_path / "runs" / "smoke" / "stage1" / "last.pt").is_file()  # checkpoints stay local
     assert (tmp_path / "runs" / "smoke" / "evaluation" / "metrics.json").is_file()

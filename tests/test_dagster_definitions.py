@@ -78,7 +78,7 @@ def test_storage_resource_paths_local_and_s3(tmp_path, monkeypatch):
     local = StorageResource()
     assert local.root_url() == str(tmp_path / "artifacts")  # relative default, resolved to absolute
     assert local.shards_url("demo") == f"{tmp_path}/artifacts/demo/shards"
-    assert local.latent_store_url("demo") == f"{tmp_path}/artifacts/demo/latents.zarr"
+    assert local.latent_store_url("demo", "0123456789ab" + "f" * 52) == f"{tmp_path}/artifacts/demo/latents-0123456789ab.zarr"
     assert local.history_url() == f"{tmp_path}/artifacts/metrics_history.parquet"
     assert local.run_dir("demo", "stage1") == tmp_path / "artifacts" / "runs" / "demo" / "stage1"
     assert local.storage_options() is None

@@ -237,3 +237,31 @@ def test_latent_batches_cover_each_sample_once_per_epoch(tmp_path, shards, refer
     assert all(z.shape == (32, 4, 8, 8) for z, _ in (b for _, b in zip(range(4), loader)))
     del loader
     gc.collect()
+
+
+XARRAY_READER = textwrap.dedent("""
+    import json, sys
+    import xarray
+    ds = xarray.open_zarr(sys.argv[1], chunks=None)  # chunks=None: no dask needed
+    assert "ul_pipeline" not in sys.modules, "reading the store must not need ul_pipeline"
+    print(json.dumps({"dims": {k: list(v.dims) for k, v in ds.data_vars.items()},
+                      "shapes": {k: list(v.shape) for k, v in ds.data_vars.items()},
+                      "sizes": dict(ds.sizes), "ul": ds.attrs["ul"],
+                      "z_mean_c": ds["z_clean"].mean(dim=("sample", "y", "x")).values.tolist(),
+                      "labels": ds["labels"].values.tolist()}))
+""")
+
+
+def test_store_opens_in_xarray_with_named_dimensions(tmp_path, shards, reference_store):
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    out = subprocess.run([sys.executable, "-c", XARRAY_READER, reference_store.url], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout)
+    assert got["dims"]["z_clean"] == ["sample", "channel", "y", "x"]
+    assert got["dims"]["labels"] == got["dims"]["keys"] == ["sample"] and got["dims"]["blocks_done"] == ["block"]
+    assert got["shapes"]["z_clean"] == [350, 4, 8, 8] and got["sizes"]["block"] == 6
+    assert got["ul"] == reference_store.meta and got["ul"]["complete"] is True
+    assert np.allclose(got["z_mean_c"], reference_store.meta["channel_mean"], atol=1e-5)
+    images, labels, _ = load_split_tensor(shards, "train")
+    assert got["labels"] == labels.tolist()

@@ -150,6 +150,7 @@ def _progress(label: str):
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m ul_pipeline", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--debug", action="store_true", help="show the traceback of a failure (anywhere on the line)")
     sub = p.add_subparsers(dest="command", required=True)
 
     def command(name, fn, help, experiment_required=True):
@@ -206,8 +207,17 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# failures a user causes (a missing or incomplete shard set, a bad config, a checkpoint or store that does
+# not fit): the library's messages name the file or key, so one line says it all. CheckpointError is a
+# RuntimeError, ShardError/LatentStoreError/ConfigError are ValueErrors, missing files are OSErrors.
+EXPECTED = (ValueError, OSError, RuntimeError, FloatingPointError)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one command; an expected failure prints one line (`--debug`: the traceback) and returns non-zero."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    args = build_parser().parse_args([a for a in argv if a != "--debug"])
     from ul_pipeline import distributed
 
     quiet = (contextlib.redirect_stdout(open(os.devnull, "w")) if not distributed.env_world().is_main
@@ -216,8 +226,16 @@ def main(argv: list[str] | None = None) -> int:
         with quiet:
             args.fn(args)
     except ConfigError as e:
+        if debug:
+            raise
         print(f"config error: {e}", file=sys.stderr)
         return 2
+    except EXPECTED as e:
+        if debug:
+            raise
+        message = " ".join(str(e).split()) if "\n" not in str(e).strip() else str(e).strip()
+        print(f"error: {message} ({type(e).__name__}; rerun with --debug for the traceback)", file=sys.stderr)
+        return 1
     finally:
         distributed.shutdown()
     return 0

@@ -48,6 +48,8 @@ class DataConfig:
     shuffle_buffer: int = 2000  # streaming shuffle buffer, in samples
     frames: int = 0  # clip length in frames; 0 = still images, > 0 = video samples (C, T, H, W)
     fps: float = 8.0  # video_folder: clips are resampled to this frame rate (frames per second)
+    hflip: bool = False  # random left-right flips: Stage 1 mirrors each image w.p. 1/2; the latent store
+    # keeps z_clean of image and mirror (z_clean_hflip) and Stage 2 picks one per draw
 
 
 @dataclass

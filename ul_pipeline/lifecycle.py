@@ -23,11 +23,13 @@ from omegaconf import DictConfig
 from ul_pipeline import config as config_lib
 from ul_pipeline import distributed, metrics
 from ul_pipeline.data import extract_latents, load_split_tensor, open_store, read_manifest, write_shards
+from ul_pipeline.data import augment
 from ul_pipeline.data.sources import build_source
 from ul_pipeline.data.storage import is_local, url_to_fs, write_bytes_atomic
 from ul_pipeline.fid import FeatureExtractor
 from ul_pipeline.train.loop import Callback, TrainResult, autocast, resolve_device, resolve_precision
 from ul_pipeline.train.recipes import load_base_model, load_stage1, train_stage1, train_stage2
+from ul_pipeline.versioning import RunChoice, choose_run_dir, stage_code_version
 
 Progress = Callable[[int, int], None]
 StorageOptions = dict | None
@@ -54,27 +56,46 @@ def check_shards_match(cfg: DictConfig, manifest) -> None:
                          f"config data.resolution/data.channels/data.num_classes/data.frames say {want}")
 
 
+def stage1_run(cfg: DictConfig, shards_url: str, run_dir: str | Path, *,
+               storage_options: StorageOptions = None) -> RunChoice:
+    """Where Stage 1 of `cfg` on these shards trains: run_dir, or a sibling when a complete run there differs."""
+    manifest = read_manifest(shards_url, storage_options)
+    return choose_run_dir(run_dir, "stage1", config_lib.to_dict(cfg), stage_code_version("stage1"),
+                          {"dataset_manifest_sha256": manifest.sha256})
+
+
 def run_stage1(cfg: DictConfig, shards_url: str, run_dir: str | Path, *, storage_options: StorageOptions = None,
                callbacks: Iterable[Callback] = ()) -> TrainResult:
-    """Stage 1 on the train split (loaded into RAM); resumes from run_dir/last.pt."""
+    """Stage 1 on the train split (loaded into RAM) in the folder `stage1_run` picks (resume, reuse or afresh)."""
     manifest = read_manifest(shards_url, storage_options)
     check_shards_match(cfg, manifest)
+    run_dir = stage1_run(cfg, shards_url, run_dir, storage_options=storage_options).run_dir
     images, _, _ = load_split_tensor(shards_url, "train", storage_options=storage_options)
     return train_stage1(cfg, images, run_dir, callbacks,
-                        extra={"dataset_manifest_sha256": manifest.sha256, "shards_url": shards_url})
+                        extra={"dataset_manifest_sha256": manifest.sha256, "shards_url": shards_url,
+                               "stage_code_version": stage_code_version("stage1")})
 
 
-def encoder_fn(model, device: torch.device, batch_size: int = 256):
-    """uint8 images (B, C, H, W) -> z_clean float32 on CPU (and z_logvar for a learned encoder variance)."""
+def encoder_fn(model, device: torch.device, batch_size: int = 256, hflip: bool = False):
+    """uint8 images (B, C, H, W) -> {z_clean, z_logvar (a learned encoder variance), z_clean_hflip (`hflip`:
+    the latents of the mirrored images)}, float32 on CPU."""
 
     @torch.no_grad()
-    def encode(images: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        posts = [model.posterior(metrics.to_float(images[i:i + batch_size].to(device)))
-                 for i in range(0, len(images), batch_size)]
-        z_clean = torch.cat([p.z_clean.float().cpu() for p in posts])
-        if posts[0].logvar is None:
-            return z_clean
-        return z_clean, torch.cat([p.logvar.float().cpu() for p in posts])
+    def posteriors(images: torch.Tensor) -> list:
+        return [model.posterior(metrics.to_float(images[i:i + batch_size].to(device)))
+                for i in range(0, len(images), batch_size)]
+
+    @torch.no_grad()
+    def encode(images: torch.Tensor) -> dict[str, torch.Tensor]:
+        posts = posteriors(images)
+        out = {"z_clean": torch.cat([p.z_clean.float().cpu() for p in posts])}
+        if posts[0].logvar is not None:
+            if hflip:
+                raise ValueError("data.hflip with a learned encoder variance (stage1.encoder_noise) is not supported")
+            out["z_logvar"] = torch.cat([p.logvar.float().cpu() for p in posts])
+        if hflip:
+            out["z_clean_hflip"] = torch.cat([p.z_clean.float().cpu() for p in posteriors(augment.hflip(images))])
+        return out
 
     return encode
 
@@ -89,8 +110,11 @@ def encode_latents(stage1_checkpoint: str | Path, shards_url: str, store_url: st
     enc = (cfg or stage1_cfg).encode
     store_meta = {"encoder_sha256": meta["sha256"], "stage1_config": config_lib.to_dict(stage1_cfg),
                   "logsnr_0": float(stage1_cfg.stage1.logsnr_0), "latent_shape": list(model.latent_shape),
-                  "stage1_checkpoint": str(stage1_checkpoint), "code_version": meta.get("code_version")}
-    return extract_latents(shards_url, split, store_url, encoder_fn(model, device, enc.batch_size), store_meta,
+                  "stage1_checkpoint": str(stage1_checkpoint), "code_version": meta.get("code_version"),
+                  "encode_code_version": stage_code_version("encode")}
+    hflip = bool(stage1_cfg.data.hflip)  # the encoder's own training data decides, not the caller's config
+    store_meta["hflip"] = hflip
+    return extract_latents(shards_url, split, store_url, encoder_fn(model, device, enc.batch_size, hflip), store_meta,
                            block_size=enc.block_size, batch_size=enc.batch_size, dtype=enc.dtype,
                            storage_options=storage_options, store_storage_options=store_storage_options,
                            progress=progress)
@@ -100,6 +124,7 @@ def run_stage2(cfg: DictConfig, store_url: str, run_dir: str | Path, *, expect_e
                storage_options: StorageOptions = None, callbacks: Iterable[Callback] = ()) -> TrainResult:
     """Stage 2 on a complete latent store (loaded into RAM; noise is drawn per step, never stored)."""
     store = open_store(store_url, expect_encoder_sha256, storage_options=storage_options)
+    run_dir = stage2_run(cfg, store, run_dir).run_dir
     stored_logsnr_0 = float(store.meta["logsnr_0"])
     if stored_logsnr_0 != cfg.stage1.logsnr_0:
         raise ValueError(f"latent store {store_url} has logsnr_0={stored_logsnr_0}, config stage1.logsnr_0="
@@ -108,10 +133,19 @@ def run_stage2(cfg: DictConfig, store_url: str, run_dir: str | Path, *, expect_e
     labels = torch.from_numpy(np.asarray(store.labels[:], dtype=np.int64))
     z_logvar = (None if store.z_logvar is None  # a learned encoder variance: Stage 2 draws from it
                 else torch.from_numpy(np.asarray(store.z_logvar[:], dtype=np.float32)))
-    return train_stage2(cfg, z_clean, labels, run_dir, callbacks, z_logvar=z_logvar,
+    z_clean_hflip = (None if store.z_clean_hflip is None  # data.hflip: each draw picks image or mirror
+                     else torch.from_numpy(np.asarray(store.z_clean_hflip[:], dtype=np.float32)))
+    return train_stage2(cfg, z_clean, labels, run_dir, callbacks, z_logvar=z_logvar, z_clean_hflip=z_clean_hflip,
                         extra={"latent_store_url": store_url, "encoder_sha256": store.meta["encoder_sha256"],
                                "dataset_manifest_sha256": store.meta.get("dataset_manifest_sha256"),
-                               "encode_seconds": store.meta.get("encode_seconds")})
+                               "encode_seconds": store.meta.get("encode_seconds"),
+                               "stage_code_version": stage_code_version("stage2")})
+
+
+def stage2_run(cfg: DictConfig, store, run_dir: str | Path) -> RunChoice:
+    """Where Stage 2 of `cfg` on this opened latent store trains (see ul_pipeline.versioning)."""
+    return choose_run_dir(run_dir, "stage2", config_lib.to_dict(cfg), stage_code_version("stage2"),
+                          {"encoder_sha256": store.meta["encoder_sha256"]})
 
 
 def save_grid(images_uint8: torch.Tensor, path: str | Path, nrow: int = 8) -> Path:

@@ -29,30 +29,37 @@ from ul_pipeline.data.shards import read_manifest
 from ul_pipeline.data.sources import Sample
 from ul_pipeline.data.storage import StorageOptions
 
-# uint8 (B, C, H, W) -> z_clean float (B, c, h, w), or (z_clean, z_logvar) for a learned encoder variance
-EncodeFn = Callable[[torch.Tensor], torch.Tensor | tuple[torch.Tensor, torch.Tensor]]
+# uint8 (B, C, H, W) -> z_clean float (B, c, h, w), or (z_clean, z_logvar) for a learned encoder variance,
+# or {"z_clean": ..., other latent arrays such as "z_clean_hflip": ...} (each (B, c, h, w))
+EncodeFn = Callable[[torch.Tensor], torch.Tensor | tuple[torch.Tensor, torch.Tensor] | dict[str, torch.Tensor]]
 _MUST_MATCH = ("dataset_manifest_sha256", "split", "num_samples", "block_size", "dtype")
 
 
+def _as_named(zs) -> dict[str, torch.Tensor]:
+    """encode_fn's output as {array name: tensor}: a tensor is z_clean, a pair is (z_clean, z_logvar)."""
+    if isinstance(zs, dict):
+        return zs
+    zs = zs if isinstance(zs, tuple) else (zs,)
+    return dict(zip(("z_clean", "z_logvar"), zs))
+
+
 def _encode_block(encode_fn: EncodeFn, images: np.ndarray, batch_size: int,
-                  where: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """(z_clean, z_logvar or None) of one block, checked for shape and finiteness."""
-    out: list[tuple[np.ndarray, ...]] = []
+                  where: str) -> dict[str, np.ndarray]:
+    """{z_clean, and z_logvar / z_clean_hflip when the encoder gives them} of one block, checked."""
+    out: list[dict[str, np.ndarray]] = []
     with torch.no_grad():
         for lo in range(0, len(images), batch_size):
             x = torch.from_numpy(images[lo:lo + batch_size])  # (B, C, H, W) uint8
-            zs = encode_fn(x)
-            zs = zs if isinstance(zs, tuple) else (zs,)
-            for z in zs:
+            zs = _as_named(encode_fn(x))
+            for z in zs.values():
                 if not isinstance(z, torch.Tensor) or z.ndim != x.ndim or z.shape[0] != x.shape[0]:
                     raise ValueError(f"{where}: encode_fn returned {getattr(z, 'shape', type(z))} for a batch "
                                      f"of {tuple(x.shape)}; expected (B, C, h, w) or video (B, C, t, h, w)")
-            zs = tuple(z.detach().to("cpu", torch.float32).numpy() for z in zs)
-            if not all(np.isfinite(z).all() for z in zs):
+            zs = {k: z.detach().to("cpu", torch.float32).numpy() for k, z in zs.items()}
+            if not all(np.isfinite(z).all() for z in zs.values()):
                 raise ValueError(f"{where}: encode_fn returned non-finite latents")
             out.append(zs)
-    z_clean = np.concatenate([o[0] for o in out])
-    return z_clean, (np.concatenate([o[1] for o in out]) if len(out[0]) > 1 else None)
+    return {k: np.concatenate([o[k] for o in out]) for k in out[0]}
 
 
 def _check_compatible(store: LatentStore, want: dict[str, Any]) -> None:
@@ -112,8 +119,10 @@ def extract_latents(shard_url: str, split: str, store_url: str, encode_fn: Encod
             first = next(iter_split(shard_url, split, storage_options=storage_options, manifest=manifest))
             probe = _encode_block(encode_fn, np.array(first.image[None]), 1, f"{store_url} (shape probe)")
             meta_out = {k: v for k, v in want.items() if k not in ("num_samples", "block_size", "dtype")}
-            store = create_store(store_url, num_samples, tuple(probe[0].shape[1:]), dtype, block_size, meta_out,
-                                 storage_options=store_so, overwrite=True, with_logvar=probe[1] is not None)
+            extra = tuple(k for k in probe if k not in ("z_clean", "z_logvar"))
+            store = create_store(store_url, num_samples, tuple(probe["z_clean"].shape[1:]), dtype, block_size,
+                                 meta_out, storage_options=store_so, overwrite=True,
+                                 with_logvar="z_logvar" in probe, extra_latents=extra)
     if store is None:
         store = open_store(store_url, storage_options=store_so, allow_incomplete=True, read_only=False)
     mine = np.array_split(np.arange(num_blocks), w.size)[w.rank]  # this rank's contiguous range
@@ -134,9 +143,9 @@ def extract_latents(shard_url: str, split: str, store_url: str, encode_fn: Encod
         samples = iter_split(shard_url, split, start=run[0] * block_size, storage_options=storage_options,
                              manifest=manifest)
         for b, (images, labels, keys) in zip(run, _blocks(samples, sizes, f"{shard_url} split '{split}'")):
-            z, z_logvar = _encode_block(encode_fn, images, batch_size,
-                                        f"{store_url} block {b} (samples {keys[0]}..{keys[-1]})")
-            store.write_block(b, z, labels, keys, z_logvar)
+            zs = _encode_block(encode_fn, images, batch_size, f"{store_url} block {b} (samples {keys[0]}..{keys[-1]})")
+            z, z_logvar = zs.pop("z_clean"), zs.pop("z_logvar", None)
+            store.write_block(b, z, labels, keys, z_logvar, extra=zs)
             done[b] = True
             if report is not None:
                 report(samples_done(), num_samples)

@@ -1,11 +1,13 @@
 """The latent store: a self-describing Zarr v3 group of cached Stage-1 latents `z_clean`.
 
-Readable with plain `zarr.open_group(url)` (no ul_pipeline import needed):
+Readable with plain `zarr.open_group(url)` or `xarray.open_zarr(url)` (no ul_pipeline import
+needed); every array carries Zarr v3 `dimension_names` (`sample`, `channel`, `y`, `x`; `block`):
 
     z_clean      (N, C, h, w) float32|float16   chunks of `block_size` samples; video latents are
                                                 (N, C, t, h, w), everything else the same
     z_logvar     (N, C, h, w) float32|float16   only for a learned encoder variance: log s^2 (z0 =
                                                 alpha0 (z_clean + s eps1) + sigma0 eps2)
+    z_clean_hflip (N, C, h, w) float32|float16  only with data.hflip: z_clean of the mirrored image
     labels       (N,) int64                     same chunking
     keys         (N,) string (vlen-utf8)        same chunking; the shard sample keys
     blocks_done  (num_blocks,) uint8            1 once block i is written (resumable extraction)
@@ -38,6 +40,8 @@ from ul_pipeline.data.storage import StorageOptions, is_local, url_to_fs
 FORMAT_VERSION = 1
 REQUIRED_META = ("encoder_sha256", "stage1_config", "logsnr_0", "dataset_manifest_sha256", "split")
 DTYPES = ("float32", "float16")
+LATENT_DIMS = ("sample", "channel", "y", "x")  # Zarr v3 dimension_names: xarray.open_zarr reads them
+VIDEO_LATENT_DIMS = ("sample", "channel", "time", "y", "x")  # video latents (N, C, t, h, w)
 
 
 class LatentStoreError(ValueError):
@@ -72,6 +76,11 @@ class LatentStore:
     def z_logvar(self) -> zarr.Array | None:
         """log s^2 of a learned encoder variance (same shape as z_clean), or None for fixed noise."""
         return self.group["z_logvar"] if "z_logvar" in self.group else None
+
+    @property
+    def z_clean_hflip(self) -> zarr.Array | None:
+        """z_clean of the mirrored images (data.hflip), or None."""
+        return self.group["z_clean_hflip"] if "z_clean_hflip" in self.group else None
 
     @property
     def labels(self) -> zarr.Array:
@@ -117,8 +126,8 @@ class LatentStore:
         return [str(k) for k in self.keys[:].tolist()]
 
     def write_block(self, block: int, z_clean: np.ndarray, labels: np.ndarray, keys: list[str],
-                    z_logvar: np.ndarray | None = None) -> None:
-        """Write one block's data, then mark it done (the marker goes last)."""
+                    z_logvar: np.ndarray | None = None, extra: dict[str, np.ndarray] | None = None) -> None:
+        """Write one block's data (`extra`: the store's other latent arrays), then mark it done (marker last)."""
         s = self.block_slice(block)
         n = s.stop - s.start
         if z_clean.shape != (n, *self.latent_shape) or labels.shape != (n,) or len(keys) != n:
@@ -128,6 +137,11 @@ class LatentStore:
             raise LatentStoreError(f"latent store {self.url}: block {block}: z_logvar "
                                    f"{None if z_logvar is None else z_logvar.shape} does not fit a store "
                                    f"{'with' if self.z_logvar is not None else 'without'} z_logvar")
+        for name, z in (extra or {}).items():
+            if name not in self.group or z.shape != z_clean.shape:
+                raise LatentStoreError(f"latent store {self.url}: block {block}: array {name} "
+                                       f"{'not in the store' if name not in self.group else z.shape}")
+            self.group[name][s] = z.astype(self.group[name].dtype)
         self.z_clean[s] = z_clean.astype(self.z_clean.dtype)
         if z_logvar is not None:
             self.z_logvar[s] = z_logvar.astype(self.z_logvar.dtype)
@@ -166,10 +180,11 @@ def store_exists(url: str, storage_options: StorageOptions = None) -> bool:
 def create_store(url: str, num_samples: int, latent_shape: tuple[int, ...], dtype: str = "float32",
                  block_size: int = 1024, meta: Optional[dict[str, Any]] = None, *,
                  storage_options: StorageOptions = None, overwrite: bool = False,
-                 with_logvar: bool = False) -> LatentStore:
+                 with_logvar: bool = False, extra_latents: tuple[str, ...] = ()) -> LatentStore:
     """Create an empty, incomplete store (complete=False). `meta` must hold REQUIRED_META keys;
     extra JSON-able keys are kept. An existing store raises unless `overwrite`. `with_logvar`
-    adds the `z_logvar` array (a learned encoder variance)."""
+    adds the `z_logvar` array (a learned encoder variance); `extra_latents` names more arrays shaped
+    like z_clean (e.g. `z_clean_hflip`)."""
     meta = dict(meta or {})
     missing = [k for k in REQUIRED_META if k not in meta]
     if missing:
@@ -187,14 +202,16 @@ def create_store(url: str, num_samples: int, latent_shape: tuple[int, ...], dtyp
         raise FileExistsError(f"latent store {url} exists; pass overwrite=True to replace it")
     group = zarr.open_group(zarr_store(url, storage_options), mode="w", zarr_format=3)
     n, latent = num_samples, tuple(int(d) for d in latent_shape)
-    group.create_array("z_clean", shape=(n, *latent), chunks=(block_size, *latent), dtype=dtype,
-                       fill_value=float("nan"))
-    if with_logvar:
-        group.create_array("z_logvar", shape=(n, *latent), chunks=(block_size, *latent), dtype=dtype,
-                           fill_value=float("nan"))
-    group.create_array("labels", shape=(n,), chunks=(block_size,), dtype="int64", fill_value=-1)
-    group.create_array("keys", shape=(n,), chunks=(block_size,), dtype=str, fill_value="")
-    group.create_array("blocks_done", shape=(math.ceil(n / block_size),), chunks=(1,), dtype="uint8", fill_value=0)
+    dims = LATENT_DIMS if len(latent) == 3 else VIDEO_LATENT_DIMS
+    for name in ("z_clean", *(["z_logvar"] if with_logvar else []), *extra_latents):
+        group.create_array(name, shape=(n, *latent), chunks=(block_size, *latent), dtype=dtype,
+                           fill_value=float("nan"), dimension_names=dims)
+    group.create_array("labels", shape=(n,), chunks=(block_size,), dtype="int64", fill_value=-1,
+                       dimension_names=("sample",))
+    group.create_array("keys", shape=(n,), chunks=(block_size,), dtype=str, fill_value="",
+                       dimension_names=("sample",))
+    group.create_array("blocks_done", shape=(math.ceil(n / block_size),), chunks=(1,), dtype="uint8", fill_value=0,
+                       dimension_names=("block",))
     ul = {**meta, "format_version": FORMAT_VERSION, "latent_shape": list(latent),
           "num_samples": int(n), "block_size": int(block_size), "dtype": dtype,
           "channel_mean": None, "channel_std": None,

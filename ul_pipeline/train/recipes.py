@@ -12,6 +12,7 @@ from torch import Tensor
 
 from ul_pipeline import config as config_lib
 from ul_pipeline import distributed
+from ul_pipeline.data.augment import pick_mirror, random_hflip
 from ul_pipeline.metrics import to_float
 from ul_pipeline.stage1 import UnifiedLatents
 from ul_pipeline.stage2 import BaseModel
@@ -65,8 +66,11 @@ def train_stage1(cfg: DictConfig, images: Tensor, run_dir: str | Path,
     # both terms divided by the same constant (sec. 2.6), so gradient clipping sees O(1) values
     scale = 1.0 / math.prod(model.image_shape)
 
+    flip = cfg.data.hflip
+
     def loss_fn(m: UnifiedLatents, batch):
-        terms = m.loss_terms(to_float(batch[0]))
+        x = random_hflip(batch[0]) if flip else batch[0]  # the loop seeds each step: a resumed run flips alike
+        terms = m.loss_terms(to_float(x))
         return terms.total_nats.mean() * scale, terms.summary(m.image_shape, m.latent_shape)
 
     tc = cfg.stage1.train
@@ -82,10 +86,11 @@ def train_stage1(cfg: DictConfig, images: Tensor, run_dir: str | Path,
 
 def train_stage2(cfg: DictConfig, z_clean: Tensor, labels: Tensor, run_dir: str | Path,
                  callbacks: Iterable[Callback] = (), extra: dict | None = None,
-                 z_logvar: Tensor | None = None) -> TrainResult:
+                 z_logvar: Tensor | None = None, z_clean_hflip: Tensor | None = None) -> TrainResult:
     """Train the base model on cached z_clean (N, C, h, w) with int labels (N,); resumes from run_dir.
 
     `z_logvar` (N, C, h, w): a learned encoder variance; each draw then uses z_clean + s eps.
+    `z_clean_hflip` (N, C, h, w): latents of the mirrored images (data.hflip); each draw picks one.
     """
     device, precision = setup_compute(cfg)
     latent_shape = tuple(z_clean.shape[1:])
@@ -94,12 +99,17 @@ def train_stage2(cfg: DictConfig, z_clean: Tensor, labels: Tensor, run_dir: str 
     scale = 1.0 / math.prod(latent_shape)
 
     def loss_fn(m: BaseModel, batch):
-        z_lv = batch[2].float() if len(batch) > 2 else None
-        terms = m.loss_terms(batch[0].float(), batch[1].long(), z_logvar=z_lv)
+        z, extra = batch[0].float(), dict(zip(names, batch[2:]))
+        if "z_clean_hflip" in extra:  # the image's latent or its mirror's, drawn afresh each step
+            z = pick_mirror(z, extra["z_clean_hflip"].float())
+        z_lv = extra["z_logvar"].float() if "z_logvar" in extra else None
+        terms = m.loss_terms(z, batch[1].long(), z_logvar=z_lv)
         return terms.weighted_nats.mean() * scale, terms.summary()
 
     tc = cfg.stage2.train
-    arrays = (z_clean, labels) if z_logvar is None else (z_clean, labels, z_logvar)
+    named = {"z_logvar": z_logvar, "z_clean_hflip": z_clean_hflip}
+    names = [k for k, v in named.items() if v is not None]
+    arrays = (z_clean, labels, *(named[k] for k in names))
     batches = _share_of(tc, *arrays)
     return train(model, loss_fn, batches, tc, run_dir, kind="stage2", config=config_lib.to_dict(cfg),
                  device=device, precision=precision, callbacks=callbacks,

