@@ -26,7 +26,8 @@ def test_smoke_video_chain_materializes_with_checks_gifs_and_video_shapes(smoke_
     assert store["num_samples"] == 128 and store["complete"] is True
     import zarr
 
-    z = zarr.open_group(str(root / "smoke_video" / "latents.zarr"), mode="r")["z_clean"]
+    (store_path,) = (root / "smoke_video").glob("latents-*.zarr")  # keyed by the encoder hash
+    z = zarr.open_group(str(store_path), mode="r")["z_clean"]
     assert z.shape == (128, 4, 2, 4, 4)  # (N, C, t, h, w): 8 frames -> 2 latent frames
     ev = metadata(result, "evaluation")
     metrics = json.loads((root / "runs" / "smoke_video" / "evaluation" / "metrics.json").read_text())

