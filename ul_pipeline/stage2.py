@@ -20,6 +20,13 @@ class Stage2Terms:
     weighted_nats: Tensor  # the training loss: sigmoid-weighted
     elbo_diffusion_nats: Tensor  # the same draw with w == 1, for monitoring only
 
+    @classmethod
+    def of(cls, noised, eps_hat: Tensor, bias: float) -> "Stage2Terms":
+        """The sigmoid-weighted loss and the w == 1 ELBO term of one noised draw and its prediction."""
+        weighted = diffusion_term_nats(noised.eps, eps_hat, noised.neg_dlogsnr_dt, sigmoid_weight(noised.logsnr, bias))
+        elbo = diffusion_term_nats(noised.eps, eps_hat, noised.neg_dlogsnr_dt, torch.ones_like(noised.logsnr))
+        return cls(weighted, elbo.detach())
+
     def summary(self) -> dict[str, float]:
         return {"loss_nats": self.weighted_nats.detach().float().mean().item(),
                 "elbo_diffusion_nats": self.elbo_diffusion_nats.detach().float().mean().item()}
@@ -66,10 +73,7 @@ class BaseModel(nn.Module):
         labels = self.drop_labels(labels, generator) if self.training else labels
         noised = add_noise(z_clean, self.schedule, generator)
         eps_hat = noised.eps_hat(self.net(noised.x_t, noised.logsnr, labels))
-        weighted = diffusion_term_nats(noised.eps, eps_hat, noised.neg_dlogsnr_dt,
-                                       sigmoid_weight(noised.logsnr, self.bias))
-        elbo = diffusion_term_nats(noised.eps, eps_hat, noised.neg_dlogsnr_dt, torch.ones_like(noised.logsnr))
-        return Stage2Terms(weighted, elbo.detach())
+        return Stage2Terms.of(noised, eps_hat, self.bias)
 
     @torch.no_grad()
     def sample_z0(self, labels: Tensor, steps: int, guidance: float = 0.0,

@@ -23,7 +23,8 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from ul_pipeline.diffusion import alpha_sigma, ancestral_sample, diffusion_term_nats, sigmoid_weight
+from ul_pipeline import distributed
+from ul_pipeline.diffusion import alpha_sigma, ancestral_sample
 from ul_pipeline.diffusion.forward import add_noise
 from ul_pipeline.stage2 import BaseModel, Stage2Terms
 
@@ -60,24 +61,21 @@ class FrameConditionedBaseModel(BaseModel):
                    z_logvar: Tensor | None = None) -> Stage2Terms:
         """Sigmoid-weighted eps-MSE on the generated frames only; context frames hold a z0 draw."""
         if z_logvar is not None:
-            z_clean = z_clean + torch.exp(0.5 * z_logvar) * torch.randn(z_clean.shape, generator=generator,
+            z_clean = z_clean + torch.exp(0.5 * z_logvar) * distributed.randn(z_clean.shape, generator=generator,
                                                                         device=z_clean.device)
         b = z_clean.shape[0]
         labels = self.drop_labels(labels, generator) if self.training else labels
-        keep = torch.rand(b, generator=generator, device=z_clean.device) >= (
+        keep = distributed.rand((b,), generator=generator, device=z_clean.device) >= (
             self.context_dropout if self.training else 0.0)
         mask = self._frame_mask(b, keep, z_clean.device)  # (B, t)
         where = mask[:, None, :, None, None]  # (B, 1, t, 1, 1)
         alpha0, sigma0 = alpha_sigma(torch.tensor(self.schedule.logsnr_max, device=z_clean.device))
-        z0 = alpha0 * z_clean + sigma0 * torch.randn(z_clean.shape, generator=generator, device=z_clean.device)
+        z0 = alpha0 * z_clean + sigma0 * distributed.randn(z_clean.shape, generator=generator, device=z_clean.device)
         noised = add_noise(z_clean, self.schedule, generator)
         x_in = torch.where(where, z0, noised.x_t)  # (B, C, t, h, w)
         eps_hat = noised.eps_hat(self.net(x_in, noised.logsnr, labels, mask))
         eps_hat = torch.where(where, noised.eps, eps_hat)  # context frames cost nothing
-        weighted = diffusion_term_nats(noised.eps, eps_hat, noised.neg_dlogsnr_dt,
-                                       sigmoid_weight(noised.logsnr, self.bias))
-        elbo = diffusion_term_nats(noised.eps, eps_hat, noised.neg_dlogsnr_dt, torch.ones_like(noised.logsnr))
-        return Stage2Terms(weighted, elbo.detach())
+        return Stage2Terms.of(noised, eps_hat, self.bias)
 
     @torch.no_grad()
     def sample_z0(self, labels: Tensor, steps: int, guidance: float = 0.0,
