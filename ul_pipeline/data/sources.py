@@ -130,20 +130,26 @@ def fashion_mnist_source(root: Optional[str] = None, *, resolution: int = 32, ch
                        source="fashion_mnist", pad_to=FASHION_MNIST_PAD_TO)
 
 
+def class_folders(url: str, storage_options: StorageOptions, what: str) -> tuple[Any, str, list[str]]:
+    """(filesystem, root path, class names sorted) of `url/<class>/...`; errors name `what` and the url."""
+    fs, root = url_to_fs(url, storage_options)
+    root = root.rstrip("/")
+    if not fs.isdir(root):
+        raise FileNotFoundError(f"{what} {url}: not found or not a directory")
+    dirs = [d for d in fs.ls(root, detail=True) if d["type"] == "directory"]
+    classes = sorted(d["name"].rstrip("/").rsplit("/", 1)[-1] for d in dirs)
+    if not classes:
+        raise ValueError(f"{what} {url}: no class sub-folders")
+    return fs, root, classes
+
+
 class ImageFolderSource:
     """`url/<class>/**/<image>` on any fsspec filesystem; classes sorted by name -> labels 0, 1, ..."""
 
     def __init__(self, url: str, *, resolution: int, channels: int, storage_options: StorageOptions = None,
                  fit: str = "crop", extensions: tuple[str, ...] = IMAGE_EXTENSIONS):
         self.url, self.resolution, self.channels, self.fit = url, resolution, channels, fit
-        self.fs, root = url_to_fs(url, storage_options)
-        root = root.rstrip("/")
-        if not self.fs.isdir(root):
-            raise FileNotFoundError(f"image folder {url}: not found or not a directory")
-        dirs = [d for d in self.fs.ls(root, detail=True) if d["type"] == "directory"]
-        self.classes = sorted(d["name"].rstrip("/").rsplit("/", 1)[-1] for d in dirs)
-        if not self.classes:
-            raise ValueError(f"image folder {url}: no class sub-folders")
+        self.fs, root, self.classes = class_folders(url, storage_options, "image folder")
         self.items: list[tuple[str, int, str]] = []  # (path, label, key)
         seen: dict[str, str] = {}
         for label, name in enumerate(self.classes):

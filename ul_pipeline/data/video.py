@@ -22,8 +22,8 @@ import numpy as np
 from PIL import Image
 
 from ul_pipeline.data.fashion_mnist import load_fashion_mnist
-from ul_pipeline.data.sources import Sample, fit_image, pil_to_array, sanitize_key
-from ul_pipeline.data.storage import StorageOptions, url_to_fs
+from ul_pipeline.data.sources import Sample, class_folders, fit_image, pil_to_array, sanitize_key
+from ul_pipeline.data.storage import StorageOptions
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg")
 
@@ -167,14 +167,7 @@ class VideoFolderSource:
             raise ValueError(f"video folder {url}: data.frames must be > 0, got {frames}")
         self.url, self.resolution, self.channels, self.fit = url, resolution, channels, fit
         self.frames, self.fps = frames, fps
-        self.fs, root = url_to_fs(url, storage_options)
-        root = root.rstrip("/")
-        if not self.fs.isdir(root):
-            raise FileNotFoundError(f"video folder {url}: not found or not a directory")
-        dirs = [d for d in self.fs.ls(root, detail=True) if d["type"] == "directory"]
-        self.classes = sorted(d["name"].rstrip("/").rsplit("/", 1)[-1] for d in dirs)
-        if not self.classes:
-            raise ValueError(f"video folder {url}: no class sub-folders")
+        self.fs, root, self.classes = class_folders(url, storage_options, "video folder")
         self.items: list[tuple[str, int, str]] = []  # (path, label, key)
         seen: dict[str, str] = {}
         for label, name in enumerate(self.classes):
