@@ -1,7 +1,7 @@
 """PSNR/rFID of reconstructions against decoder steps and eta, and the real-vs-real FID floor (issue 12).
 
     python benchmarks/reconstruction_fid.py --s1 RUNS/stage1/last.pt --shards SHARDS [--floor] \\
-        [--specs 1:32 1:16 0:32]      # eta:decoder_steps
+        [--specs 1:32 1:16 0:32] [--cross]   # eta:decoder_steps; --cross: val[n:2n] against val[:n]
 """
 import argparse
 import json
@@ -24,6 +24,8 @@ p.add_argument("--s1", required=True)
 p.add_argument("--shards", required=True)
 p.add_argument("--specs", nargs="+", default=["1:32"], help="eta:decoder_steps")
 p.add_argument("--floor", action="store_true", help="also FID of val[:n] against val[n:2n]")
+p.add_argument("--cross", action="store_true",
+               help="reconstruct val[n:2n] instead: FID against val[:n] as if the prior were perfect")
 p.add_argument("--n", type=int, default=500)
 a = p.parse_args()
 torch.set_grad_enabled(False)
@@ -39,9 +41,10 @@ for spec in a.specs:
     eta, steps = float(spec.split(":")[0]), int(spec.split(":")[1])
     g = torch.Generator().manual_seed(0)
     t0 = time.perf_counter()
-    rec = torch.cat([metrics.to_uint8(ul.reconstruct(metrics.to_float(images[i:i + 250]), steps, generator=g, eta=eta))
+    src = images[a.n:2 * a.n] if a.cross else images[:a.n]
+    rec = torch.cat([metrics.to_uint8(ul.reconstruct(metrics.to_float(src[i:i + 250]), steps, generator=g, eta=eta))
                      for i in range(0, a.n, 250)])
-    psnr = metrics.psnr_uint8(images[:a.n], rec).clamp(max=100).mean().item()
-    print(json.dumps(dict(eta=eta, decoder_steps=steps, psnr=round(psnr, 2),
+    psnr = metrics.psnr_uint8(src, rec).clamp(max=100).mean().item()
+    print(json.dumps(dict(eta=eta, decoder_steps=steps, cross=a.cross, psnr=round(psnr, 2),
                           rfid=round(frechet_distance(f_real, feats(rec)), 2),
                           seconds=round(time.perf_counter() - t0, 1))), flush=True)
