@@ -64,7 +64,8 @@ def test_definitions_resolve_jobs_assets_checks_and_schedule():
 
 
 def test_ul_pipeline_never_imports_dagster():
-    code = ("import sys, ul_pipeline, ul_pipeline.lifecycle, ul_pipeline.cli, ul_pipeline.data, ul_pipeline.study, "
+    code = ("import sys, ul_pipeline, ul_pipeline.lifecycle, ul_pipeline.evaluation, ul_pipeline.cli, ul_pipeline.data, "
+            "ul_pipeline.study, "
             "ul_pipeline.sweeps; "
             "assert 'dagster' not in sys.modules, sorted(m for m in sys.modules if m.startswith('dagster'))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)

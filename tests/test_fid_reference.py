@@ -7,7 +7,7 @@ import torch
 from ul_pipeline.config import load_config
 from ul_pipeline.data import read_manifest, write_shards
 from ul_pipeline.fid_reference import reference_features, reference_url, save_reference
-from ul_pipeline.lifecycle import evaluate
+from ul_pipeline.evaluation import evaluate
 from ul_pipeline.train.checkpoint import file_sha256
 from ul_pipeline.train.recipes import train_stage1, train_stage2
 

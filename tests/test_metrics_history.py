@@ -6,7 +6,7 @@ import threading
 
 import polars as pl
 
-from ul_pipeline.lifecycle import append_metrics_row
+from ul_pipeline.evaluation import append_metrics_row
 
 
 def test_concurrent_appends_keep_every_row(tmp_path):

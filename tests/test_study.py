@@ -13,7 +13,7 @@ from assets.study import build_study_asset, study
 from resources import ExperimentConfigResource, StorageResource
 from ul_pipeline.cli import main as cli_main
 from ul_pipeline.config import experiment_names
-from ul_pipeline.lifecycle import append_metrics_row
+from ul_pipeline.evaluation import append_metrics_row
 from ul_pipeline.study import StudyError, study_table, write_study
 from ul_pipeline.sweeps import load_sweep, sweep_names
 

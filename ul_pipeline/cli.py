@@ -1,4 +1,4 @@
-"""`python -m ul_pipeline <command>`: a thin front on ul_pipeline.lifecycle, on local paths or s3:// URLs.
+"""`python -m ul_pipeline <command>`: a thin front on ul_pipeline.lifecycle and .evaluation, local or s3://.
 
 Every command takes `--experiment NAME|FILE.yaml` and trailing `key=value` config overrides,
 validated before any compute.
@@ -71,7 +71,7 @@ def cmd_stage2(args) -> None:
 def cmd_sample(args) -> None:
     import torch
 
-    from ul_pipeline.lifecycle import save_grid
+    from ul_pipeline.evaluation import save_grid
     from ul_pipeline.metrics import to_uint8
     from ul_pipeline.train.recipes import load_base_model, load_stage1
 
@@ -90,7 +90,7 @@ def cmd_reconstruct(args) -> None:
     import torch
 
     from ul_pipeline.data import load_split_tensor
-    from ul_pipeline.lifecycle import save_grid
+    from ul_pipeline.evaluation import save_grid
     from ul_pipeline.metrics import psnr_uint8, to_float, to_uint8
     from ul_pipeline.train.recipes import load_stage1
 
@@ -104,7 +104,7 @@ def cmd_reconstruct(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
-    from ul_pipeline.lifecycle import evaluate
+    from ul_pipeline.evaluation import evaluate
 
     cfg = _config(args) if args.experiment else None
     result = evaluate(args.stage1, args.shards, args.out, base_checkpoint=args.base, cfg=cfg,

@@ -1,6 +1,6 @@
 """Video evaluation: bits per frame pixel, per-frame PSNR, frame-FID, FVD, and clips as pictures.
 
-`lifecycle.evaluate` hands over here when the Stage-1 model works on clips (C, T, H, W); the
+`evaluation.evaluate` hands over here when the Stage-1 model works on clips (C, T, H, W); the
 result has the image evaluation's keys (bits_per_pixel is per frame pixel, psnr the mean of
 per-frame PSNRs, the two grids are frame strips: one clip per row) plus frame_fid, fvd, rfvd with
 `fvd_protocol`, and animated GIFs.
