@@ -21,13 +21,10 @@ from omegaconf import DictConfig
 
 from ul_pipeline import metrics
 from ul_pipeline.data import load_split_tensor, read_manifest
-from ul_pipeline.data.storage import is_local, url_to_fs, write_bytes_atomic
+from ul_pipeline.data.storage import StorageOptions, is_local, url_to_fs, write_bytes_atomic
 from ul_pipeline.fid import FeatureExtractor
 from ul_pipeline.train.loop import autocast, resolve_device, resolve_precision
 from ul_pipeline.train.recipes import load_base_model, load_stage1
-
-Progress = Callable[[int, int], None]
-StorageOptions = dict | None
 
 
 def save_grid(images_uint8: torch.Tensor, path: str | Path, nrow: int = 8) -> Path:

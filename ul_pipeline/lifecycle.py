@@ -20,12 +20,12 @@ from ul_pipeline import distributed, metrics
 from ul_pipeline.data import extract_latents, load_split_tensor, open_store, read_manifest, write_shards
 from ul_pipeline.data import augment
 from ul_pipeline.data.sources import build_source
+from ul_pipeline.data.storage import StorageOptions
 from ul_pipeline.train.loop import Callback, TrainResult, resolve_device
 from ul_pipeline.train.recipes import load_stage1, train_stage1, train_stage2
 from ul_pipeline.versioning import RunChoice, choose_run_dir, stage_code_version
 
 Progress = Callable[[int, int], None]
-StorageOptions = dict | None
 
 
 def make_shards(cfg: DictConfig, shards_url: str, *, storage_options: StorageOptions = None,

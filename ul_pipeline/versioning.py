@@ -30,7 +30,7 @@ from ul_pipeline.train.checkpoint import RESUMABLE_KEYS, config_differences, loa
 
 # the library sources (relative to ul_pipeline/) whose code each stage runs; a folder means its *.py
 STAGE_SOURCES: dict[str, tuple[str, ...]] = {
-    "shards": ("data/shards.py", "data/sources.py", "data/fashion_mnist.py"),
+    "shards": ("data/shards.py", "data/sources.py", "data/video.py", "data/fashion_mnist.py"),
     "stage1": ("stage1", "nets", "diffusion", "train", "metrics.py"),
     "encode": ("data/extract.py", "data/latent_store.py", "stage1/posterior.py", "stage1/model.py"),
     "stage2": ("stage2.py", "nets", "diffusion", "train"),

@@ -130,8 +130,14 @@ def fashion_mnist_source(root: Optional[str] = None, *, resolution: int = 32, ch
                        source="fashion_mnist", pad_to=FASHION_MNIST_PAD_TO)
 
 
-def class_folders(url: str, storage_options: StorageOptions, what: str) -> tuple[Any, str, list[str]]:
-    """(filesystem, root path, class names sorted) of `url/<class>/...`; errors name `what` and the url."""
+def class_files(url: str, storage_options: StorageOptions, what: str,
+                extensions: tuple[str, ...]) -> tuple[Any, list[str], list[tuple[str, int, str]]]:
+    """(filesystem, class names sorted, [(path, label, key)]) of the files `url/<class>/**/<file>`.
+
+    Labels follow the sorted class names; a key is `<class>-<path below the class, no extension>`,
+    sanitized. Errors name `what` and the url: a missing folder, no class sub-folders, or two
+    files that map to the same key.
+    """
     fs, root = url_to_fs(url, storage_options)
     root = root.rstrip("/")
     if not fs.isdir(root):
@@ -140,7 +146,17 @@ def class_folders(url: str, storage_options: StorageOptions, what: str) -> tuple
     classes = sorted(d["name"].rstrip("/").rsplit("/", 1)[-1] for d in dirs)
     if not classes:
         raise ValueError(f"{what} {url}: no class sub-folders")
-    return fs, root, classes
+    items: list[tuple[str, int, str]] = []
+    seen: dict[str, str] = {}
+    for label, name in enumerate(classes):
+        class_root = f"{root}/{name}"
+        for path in sorted(p for p in fs.find(class_root) if p.lower().endswith(extensions)):
+            key = sanitize_key(f"{name}-{path[len(class_root) + 1:].rsplit('.', 1)[0]}")
+            if key in seen:
+                raise ValueError(f"{what} {url}: files {seen[key]} and {path} map to the same key '{key}'")
+            seen[key] = path
+            items.append((path, label, key))
+    return fs, classes, items
 
 
 class ImageFolderSource:
@@ -149,19 +165,7 @@ class ImageFolderSource:
     def __init__(self, url: str, *, resolution: int, channels: int, storage_options: StorageOptions = None,
                  fit: str = "crop", extensions: tuple[str, ...] = IMAGE_EXTENSIONS):
         self.url, self.resolution, self.channels, self.fit = url, resolution, channels, fit
-        self.fs, root, self.classes = class_folders(url, storage_options, "image folder")
-        self.items: list[tuple[str, int, str]] = []  # (path, label, key)
-        seen: dict[str, str] = {}
-        for label, name in enumerate(self.classes):
-            class_root = f"{root}/{name}"
-            files = sorted(p for p in self.fs.find(class_root) if p.lower().endswith(extensions))
-            for path in files:
-                rel = path[len(class_root) + 1:].rsplit(".", 1)[0]
-                key = sanitize_key(f"{name}-{rel}")
-                if key in seen:
-                    raise ValueError(f"image folder {url}: files {seen[key]} and {path} map to the same key '{key}'")
-                seen[key] = path
-                self.items.append((path, label, key))
+        self.fs, self.classes, self.items = class_files(url, storage_options, "image folder", extensions)
 
     def __len__(self) -> int:
         return len(self.items)

@@ -22,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from ul_pipeline.data.fashion_mnist import load_fashion_mnist
-from ul_pipeline.data.sources import Sample, class_folders, fit_image, pil_to_array, sanitize_key
+from ul_pipeline.data.sources import Sample, class_files, fit_image, pil_to_array
 from ul_pipeline.data.storage import StorageOptions
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg")
@@ -167,17 +167,7 @@ class VideoFolderSource:
             raise ValueError(f"video folder {url}: data.frames must be > 0, got {frames}")
         self.url, self.resolution, self.channels, self.fit = url, resolution, channels, fit
         self.frames, self.fps = frames, fps
-        self.fs, root, self.classes = class_folders(url, storage_options, "video folder")
-        self.items: list[tuple[str, int, str]] = []  # (path, label, key)
-        seen: dict[str, str] = {}
-        for label, name in enumerate(self.classes):
-            class_root = f"{root}/{name}"
-            for path in sorted(p for p in self.fs.find(class_root) if p.lower().endswith(VIDEO_EXTENSIONS)):
-                key = sanitize_key(f"{name}-{path[len(class_root) + 1:].rsplit('.', 1)[0]}")
-                if key in seen:
-                    raise ValueError(f"video folder {url}: files {seen[key]} and {path} map to the same key '{key}'")
-                seen[key] = path
-                self.items.append((path, label, key))
+        self.fs, self.classes, self.items = class_files(url, storage_options, "video folder", VIDEO_EXTENSIONS)
 
     def __len__(self) -> int:
         return len(self.items)
