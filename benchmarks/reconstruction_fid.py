@@ -37,11 +37,11 @@ if a.floor:
     f2 = feats(images[a.n:2 * a.n])
     print(json.dumps(dict(floor_fid=frechet_distance(f_real, f2),
                           floor_kid=kernel_inception_distance(f_real, f2, subset_size=a.n // 2)[0])), flush=True)
+src = images[a.n:2 * a.n] if a.cross else images[:a.n]
 for spec in a.specs:
     eta, steps = float(spec.split(":")[0]), int(spec.split(":")[1])
     g = torch.Generator().manual_seed(0)
     t0 = time.perf_counter()
-    src = images[a.n:2 * a.n] if a.cross else images[:a.n]
     rec = torch.cat([metrics.to_uint8(ul.reconstruct(metrics.to_float(src[i:i + 250]), steps, generator=g, eta=eta))
                      for i in range(0, a.n, 250)])
     psnr = metrics.psnr_uint8(src, rec).clamp(max=100).mean().item()
