@@ -12,11 +12,11 @@ from omegaconf import DictConfig
 
 from resources import ComputeResource, ExperimentConfigResource, StorageResource
 from ul_pipeline.config import to_dict
-from ul_pipeline.data import LatentStoreError, open_store
+from ul_pipeline.latents.store import LatentStoreError, open_store
 from ul_pipeline.lifecycle import stage1_run, stage2_run
 from ul_pipeline.train.checkpoint import file_sha256
 from ul_pipeline.versioning import RunChoice
-from ul_pipeline.sweeps import data_hash, split_point_key
+from ul_pipeline.config.sweeps import data_hash, split_point_key
 
 # the sections that produced the reused artifacts: a reusing experiment must state them as they were
 REUSED_SECTIONS = ("data", "stage1", "encode")

@@ -13,7 +13,7 @@ from assets.partitions import EXPERIMENTS
 from assets.stage1 import ul_autoencoder
 from assets.stage2 import base_model
 from resources import ComputeResource, ExperimentConfigResource, StorageResource
-from ul_pipeline.evaluation import evaluate
+from ul_pipeline.evaluation.image import evaluate
 
 EVAL_METRICS = ("bits_per_pixel", "bits_per_image", "bits_per_latent_dim", "latent_nats", "psnr", "rfid", "gfid",
                 "kid", "kid_std", "frame_fid", "frame_rfid", "fvd", "rfvd", "eval_seconds", "stage1_train_seconds", "encode_seconds", "stage2_train_seconds",

@@ -14,7 +14,8 @@ from assets.partitions import EXPERIMENTS
 from assets.progress import progress_log
 from assets.stage1 import ul_autoencoder
 from resources import ComputeResource, ExperimentConfigResource, StorageResource
-from ul_pipeline.data import LatentStore, LatentStoreError, open_store, read_manifest
+from ul_pipeline.latents.store import LatentStore, LatentStoreError, open_store
+from ul_pipeline.data import read_manifest
 from ul_pipeline.lifecycle import encode_latents
 from ul_pipeline.versioning import json_sha256, short_hash, stage_code_version
 

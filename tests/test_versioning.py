@@ -14,7 +14,7 @@ from assets.latents import latent_store
 from assets.stage1 import ul_autoencoder
 from assets.stage2 import base_model
 from resources import ComputeResource, ExperimentConfigResource, StorageResource
-from ul_pipeline.data import open_store
+from ul_pipeline.latents.store import open_store
 from ul_pipeline.train.checkpoint import file_sha256, save_checkpoint
 from ul_pipeline.versioning import choose_run_dir, run_identity, stage_code_version
 

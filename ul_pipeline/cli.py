@@ -11,7 +11,6 @@ import contextlib
 import json
 import os
 import sys
-from pathlib import Path
 
 from ul_pipeline.config import ConfigError, load_config, to_yaml
 
@@ -71,8 +70,8 @@ def cmd_stage2(args) -> None:
 def cmd_sample(args) -> None:
     import torch
 
-    from ul_pipeline.evaluation import save_grid
-    from ul_pipeline.metrics import to_uint8
+    from ul_pipeline.evaluation.image import save_grid
+    from ul_pipeline.evaluation.metrics import to_uint8
     from ul_pipeline.train.recipes import load_base_model, load_stage1
 
     ul, cfg, _ = load_stage1(args.stage1)
@@ -90,8 +89,8 @@ def cmd_reconstruct(args) -> None:
     import torch
 
     from ul_pipeline.data import load_split_tensor
-    from ul_pipeline.evaluation import save_grid
-    from ul_pipeline.metrics import psnr_uint8, to_float, to_uint8
+    from ul_pipeline.evaluation.image import save_grid
+    from ul_pipeline.evaluation.metrics import psnr_uint8, to_float, to_uint8
     from ul_pipeline.train.recipes import load_stage1
 
     ul, cfg, _ = load_stage1(args.stage1)
@@ -104,7 +103,7 @@ def cmd_reconstruct(args) -> None:
 
 
 def cmd_evaluate(args) -> None:
-    from ul_pipeline.evaluation import evaluate
+    from ul_pipeline.evaluation.image import evaluate
 
     cfg = _config(args) if args.experiment else None
     result = evaluate(args.stage1, args.shards, args.out, base_checkpoint=args.base, cfg=cfg,
@@ -116,8 +115,8 @@ def cmd_study(args) -> None:
     import polars as pl
 
     from ul_pipeline.data.storage import artifact_root, join_url, runs_folder
-    from ul_pipeline.study import StudyError, summary_columns, write_study
-    from ul_pipeline.sweeps import load_sweep
+    from ul_pipeline.evaluation.study import StudyError, summary_columns, write_study
+    from ul_pipeline.config.sweeps import load_sweep
 
     sweep = load_sweep(args.experiment)
     history = args.history or join_url(artifact_root(), "metrics_history.parquet")  # the storage resource's layout

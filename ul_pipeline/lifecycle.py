@@ -16,8 +16,11 @@ import torch
 from omegaconf import DictConfig
 
 from ul_pipeline import config as config_lib
-from ul_pipeline import distributed, metrics
-from ul_pipeline.data import extract_latents, load_split_tensor, open_store, read_manifest, write_shards
+from ul_pipeline import distributed
+from ul_pipeline.evaluation import metrics
+from ul_pipeline.latents.extract import extract_latents
+from ul_pipeline.data import load_split_tensor, read_manifest, write_shards
+from ul_pipeline.latents.store import open_store
 from ul_pipeline.data import augment
 from ul_pipeline.data.sources import build_source
 from ul_pipeline.data.storage import StorageOptions

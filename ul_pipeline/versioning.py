@@ -30,10 +30,11 @@ from ul_pipeline.train.checkpoint import RESUMABLE_KEYS, config_differences, loa
 
 # the library sources (relative to ul_pipeline/) whose code each stage runs; a folder means its *.py
 STAGE_SOURCES: dict[str, tuple[str, ...]] = {
-    "shards": ("data/shards.py", "data/sources.py", "data/video.py", "data/fashion_mnist.py"),
-    "stage1": ("stage1", "nets", "diffusion", "train", "metrics.py"),
-    "encode": ("data/extract.py", "data/latent_store.py", "stage1/posterior.py", "stage1/model.py"),
-    "stage2": ("stage2.py", "nets", "diffusion", "train"),
+    "shards": ("data/shards.py", "data/manifest.py", "data/codecs.py", "data/sample.py", "data/sources",
+               "data/fashion_mnist.py"),
+    "stage1": ("stage1", "nets", "diffusion", "train", "evaluation/metrics.py", "data/augment.py", "distributed.py"),
+    "encode": ("latents/extract.py", "latents/store.py", "stage1/posterior.py", "stage1/model.py", "distributed.py"),
+    "stage2": ("stage2", "nets", "diffusion", "train", "data/augment.py", "distributed.py"),
 }
 SHORT = 12  # hex digits of a short hash (store paths, run folder suffixes)
 

@@ -1,23 +1,21 @@
-"""Data and storage: dataset shards (WebDataset tars via fsspec), their loaders, and the Zarr latent store.
+"""Data: sources -> dataset shards (WebDataset tars + a Parquet manifest via fsspec) -> loaders.
 
-sources -> shards (write_shards) -> loader (train stream / one-pass reads) -> extract (encoder ->
-latent_store) -> latent_dataset (Stage-2 batches). Every URL may be local or any fsspec URL (s3://);
-credentials travel as `storage_options`.
+`sources/` yields `Sample`s (sample.py), `codecs.py` turns pixels into bytes and back, `shards.py`
+writes the deterministic train/val split, `manifest.py` describes a shard set, `loader.py` reads it
+(Stage-1 train stream, one-pass reads), `augment.py` flips, `storage.py` resolves local and s3://
+URLs. Every URL may be local or any fsspec URL; credentials travel as `storage_options`. The latent
+store built from shards lives in `ul_pipeline.latents`.
 """
 
-from .extract import extract_latents
-from .fashion_mnist import IdxFormatError, load_fashion_mnist
-from .latent_dataset import LatentBatches, latent_loader
-from .latent_store import LatentStore, LatentStoreError, create_store, finalize_store, open_store
-from .loader import ShardStream, iter_split, load_split_tensor, train_loader
-from .shards import ShardError, ShardManifest, read_manifest, write_shards
-from .sources import (ArraySource, ImageFolderSource, Sample, ShardSource, build_source,
-                      fashion_mnist_source)
+from ul_pipeline.data.fashion_mnist import IdxFormatError, load_fashion_mnist
+from ul_pipeline.data.loader import ShardStream, iter_split, load_split_tensor, train_loader
+from ul_pipeline.data.manifest import ShardError, ShardManifest, read_manifest
+from ul_pipeline.data.sample import Sample
+from ul_pipeline.data.shards import write_shards
+from ul_pipeline.data.sources import ArraySource, ImageFolderSource, ShardSource, build_source, fashion_mnist_source
 
 __all__ = [
-    "ArraySource", "IdxFormatError", "ImageFolderSource", "LatentBatches", "LatentStore",
-    "LatentStoreError", "Sample", "ShardError", "ShardManifest", "ShardSource", "ShardStream",
-    "build_source", "create_store", "extract_latents", "fashion_mnist_source", "finalize_store",
-    "iter_split", "latent_loader", "load_fashion_mnist", "load_split_tensor", "open_store",
+    "ArraySource", "IdxFormatError", "ImageFolderSource", "Sample", "ShardError", "ShardManifest", "ShardSource",
+    "ShardStream", "build_source", "fashion_mnist_source", "iter_split", "load_fashion_mnist", "load_split_tensor",
     "read_manifest", "train_loader", "write_shards",
 ]

@@ -14,8 +14,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from ul_pipeline.data.shards import (ShardError, ShardManifest, expected_shape, iter_tar_samples, read_manifest,
-                                    read_shard_bytes)
+from ul_pipeline.data.manifest import read_manifest, ShardError, ShardManifest
+from ul_pipeline.data.sample import expected_shape
+from ul_pipeline.data.shards import iter_tar_samples, read_shard_bytes
 from ul_pipeline.data.sources import Sample
 from ul_pipeline.data.storage import StorageOptions
 

@@ -7,16 +7,8 @@ Layout under `out_url` (local path or fsspec URL such as `s3://bucket/prefix`):
     manifest.parquet                          and `<key>.png` (8-bit PNG, L or RGB), or for a
                                               video clip `<key>.npy` (uint8 T x C x H x W)
 
-`manifest.parquet` (Polars) has one row per shard: split, shard, first_index (position of the
-shard's first sample in its split), samples, bytes, sha256, class_histogram (list of counts per
-class), plus dataset-level columns repeated on every row (format_version, resolution, channels,
-num_classes, seed, val_size, shard_size, sources, and `frames`: 0 for images, the clip length for
-video). It is written LAST: a shard set without a
-manifest is incomplete. Its sha256 identifies the dataset downstream (latent-store metadata).
+`manifest.parquet` (see `manifest.py`) is written LAST: a shard set without one is incomplete.
 Same inputs -> same bytes (tar headers carry no time or owner).
-
-In memory a clip is uint8 (C, T, H, W), the networks' layout; on disk its `.npy` is T x C x H x W,
-the layout of torchvision and most video tools. Only `encode_clip` / `decode_clip` transpose.
 """
 
 from __future__ import annotations
@@ -26,54 +18,23 @@ import io
 import json
 import re
 import tarfile
-from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Optional
 
 import numpy as np
 import polars as pl
 from PIL import Image
 
-from ul_pipeline.data.sources import Sample
+from ul_pipeline.data.codecs import decode_clip, decode_image, encode_clip, encode_png
+from ul_pipeline.data.manifest import (FORMAT_VERSION, MANIFEST_COLUMNS, MANIFEST_NAME, OPTIONAL_COLUMNS, SPLITS,
+                                      ShardError, ShardManifest, shard_name)
+from ul_pipeline.data.sample import Sample, expected_shape
 from ul_pipeline.data.storage import StorageOptions, join_url, url_to_fs, write_bytes_atomic
-from ul_pipeline.data.video import decode_clip, encode_clip, expected_shape
 
-FORMAT_VERSION = 1
-MANIFEST_NAME = "manifest.parquet"
-SPLITS = ("train", "val")
 IMAGE_EXTS = ("png", "jpg", "jpeg", "webp", "ppm", "pgm", "bmp")
 _SHARD_NAME = re.compile(r"^(train|val)-\d{6}\.tar$")
-MANIFEST_COLUMNS = ("split", "shard", "first_index", "samples", "bytes", "sha256", "class_histogram",
-                    "format_version", "resolution", "channels", "num_classes", "seed", "val_size",
-                    "shard_size", "sources")
-OPTIONAL_COLUMNS = {"frames": 0}  # added for video; a manifest without it holds images
-
-
-class ShardError(ValueError):
-    """A shard is missing, corrupt or holds a sample that breaks the manifest; names shard and key."""
-
-
-def shard_name(split: str, index: int) -> str:
-    return f"{split}-{index:06d}.tar"
 
 
 # ---------------------------------------------------------------------------- the tar format
-
-
-def encode_png(image: np.ndarray) -> bytes:
-    """uint8 (1|3, H, W) -> 8-bit PNG bytes (L or RGB)."""
-    pil = Image.fromarray(image[0]) if image.shape[0] == 1 else Image.fromarray(image.transpose(1, 2, 0))
-    buf = io.BytesIO()
-    pil.save(buf, format="PNG", compress_level=6)
-    return buf.getvalue()
-
-
-def decode_image(data: bytes) -> np.ndarray:
-    """Image bytes -> uint8 (C, H, W) with C = 1 for L images, 3 for RGB (others converted to RGB)."""
-    with Image.open(io.BytesIO(data)) as img:
-        if img.mode not in ("L", "RGB"):
-            img = img.convert("RGB")
-        arr = np.asarray(img, dtype=np.uint8)
-    return arr[None] if arr.ndim == 2 else np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 
 def _add_member(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
@@ -190,66 +151,6 @@ def read_shard_bytes(shard_url: str, storage_options: StorageOptions = None, *,
 
 
 # ---------------------------------------------------------------------------- the manifest
-
-
-@dataclass(frozen=True)
-class ShardManifest:
-    """The manifest of a shard set: its URL, table (one row per shard) and sha256 (dataset identity)."""
-
-    url: str
-    table: pl.DataFrame
-    sha256: str
-
-    def _scalar(self, column: str) -> int:
-        return int(self.table[column][0])
-
-    @property
-    def resolution(self) -> int:
-        return self._scalar("resolution")
-
-    @property
-    def channels(self) -> int:
-        return self._scalar("channels")
-
-    @property
-    def frames(self) -> int:
-        """Clip length in frames; 0 for a set of still images."""
-        return self._scalar("frames") if "frames" in self.table.columns else 0
-
-    @property
-    def num_classes(self) -> int:
-        return self._scalar("num_classes")
-
-    def shards(self, split: str) -> pl.DataFrame:
-        if split not in SPLITS:
-            raise ValueError(f"unknown split '{split}' (known: {', '.join(SPLITS)})")
-        return self.table.filter(pl.col("split") == split).sort("first_index")
-
-    def num_samples(self, split: str) -> int:
-        return int(self.shards(split)["samples"].sum())
-
-    def shard_url(self, shard: str) -> str:
-        return join_url(self.url, shard)
-
-
-def read_manifest(url: str, storage_options: StorageOptions = None) -> ShardManifest:
-    """Read `url/manifest.parquet`; its absence means the shard set is incomplete or absent."""
-    fs, root = url_to_fs(url, storage_options)
-    manifest_url = join_url(url, MANIFEST_NAME)
-    try:
-        data = fs.cat_file(f"{root.rstrip('/')}/{MANIFEST_NAME}")
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{manifest_url}: no manifest; the shard set is absent or incomplete") from None
-    try:
-        table = pl.read_parquet(io.BytesIO(data))
-    except Exception as e:  # polars raises several error types for a bad file
-        raise ShardError(f"{manifest_url}: unreadable manifest ({e})") from None
-    missing = [c for c in MANIFEST_COLUMNS if c not in table.columns]
-    if missing or table.height == 0:
-        raise ShardError(f"{manifest_url}: not a shard manifest (missing columns {missing} or no rows)")
-    if int(table["format_version"][0]) != FORMAT_VERSION:
-        raise ShardError(f"{manifest_url}: format_version {table['format_version'][0]}, expected {FORMAT_VERSION}")
-    return ShardManifest(url, table, hashlib.sha256(data).hexdigest())
 
 
 # ---------------------------------------------------------------------------- writing

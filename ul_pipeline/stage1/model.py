@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from ul_pipeline import config as config_lib
-from ul_pipeline import metrics
+from ul_pipeline.evaluation import metrics
 from ul_pipeline.diffusion import Schedule, resolution_shift
 from ul_pipeline.stage1.decoders import build_decoder
 from ul_pipeline.stage1.posterior import ENCODER_NOISES, FixedNoise, LatentPosterior

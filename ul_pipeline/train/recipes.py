@@ -13,10 +13,10 @@ from torch import Tensor
 from ul_pipeline import config as config_lib
 from ul_pipeline import distributed
 from ul_pipeline.data.augment import pick_mirror, random_hflip
-from ul_pipeline.metrics import to_float
+from ul_pipeline.evaluation.metrics import to_float
 from ul_pipeline.stage1 import UnifiedLatents
 from ul_pipeline.stage2 import BaseModel
-from ul_pipeline.stage2_video import build_stage2_model
+from ul_pipeline.stage2.build import build_stage2_model
 from ul_pipeline.train.batches import ShuffledBatches
 from ul_pipeline.train.checkpoint import CheckpointError, file_sha256, load_checkpoint
 from ul_pipeline.train.flops import stage1_train_flops, stage2_train_flops

@@ -1,0 +1,112 @@
+"""Reference features are computed once per dataset and reused; new shards or a new network recompute them."""
+
+import numpy as np
+import pytest
+import torch
+
+from ul_pipeline.config import load_config
+from ul_pipeline.data import read_manifest, write_shards
+from ul_pipeline.evaluation.fid_reference import reference_features, reference_url, save_reference
+from ul_pipeline.evaluation.image import evaluate
+from ul_pipeline.train.checkpoint import file_sha256
+from ul_pipeline.train.recipes import train_stage1, train_stage2
+
+EVAL = ["eval.fid=true", "eval.num_samples=16", "eval.grid_size=4", "sample.decoder_steps=2", "sample.steps=2",
+        "sample.batch_size=8", "stage1.train.total_samples=32", "stage2.train.total_samples=32"]
+
+
+class FakeFeatures:
+    """A cheap stand-in for Inception: a fixed random projection of the pixels; counts its calls."""
+
+    identity = "fake-projection-16"
+
+    def __init__(self, dim: int = 16):
+        self.weight = torch.randn(32 * 32, dim, generator=torch.Generator().manual_seed(0))
+        self.calls: list[int] = []
+
+    def __call__(self, images, progress=None):
+        self.calls.append(len(images))
+        if progress is not None:
+            progress(len(images), len(images))
+        return (images[:, 0].float().flatten(1) / 255 @ self.weight).numpy().astype(np.float64)
+
+
+def make_shards(source, url, seed):
+    return write_shards(source, url, shard_size=100, val_size=40, seed=seed, resolution=32, channels=1,
+                        num_classes=10, overwrite=True)
+
+
+@pytest.fixture(scope="module")
+def trained(fmnist_400, fmnist_400_source, tmp_path_factory):
+    """Shards, a one-step Stage-1 checkpoint and a one-step base model on its (random) latents."""
+    root = tmp_path_factory.mktemp("fidref")
+    shards = str(root / "shards")
+    make_shards(fmnist_400_source, shards, seed=0)
+    cfg = load_config("smoke", EVAL)
+    images = torch.nn.functional.pad(torch.from_numpy(fmnist_400[0][:64]).unsqueeze(1), (2, 2, 2, 2))
+    s1 = train_stage1(cfg, images, root / "s1").checkpoint
+    z, labels = torch.randn(64, 4, 8, 8), torch.randint(0, 10, (64,))
+    s2 = train_stage2(cfg, z, labels, root / "s2", extra={"encoder_sha256": file_sha256(s1), "encode_seconds": 1.5})
+    return cfg, shards, s1, s2.checkpoint
+
+
+def test_reference_features_are_computed_once_and_recomputed_for_new_shards(trained, fmnist_400_source,
+                                                                            tmp_path):
+    cfg, shards, s1, s2 = trained
+    features, logs = FakeFeatures(), []
+    first = evaluate(s1, shards, tmp_path / "e1", base_checkpoint=s2, cfg=cfg, features=features, log=logs.append)
+    assert features.calls == [16, 16, 16]  # real, reconstructions, samples
+    assert any(line.startswith("computed reference features of 16 val images") for line in logs)
+    logs = []
+    evaluate(s1, shards, tmp_path / "e2", base_checkpoint=s2, cfg=cfg, features=features, log=logs.append)
+    cache = reference_url(shards, "val", 16, read_manifest(shards).sha256)
+    assert f"reused cached reference features {cache}" in logs
+    assert features.calls == [16, 16, 16, 16, 16]  # only reconstructions and samples the second time
+    second = evaluate(s1, shards, tmp_path / "e3", base_checkpoint=s2, cfg=cfg, features=features, log=print)
+    assert second["rfid"] == first["rfid"] and second["gfid"] == first["gfid"]  # cached == computed
+
+    # where the time went: every part, and the training/encoding times from the checkpoints
+    for part in ("load", "bits", "reconstruct", "sample", "features_real", "features_recon", "features_gen", "fid"):
+        assert first[f"seconds_{part}"] >= 0, part
+    assert first["stage1_train_seconds"] > 0 and first["stage2_train_seconds"] > 0
+    assert first["encode_seconds"] == 1.5
+
+    # new shards (another split of the data): a new manifest hash, so the features are computed again
+    old_sha = read_manifest(shards).sha256
+    make_shards(fmnist_400_source, shards, seed=1)
+    assert read_manifest(shards).sha256 != old_sha
+    logs = []
+    third = evaluate(s1, shards, tmp_path / "e4", base_checkpoint=s2, cfg=cfg, features=features, log=logs.append)
+    assert features.calls[7:] == [16, 16, 16]
+    assert any(line.startswith("computed reference features") for line in logs)
+    assert third["rfid"] != first["rfid"]
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_a_cache_of_other_shards_or_another_network_is_not_used(fmnist_400, tmp_path, where, request):
+    if where == "s3":
+        s3 = request.getfixturevalue("s3_server")
+        shards_url, options = s3.url("shards"), s3.storage_options
+    else:
+        shards_url, options = str(tmp_path / "shards"), None
+    images = torch.from_numpy(fmnist_400[0][:8]).unsqueeze(1)
+    images = torch.nn.functional.pad(images, (2, 2, 2, 2))  # (8, 1, 32, 32)
+    features, logs = FakeFeatures(), []
+    sha = "a" * 64
+    url = reference_url(shards_url, "val", 8, sha)
+    # a file under the right name whose content says other shards: never trusted
+    save_reference(url, np.zeros((8, 16)), {"format_version": 1, "manifest_sha256": "a" * 63 + "b", "split": "val",
+                                           "num_samples": 8, "feature_network": features.identity}, options)
+    f1 = reference_features(images, features, shards_url, split="val", manifest_sha256=sha,
+                            storage_options=options, log=logs.append)
+    assert features.calls == [8] and "stale: its manifest_sha256" in logs[-1]
+    f2 = reference_features(images, features, shards_url, split="val", manifest_sha256=sha,
+                            storage_options=options, log=logs.append)
+    assert features.calls == [8] and logs[-1] == f"reused cached reference features {url}"
+    np.testing.assert_array_equal(f1, f2)
+    assert np.abs(f1).sum() > 0
+    other = FakeFeatures(dim=16)
+    other.identity = "another-network"
+    reference_features(images, other, shards_url, split="val", manifest_sha256=sha, storage_options=options,
+                       log=logs.append)
+    assert other.calls == [8] and "stale: its feature_network" in logs[-1]

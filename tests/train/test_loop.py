@@ -1,0 +1,82 @@
+"""The training loop's bookkeeping: precision, bf16 autocast on any device, train_seconds across resumes, GFLOP/s."""
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from ul_pipeline.train import loop
+from tests.stage1.test_model import StopAt
+from ul_pipeline.train.loop import train
+
+
+def train_cfg(**overrides):
+    cfg = dict(lr=1e-2, betas=[0.9, 0.99], weight_decay=0.0, ema_decay=0.9, warmup_samples=8, grad_clip=1.0,
+               batch_size=8, total_samples=48, checkpoint_every_samples=8, log_every_samples=16, seed=0)
+    return OmegaConf.create({**cfg, **overrides})
+
+
+def batches(samples_seen):
+    g = torch.Generator().manual_seed(samples_seen)
+    while True:
+        yield (torch.randn(8, 4, generator=g),)
+
+
+class Recorder:
+    """loss_fn that records the dtype the network computed in."""
+
+    def __init__(self):
+        self.dtypes = set()
+
+    def __call__(self, model, batch):
+        out = model(batch[0])
+        self.dtypes.add(out.dtype)
+        loss = out.float().square().mean()
+        return loss, {"loss": loss.item()}
+
+
+@pytest.mark.parametrize("native, expected", [(True, "bf16"), (False, "fp32")])
+def test_auto_precision_follows_the_cpus_native_bf16(monkeypatch, native, expected):
+    monkeypatch.setattr(loop, "cpu_has_native_bf16", lambda: native)
+    assert loop.resolve_precision("auto", torch.device("cpu")) == expected
+    assert loop.resolve_precision("fp32", torch.device("cpu")) == "fp32"
+
+
+@pytest.mark.parametrize("precision, dtype", [("bf16", torch.bfloat16), ("fp32", torch.float32)])
+def test_bf16_runs_the_network_under_autocast_on_cpu_and_keeps_weights_fp32(tmp_path, precision, dtype):
+    torch.manual_seed(0)
+    model, loss_fn = nn.Linear(4, 4), Recorder()
+    result = train(model, loss_fn, batches, train_cfg(total_samples=16), tmp_path, kind="test", config={},
+                   precision=precision)
+    assert loss_fn.dtypes == {dtype}
+    assert all(p.dtype == torch.float32 for p in result.model.parameters())
+    with pytest.raises(ValueError, match="precision"):
+        train(nn.Linear(4, 4), loss_fn, batches, train_cfg(), tmp_path / "other", kind="test", config={},
+              precision="auto")
+
+
+def test_train_seconds_add_up_across_resumes_and_gflops_are_logged(tmp_path):
+    torch.manual_seed(0)
+    with pytest.raises(KeyboardInterrupt):
+        train(nn.Linear(4, 4), Recorder(), batches, train_cfg(), tmp_path, kind="test", config={},
+              callbacks=[StopAt(3)], flops_per_example=1e6)
+    interrupted = torch.load(tmp_path / "last.pt", weights_only=False)
+    assert interrupted["step"] == 3 and interrupted["train_seconds"] > 0
+    interrupted["train_seconds"] = 1000.0  # as if the first run had trained for 1000 s
+    torch.save(interrupted, tmp_path / "last.pt")
+    result = train(nn.Linear(4, 4), Recorder(), batches, train_cfg(), tmp_path, kind="test", config={},
+                   flops_per_example=1e6)
+    final = torch.load(tmp_path / "last.pt", weights_only=False)
+    assert final["step"] == 6
+    assert final["train_seconds"] > 1000.0  # the resumed run adds its own time to the first run's
+    assert result.train_seconds >= final["train_seconds"]
+    for logged in result.history:
+        assert logged["gflops_per_s"] == pytest.approx(logged["samples_per_s"] * 1e6 / 1e9)
+
+
+def test_learning_rate_warms_up_holds_and_cools_down_to_zero():
+    cfg = OmegaConf.create({"warmup_samples": 100, "cooldown_samples": 400, "total_samples": 1000})
+    factors = [loop.lr_factor(n, cfg) for n in (0, 50, 100, 600, 800, 1000)]
+    assert factors == pytest.approx([0.0, 0.5, 1.0, 1.0, 0.5, 0.0])
+    no_cooldown = OmegaConf.create({"warmup_samples": 100, "cooldown_samples": 0, "total_samples": 1000})
+    assert loop.lr_factor(1000, no_cooldown) == 1.0

@@ -1,0 +1,245 @@
+"""The config schema: structured dataclasses per component, their validation, and config hashes.
+
+Every hyper-parameter lives here exactly once, with its meaning and units. YAML files under
+`configs/` only change values; an unknown key or a wrong type fails with a `ConfigError` that names
+the key and the file it came from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+
+
+DATA_SOURCES = ("fashion_mnist", "image_folder", "shards", "moving_fashion_mnist", "video_folder")
+VIDEO_SOURCES = ("moving_fashion_mnist", "video_folder")
+
+
+def sample_shape(data: Any) -> tuple[int, ...]:
+    """Shape of one sample from the `data` config: (C, H, W) for images, (C, T, H, W) for clips."""
+    t = (int(data.frames),) if data.frames else ()
+    return (int(data.channels), *t, int(data.resolution), int(data.resolution))
+
+
+class ConfigError(ValueError):
+    """A config key is unknown, mistyped or out of range; the message names it."""
+
+
+@dataclass
+class DataConfig:
+    source: str = "fashion_mnist"  # fashion_mnist | image_folder | shards | moving_fashion_mnist | video_folder
+    uri: Optional[str] = None  # source location (fsspec URL); None = the embedded Debian dataset
+    resolution: int = 32  # images are padded/resized to resolution x resolution pixels
+    channels: int = 1  # 1 (grayscale) or 3 (RGB)
+    num_classes: int = 10  # class labels are ints in [0, num_classes)
+    val_size: int = 1000  # held-out samples taken (deterministically) from the source
+    limit: Optional[int] = None  # use at most this many source samples (None = all)
+    shard_size: int = 2000  # samples per WebDataset tar shard
+    seed: int = 0  # seed of the train/validation split
+    in_memory: bool = True  # Stage-1 training loads the train shards into RAM (else streams)
+    shuffle_buffer: int = 2000  # streaming shuffle buffer, in samples
+    frames: int = 0  # clip length in frames; 0 = still images, > 0 = video samples (C, T, H, W)
+    fps: float = 8.0  # video_folder: clips are resampled to this frame rate (frames per second)
+    hflip: bool = False  # random left-right flips: Stage 1 mirrors each image w.p. 1/2; the latent store
+    # keeps z_clean of image and mirror (z_clean_hflip) and Stage 2 picks one per draw
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 64  # examples per optimiser step (per device)
+    total_samples: int = 100_000  # training length, in samples seen
+    lr: float = 2e-4  # AdamW peak learning rate
+    weight_decay: float = 0.0  # AdamW decoupled weight decay
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.99])  # AdamW betas
+    warmup_samples: int = 5_000  # linear learning-rate warm-up, in samples seen
+    cooldown_samples: int = 0  # linear decay of the learning rate to 0 over the last this many samples
+    grad_clip: float = 1.0  # max global gradient norm (0 = off)
+    ema_decay: float = 0.999  # EMA of weights per step (0 = off)
+    checkpoint_every_samples: int = 10_000  # write last.pt every this many samples seen
+    log_every_samples: int = 1_000  # emit metrics every this many samples seen
+    seed: int = 0  # seeds derive from (seed, rank, samples_seen)
+
+
+@dataclass
+class Stage1Config:
+    preset: str = "small"  # network preset name (see ul_pipeline.nets.presets)
+    latent_channels: Optional[int] = None  # None = the preset's latent channels
+    logsnr_0: float = 5.0  # eq. 2: encoder noise level lambda(0); the paper fixes 5
+    prior_logsnr_min: float = -15.0  # prior schedule end point lambda_min (nats-level)
+    decoder_logsnr_min: float = -10.0  # decoder schedule, before the resolution shift
+    decoder_logsnr_max: float = 10.0
+    decoder_shift: bool = True  # add 2 log(64/d) to the decoder's schedule (simple diffusion)
+    c_lf: float = 1.5  # decoder loss factor; higher puts more bits in the latent
+    bias: float = 0.0  # b in the decoder's sigmoid(b - lambda) weighting
+    encoder_hold_samples: int = 0  # encoder lr is 0 this long, then warms up (0 = paper; see README)
+    # ablation switches (UL_METHOD.md sec. 7); the defaults are the paper's UL
+    prior: str = "diffusion"  # diffusion (UL) | normal: fixed N(0, I) prior on z0, L_z = KL in closed form
+    decoder_loss: str = "diffusion"  # diffusion (UL) | mse: deterministic x_hat = D(z0), squared error
+    encoder_noise: str = "fixed"  # fixed (UL: sigma0 from logsnr_0) | learned: encoder predicts extra variance
+    mse_sigma: float = 0.2  # mse decoder: L_x = c_lf ||x - x_hat||^2 / (2 mse_sigma^2), pixels in [-1, 1]
+    latent_weight: float = 1.0  # beta on L_z in the training loss (UL: 1; the KL-VAE baseline: small)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass
+class Stage2Config:
+    preset: str = "small"  # base-model preset name
+    bias: float = 0.0  # b in the base model's sigmoid(b - lambda) weighting
+    logsnr_min: float = -15.0  # base-model schedule start; its end is tied to stage1.logsnr_0
+    label_dropout: float = 0.1  # probability a label is replaced by the null class (for CFG)
+    context_frames: int = 0  # video: first frames given as context (whole groups of the time patch); 0 = none
+    context_dropout: float = 0.1  # video: probability the context is withheld (CFG, unconditional clips)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+@dataclass
+class EncodeConfig:
+    dtype: str = "float32"  # z_clean storage dtype: float32 | float16
+    block_size: int = 1024  # samples per Zarr chunk and per resumable extraction block
+    batch_size: int = 256  # encoder batch size during extraction
+
+
+@dataclass
+class SampleConfig:
+    steps: int = 100  # base-model ancestral steps from lambda_min down to lambda(0)
+    decoder_steps: int = 100  # decoder ancestral steps
+    guidance: float = 0.0  # classifier-free guidance weight w (0 = conditional, no guidance)
+    eta: float = 1.0  # base-model sampler noise: 1 ancestral, 0 deterministic DDIM, between: DDIM's eta
+    decoder_eta: float = 1.0  # the same for the decoder's sampler
+    batch_size: int = 256
+
+
+@dataclass
+class EvalConfig:
+    num_samples: int = 1000  # images for PSNR/rFID and samples for gFID
+    fid: bool = True  # compute rFID/gFID/KID with the TF-Inception features
+    psnr_floor: float = 15.0  # asset-check warning below this PSNR (dB)
+    bits_per_pixel_band: list[float] = field(default_factory=lambda: [0.01, 2.0])  # check band
+    grid_size: int = 64  # images in the reconstruction and sample grids
+
+
+@dataclass
+class ComputeConfig:
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "auto"  # auto (bf16 autocast on CUDA and on CPUs with native bf16, else fp32) | fp32 | bf16
+    workers: int = 0  # DataLoader workers
+    deterministic: bool = False  # torch deterministic algorithms (for exact resume checks)
+    # data parallelism (torchrun; ul_pipeline.distributed). train.batch_size stays the global batch.
+    nproc_per_node: int = 1  # processes per machine (GPUs per node); >1 launches torchrun from Dagster
+    nnodes: int = 1  # machines in the torchrun group
+    rdzv_backend: str = "c10d"  # torchrun rendezvous backend
+    rdzv_endpoint: str = "localhost:29400"  # host:port of the rendezvous (the head node on a cluster)
+    rdzv_id: str = "ul"  # rendezvous job id, the same on every machine of one run
+    dist_timeout_s: float = 600.0  # gloo/NCCL collective timeout: a hung rank fails the group after this
+    max_restarts: int = 0  # torchrun --max-restarts: restart a failed group, which resumes from last.pt
+    compile: bool = False  # torch.compile the training loss computation
+    tf32: bool = True  # TF32 matmuls and convolutions on CUDA (no effect on CPU)
+
+
+@dataclass
+class ExperimentConfig:
+    name: str = "default"
+    latent_store_of: Optional[str] = None  # reuse this experiment's Stage 1 + latent store
+    data: DataConfig = field(default_factory=DataConfig)
+    stage1: Stage1Config = field(default_factory=Stage1Config)
+    encode: EncodeConfig = field(default_factory=EncodeConfig)
+    stage2: Stage2Config = field(default_factory=Stage2Config)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    compute: ComputeConfig = field(default_factory=ComputeConfig)
+
+
+def _merge_one(cfg: DictConfig, other: Any, origin: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(cfg, other)
+    except OmegaConfBaseException as e:
+        key = getattr(e, "full_key", None) or getattr(e, "key", None) or "?"
+        first_line = str(getattr(e, "msg", e)).splitlines()[0]
+        raise ConfigError(f"{origin}: bad config key '{key}': {first_line}") from None
+
+
+def _check(ok: bool, key: str, msg: str) -> None:
+    if not ok:
+        raise ConfigError(f"config key '{key}': {msg}")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Range and choice checks that a type alone cannot express."""
+    _check(cfg.data.source in DATA_SOURCES, "data.source",
+           f"must be one of {', '.join(DATA_SOURCES)}, got '{cfg.data.source}'")
+    _check(cfg.data.frames >= 0, "data.frames", "must be >= 0 (0 = still images)")
+    _check(cfg.data.fps > 0, "data.fps", "must be > 0")
+    _check(cfg.data.frames > 0 or cfg.data.source not in VIDEO_SOURCES, "data.frames",
+           f"source '{cfg.data.source}' yields clips: set data.frames > 0")
+    _check(cfg.data.channels in (1, 3), "data.channels", f"must be 1 or 3, got {cfg.data.channels}")
+    _check(cfg.data.resolution >= 8, "data.resolution", "must be >= 8")
+    _check(cfg.data.shard_size > 0, "data.shard_size", "must be > 0")
+    _check(cfg.stage1.c_lf > 0, "stage1.c_lf", "must be > 0")
+    _check(cfg.stage1.prior in ("diffusion", "normal"), "stage1.prior",
+           f"must be diffusion or normal, got '{cfg.stage1.prior}'")
+    _check(cfg.stage1.decoder_loss in ("diffusion", "mse"), "stage1.decoder_loss",
+           f"must be diffusion or mse, got '{cfg.stage1.decoder_loss}'")
+    _check(cfg.stage1.encoder_noise in ("fixed", "learned"), "stage1.encoder_noise",
+           f"must be fixed or learned, got '{cfg.stage1.encoder_noise}'")
+    _check(cfg.stage1.mse_sigma > 0, "stage1.mse_sigma", "must be > 0")
+    _check(cfg.stage1.latent_weight > 0, "stage1.latent_weight", "must be > 0")
+    _check(cfg.stage1.encoder_hold_samples >= 0, "stage1.encoder_hold_samples", "must be >= 0")
+    _check(cfg.stage1.prior_logsnr_min < cfg.stage1.logsnr_0, "stage1.prior_logsnr_min",
+           "must be below stage1.logsnr_0")
+    _check(cfg.stage1.decoder_logsnr_min < cfg.stage1.decoder_logsnr_max, "stage1.decoder_logsnr_min",
+           "must be below stage1.decoder_logsnr_max")
+    _check(cfg.stage2.logsnr_min < cfg.stage1.logsnr_0, "stage2.logsnr_min", "must be below stage1.logsnr_0")
+    _check(0.0 <= cfg.stage2.label_dropout < 1.0, "stage2.label_dropout", "must be in [0, 1)")
+    _check(0.0 <= cfg.stage2.context_dropout < 1.0, "stage2.context_dropout", "must be in [0, 1)")
+    _check(0 <= cfg.stage2.context_frames < max(1, cfg.data.frames), "stage2.context_frames",
+           f"must be in [0, data.frames={cfg.data.frames}) (0 for images)")
+    _check(cfg.encode.dtype in ("float32", "float16"), "encode.dtype", "must be float32 or float16")
+    _check(cfg.compute.precision in ("auto", "fp32", "bf16"), "compute.precision", "must be auto, fp32 or bf16")
+    for key in ("nproc_per_node", "nnodes"):
+        _check(cfg.compute[key] >= 1, f"compute.{key}", "must be >= 1")
+    _check(cfg.compute.max_restarts >= 0, "compute.max_restarts", "must be >= 0")
+    _check(cfg.compute.dist_timeout_s > 0, "compute.dist_timeout_s", "must be > 0 (seconds)")
+    for stage in ("stage1", "stage2"):
+        t = cfg[stage].train
+        _check(t.batch_size > 0, f"{stage}.train.batch_size", "must be > 0")
+        _check(t.total_samples > 0, f"{stage}.train.total_samples", "must be > 0")
+        _check(0.0 <= t.ema_decay < 1.0, f"{stage}.train.ema_decay", "must be in [0, 1)")
+        _check(0 <= t.cooldown_samples <= t.total_samples, f"{stage}.train.cooldown_samples",
+               "must be in [0, total_samples]")
+    from ul_pipeline.nets.presets import PRESETS  # local: presets import torch modules
+
+    for key in ("stage1.preset", "stage2.preset"):
+        name = OmegaConf.select(cfg, key)
+        _check(name in PRESETS, key, f"unknown preset '{name}' (known: {', '.join(PRESETS)})")
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg, resolve=True)
+
+
+def to_dict(cfg: DictConfig) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+
+
+def from_dict(d: dict) -> DictConfig:
+    """Rebuild a validated, frozen config from a resolved dict (as stored in checkpoints)."""
+    cfg = _merge_one(OmegaConf.structured(ExperimentConfig), d, "stored config")
+    validate(cfg)
+    OmegaConf.set_readonly(cfg, True)
+    return cfg
+
+
+def config_hash(d: dict | DictConfig) -> str:
+    """sha256 of a config's canonical JSON, a short identity for artifacts."""
+    if isinstance(d, DictConfig):
+        d = to_dict(d)
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()
+

@@ -1,0 +1,99 @@
+"""The shard manifest: one Parquet row per shard, written last; its sha256 identifies the dataset downstream.
+
+`manifest.parquet` (Polars) has one row per shard: split, shard, first_index (position of the
+shard's first sample in its split), samples, bytes, sha256, class_histogram (list of counts per
+class), plus dataset-level columns repeated on every row (format_version, resolution, channels,
+num_classes, seed, val_size, shard_size, sources, and `frames`: 0 for images, the clip length for
+video). A shard set without a manifest is incomplete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass
+
+import polars as pl
+
+from ul_pipeline.data.storage import StorageOptions, join_url, url_to_fs
+
+FORMAT_VERSION = 1
+
+MANIFEST_NAME = "manifest.parquet"
+
+SPLITS = ("train", "val")
+
+MANIFEST_COLUMNS = ("split", "shard", "first_index", "samples", "bytes", "sha256", "class_histogram",
+                    "format_version", "resolution", "channels", "num_classes", "seed", "val_size",
+                    "shard_size", "sources")
+
+OPTIONAL_COLUMNS = {"frames": 0}  # added for video; a manifest without it holds images
+
+
+
+class ShardError(ValueError):
+    """A shard is missing, corrupt or holds a sample that breaks the manifest; names shard and key."""
+
+
+def shard_name(split: str, index: int) -> str:
+    return f"{split}-{index:06d}.tar"
+
+
+@dataclass(frozen=True)
+class ShardManifest:
+    """The manifest of a shard set: its URL, table (one row per shard) and sha256 (dataset identity)."""
+
+    url: str
+    table: pl.DataFrame
+    sha256: str
+
+    def _scalar(self, column: str) -> int:
+        return int(self.table[column][0])
+
+    @property
+    def resolution(self) -> int:
+        return self._scalar("resolution")
+
+    @property
+    def channels(self) -> int:
+        return self._scalar("channels")
+
+    @property
+    def frames(self) -> int:
+        """Clip length in frames; 0 for a set of still images."""
+        return self._scalar("frames") if "frames" in self.table.columns else 0
+
+    @property
+    def num_classes(self) -> int:
+        return self._scalar("num_classes")
+
+    def shards(self, split: str) -> pl.DataFrame:
+        if split not in SPLITS:
+            raise ValueError(f"unknown split '{split}' (known: {', '.join(SPLITS)})")
+        return self.table.filter(pl.col("split") == split).sort("first_index")
+
+    def num_samples(self, split: str) -> int:
+        return int(self.shards(split)["samples"].sum())
+
+    def shard_url(self, shard: str) -> str:
+        return join_url(self.url, shard)
+
+
+def read_manifest(url: str, storage_options: StorageOptions = None) -> ShardManifest:
+    """Read `url/manifest.parquet`; its absence means the shard set is incomplete or absent."""
+    fs, root = url_to_fs(url, storage_options)
+    manifest_url = join_url(url, MANIFEST_NAME)
+    try:
+        data = fs.cat_file(f"{root.rstrip('/')}/{MANIFEST_NAME}")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{manifest_url}: no manifest; the shard set is absent or incomplete") from None
+    try:
+        table = pl.read_parquet(io.BytesIO(data))
+    except Exception as e:  # polars raises several error types for a bad file
+        raise ShardError(f"{manifest_url}: unreadable manifest ({e})") from None
+    missing = [c for c in MANIFEST_COLUMNS if c not in table.columns]
+    if missing or table.height == 0:
+        raise ShardError(f"{manifest_url}: not a shard manifest (missing columns {missing} or no rows)")
+    if int(table["format_version"][0]) != FORMAT_VERSION:
+        raise ShardError(f"{manifest_url}: format_version {table['format_version'][0]}, expected {FORMAT_VERSION}")
+    return ShardManifest(url, table, hashlib.sha256(data).hexdigest())

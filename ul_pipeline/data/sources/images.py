@@ -1,0 +1,117 @@
+"""Sample sources: Fashion-MNIST, an image folder (one sub-folder per class) or existing shards.
+
+Every source yields `Sample(key, image, label, info)`: `image` is uint8 (C, H, W) already converted
+to the configured channels and resolution, `label` an int, `info` a small JSON-able dict (source
+name, original size, ...) that travels into the shard's `<key>.json`. Array-backed sources also
+support `len()` and indexing, so sharding can permute them without holding decoded images twice.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any, Iterator, Optional
+
+import numpy as np
+from PIL import Image
+
+from ul_pipeline.data.codecs import convert_array, fit_image, pil_to_array
+from ul_pipeline.data.fashion_mnist import load_fashion_mnist
+from ul_pipeline.data.sample import Sample, sanitize_key
+from ul_pipeline.data.storage import StorageOptions, url_to_fs
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+FASHION_MNIST_PAD_TO = 32  # 28x28 -> 32x32 with 2 background (0) pixels on each side
+
+
+class ArraySource:
+    """Samples from in-memory uint8 arrays (N, H, W) or (N, C, H, W), converted on access."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, keys: list[str], *, resolution: int,
+                 channels: int, source: str = "arrays", pad_to: Optional[int] = None, fit: str = "crop"):
+        if not (len(images) == len(labels) == len(keys)):
+            raise ValueError(f"{source}: {len(images)} images, {len(labels)} labels, {len(keys)} keys")
+        self.images, self.labels, self.keys = images, np.asarray(labels), list(keys)
+        self.resolution, self.channels, self.source = resolution, channels, source
+        self.pad_to, self.fit = pad_to, fit
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> Sample:
+        raw = self.images[i]
+        image = convert_array(raw, self.resolution, self.channels, self.pad_to, self.fit)
+        info = {"source": self.source, "original_size": [int(raw.shape[-2]), int(raw.shape[-1])]}
+        return Sample(self.keys[i], image, int(self.labels[i]), info)
+
+    def __iter__(self) -> Iterator[Sample]:
+        return (self[i] for i in range(len(self)))
+
+
+def fashion_mnist_source(root: Optional[str] = None, *, resolution: int = 32, channels: int = 1,
+                         storage_options: StorageOptions = None) -> ArraySource:
+    """Fashion-MNIST train then test (70,000 samples), keys `fmnist-train-000123` / `fmnist-test-000123`,
+    padded 28 -> 32 with background 0 (then resized if resolution != 32)."""
+    parts = [(split, *load_fashion_mnist(split, root, storage_options)) for split in ("train", "test")]
+    images = np.concatenate([p[1] for p in parts])
+    labels = np.concatenate([p[2] for p in parts])
+    keys = [f"fmnist-{split}-{i:06d}" for split, imgs, _ in parts for i in range(len(imgs))]
+    return ArraySource(images, labels, keys, resolution=resolution, channels=channels,
+                       source="fashion_mnist", pad_to=FASHION_MNIST_PAD_TO)
+
+
+def class_files(url: str, storage_options: StorageOptions, what: str,
+                extensions: tuple[str, ...]) -> tuple[Any, list[str], list[tuple[str, int, str]]]:
+    """(filesystem, class names sorted, [(path, label, key)]) of the files `url/<class>/**/<file>`.
+
+    Labels follow the sorted class names; a key is `<class>-<path below the class, no extension>`,
+    sanitized. Errors name `what` and the url: a missing folder, no class sub-folders, or two
+    files that map to the same key.
+    """
+    fs, root = url_to_fs(url, storage_options)
+    root = root.rstrip("/")
+    if not fs.isdir(root):
+        raise FileNotFoundError(f"{what} {url}: not found or not a directory")
+    dirs = [d for d in fs.ls(root, detail=True) if d["type"] == "directory"]
+    classes = sorted(d["name"].rstrip("/").rsplit("/", 1)[-1] for d in dirs)
+    if not classes:
+        raise ValueError(f"{what} {url}: no class sub-folders")
+    items: list[tuple[str, int, str]] = []
+    seen: dict[str, str] = {}
+    for label, name in enumerate(classes):
+        class_root = f"{root}/{name}"
+        for path in sorted(p for p in fs.find(class_root) if p.lower().endswith(extensions)):
+            key = sanitize_key(f"{name}-{path[len(class_root) + 1:].rsplit('.', 1)[0]}")
+            if key in seen:
+                raise ValueError(f"{what} {url}: files {seen[key]} and {path} map to the same key '{key}'")
+            seen[key] = path
+            items.append((path, label, key))
+    return fs, classes, items
+
+
+class ImageFolderSource:
+    """`url/<class>/**/<image>` on any fsspec filesystem; classes sorted by name -> labels 0, 1, ..."""
+
+    def __init__(self, url: str, *, resolution: int, channels: int, storage_options: StorageOptions = None,
+                 fit: str = "crop", extensions: tuple[str, ...] = IMAGE_EXTENSIONS):
+        self.url, self.resolution, self.channels, self.fit = url, resolution, channels, fit
+        self.fs, self.classes, self.items = class_files(url, storage_options, "image folder", extensions)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> Sample:
+        path, label, key = self.items[i]
+        try:
+            with Image.open(io.BytesIO(self.fs.cat_file(path))) as img:
+                img.load()
+                size = [img.height, img.width]
+                image = pil_to_array(fit_image(img, self.resolution, self.fit), self.channels)
+        except (OSError, ValueError, Image.DecompressionBombError) as e:
+            raise ValueError(f"image folder {self.url}: cannot decode {path} ({e})") from None
+        info = {"source": "image_folder", "path": path, "class_name": self.classes[label], "original_size": size}
+        return Sample(key, image, label, info)
+
+    def __iter__(self) -> Iterator[Sample]:
+        return (self[i] for i in range(len(self)))
+
+

@@ -1,0 +1,198 @@
+"""Evaluation of a Stage-1 (and Stage-2) checkpoint: bits/pixel, PSNR, rFID, gFID/KID, grids, history.
+
+`evaluate` is the lifecycle's last step (the CLI's `evaluate` and the `evaluation` asset call
+it); clips hand over to ul_pipeline.evaluation.video. `append_metrics_row` keeps the Parquet history
+that sweeps and the study read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from omegaconf import DictConfig
+
+from ul_pipeline.evaluation import metrics
+from ul_pipeline.data import load_split_tensor, read_manifest
+from ul_pipeline.data.storage import StorageOptions
+from ul_pipeline.evaluation.fid import FeatureExtractor
+from ul_pipeline.evaluation.history import append_metrics_row
+from ul_pipeline.train.loop import autocast, resolve_device, resolve_precision
+from ul_pipeline.train.recipes import load_base_model, load_stage1
+
+
+def save_grid(images_uint8: torch.Tensor, path: str | Path, nrow: int = 8) -> Path:
+    """Save uint8 images (N, C, H, W) as one PNG grid."""
+    from torchvision.utils import make_grid, save_image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(make_grid(images_uint8.float() / 255.0, nrow=nrow, padding=2, pad_value=1.0), path)
+    return path
+
+
+@torch.no_grad()
+def evaluate(stage1_checkpoint: str | Path, shards_url: str, out_dir: str | Path, *,
+             base_checkpoint: str | Path | None = None, cfg: DictConfig | None = None,
+             storage_options: StorageOptions = None, history_url: str | None = None,
+             log: Callable[[str], None] = print, seed: int = 0,
+             features: FeatureExtractor | None = None) -> dict[str, Any]:
+    """Bits/pixel on held-out data, PSNR and rFID of reconstructions, gFID/KID of samples, grids.
+
+    `cfg` supplies eval.* and sample.* (default: the Stage-1 checkpoint's). Every number is
+    recorded with the sample count, sampler, steps and guidance that produced it, and the result
+    says where the time went: `seconds_<part>` for each part, and the training and encoding times
+    stored in the checkpoints. `features` is the FID/KID feature network (default: TF-Inception on
+    the evaluation device); the real images' features are cached beside the shards (see
+    ul_pipeline.evaluation.fid_reference), so only the first evaluation of a dataset pays for them.
+    """
+    t0 = time.perf_counter()
+    timings: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def timed(part: str):
+        start = time.perf_counter()
+        yield
+        timings[f"seconds_{part}"] = time.perf_counter() - start
+
+    def every_fifth(what: str) -> Callable[[int, int], None]:
+        """A progress callback that logs at each 20 % of `total` (not at every batch)."""
+        start, last = time.perf_counter(), [0]
+
+        def report(done: int, total: int) -> None:
+            if done * 5 // total > last[0]:
+                last[0] = done * 5 // total
+                log(f"{what}: {done}/{total} images ({time.perf_counter() - start:.0f} s)")
+        return report
+
+    with timed("load"):
+        device = resolve_device(cfg.compute.device if cfg is not None else "auto")
+        ul, stage1_cfg, s1_meta = load_stage1(stage1_checkpoint, device=device)
+        cfg = cfg or stage1_cfg
+        ev, smp = cfg.eval, cfg.sample
+        # samplers run under compute.precision (bf16 autocast where native); bits/pixel and FID features stay fp32
+        precision = resolve_precision(cfg.compute.precision, device)
+        out_dir = Path(out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        images, labels, _ = load_split_tensor(shards_url, "val", storage_options=storage_options)
+        n = min(ev.num_samples, len(images))
+        images, labels = images[:n], labels[:n]
+    g = torch.Generator(device=device).manual_seed(seed)
+    result: dict[str, Any] = {
+        "experiment": cfg.name, "evaluated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "stage1_sha256": s1_meta["sha256"], "num_samples": n,
+        "sampler": "ancestral" if smp.eta == smp.decoder_eta == 1.0 else "ddim-eta",
+        "decoder_steps": smp.decoder_steps, "steps": smp.steps, "guidance": smp.guidance,
+        "sampler_precision": precision, "eta": smp.eta, "decoder_eta": smp.decoder_eta,
+        "c_lf": float(stage1_cfg.stage1.c_lf), "bias": float(stage1_cfg.stage1.bias),
+    }
+
+    if len(ul.image_shape) == 4:  # clips (C, T, H, W): per-frame metrics, FVD, frame strips and GIFs
+        from ul_pipeline.evaluation.video import evaluate_video
+
+        base = None
+        if base_checkpoint is not None:
+            base, _, b_meta = load_base_model(base_checkpoint, device=device)
+            result["base_sha256"] = b_meta["sha256"]
+        evaluate_video(ul, cfg, base, images, labels, out_dir, device, g, result, timed, log)
+        return _finish_evaluation(result, timings, t0, out_dir, history_url, storage_options, log)
+
+    def batches(total: int):
+        for i in range(0, total, smp.batch_size):
+            yield slice(i, min(total, i + smp.batch_size))
+
+    # bits/pixel from L_z with w == 1 on held-out images (4 draws of t and eps per image)
+    with timed("bits"):
+        nats = []
+        for s in batches(n):
+            nats.append(ul.latent_nats(metrics.to_float(images[s].to(device)), repeats=4, generator=g).cpu())
+            log(f"bits/pixel: {s.stop}/{n} images")
+        nats = torch.cat(nats)
+    result["latent_nats"] = nats.mean().item()
+    result["bits_per_image"] = metrics.bits_per_image(result["latent_nats"])
+    result["bits_per_pixel"] = metrics.bits_per_pixel(result["latent_nats"], ul.image_shape)
+    result["bits_per_latent_dim"] = metrics.bits_per_latent_dim(result["latent_nats"], ul.latent_shape)
+    log(f"bits/pixel {result['bits_per_pixel']:.4f} on {n} held-out images")
+
+    with timed("reconstruct"):
+        recon = []
+        for s in batches(n):
+            x = metrics.to_float(images[s].to(device))
+            with autocast(precision, device):
+                recon.append(metrics.to_uint8(ul.reconstruct(x, smp.decoder_steps, generator=g, eta=smp.decoder_eta)).cpu())
+            log(f"reconstructed {s.stop}/{n} ({time.perf_counter() - t0:.0f} s into the evaluation)")
+        recon = torch.cat(recon)
+    result["psnr"] = metrics.psnr_uint8(images, recon).clamp(max=100.0).mean().item()
+    k = min(ev.grid_size, n)
+    pairs = torch.stack([images[:k], recon[:k]], 1).flatten(0, 1)  # original, reconstruction, ...
+    result["reconstruction_grid"] = str(save_grid(pairs, out_dir / "reconstructions.png", nrow=16))
+    log(f"PSNR {result['psnr']:.2f} dB")
+    if s1_meta.get("train_seconds") is not None:
+        result["stage1_train_seconds"] = float(s1_meta["train_seconds"])
+
+    samples = None
+    if base_checkpoint is not None:
+        base, _, b_meta = load_base_model(base_checkpoint, device=device)
+        if b_meta.get("encoder_sha256") not in (None, s1_meta["sha256"]):
+            raise ValueError(f"base model {base_checkpoint} was trained on latents of encoder "
+                             f"{b_meta['encoder_sha256']}, not {stage1_checkpoint} ({s1_meta['sha256']})")
+        result["base_sha256"] = b_meta["sha256"]
+        for key, stored in (("stage2_train_seconds", "train_seconds"), ("encode_seconds", "encode_seconds")):
+            if b_meta.get(stored) is not None:
+                result[key] = float(b_meta[stored])
+        gen_labels = labels.to(device)  # the held-out class frequencies
+        with timed("sample"):
+            samples = []
+            for s in batches(n):
+                with autocast(precision, device):
+                    z0 = base.sample_z0(gen_labels[s], smp.steps, smp.guidance, generator=g, eta=smp.eta)
+                    samples.append(metrics.to_uint8(ul.decode(z0, smp.decoder_steps, generator=g, eta=smp.decoder_eta)).cpu())
+                log(f"sampled {s.stop}/{n} ({time.perf_counter() - t0:.0f} s into the evaluation)")
+            samples = torch.cat(samples)
+        result["sample_grid"] = str(save_grid(samples[:k], out_dir / "samples.png", nrow=int(math.sqrt(k)) or 1))
+
+    if ev.fid:
+        from ul_pipeline.evaluation.fid import InceptionFeatures, frechet_distance, kernel_inception_distance
+        from ul_pipeline.evaluation.fid_reference import reference_features
+
+        features = InceptionFeatures(device) if features is None else features
+        with timed("features_real"):
+            f_real = reference_features(images, features, shards_url, split="val",
+                                        manifest_sha256=read_manifest(shards_url, storage_options).sha256,
+                                        storage_options=storage_options, log=log,
+                                        progress=every_fifth("reference features"))
+        with timed("features_recon"):
+            f_recon = features(recon, progress=every_fifth("reconstruction features"))
+        with timed("fid"):
+            result["rfid"] = frechet_distance(f_real, f_recon)
+        log(f"rFID {result['rfid']:.2f}")
+        if samples is not None:
+            with timed("features_gen"):
+                f_gen = features(samples, progress=every_fifth("sample features"))
+            start = time.perf_counter()
+            result["gfid"] = frechet_distance(f_real, f_gen)
+            result["kid"], result["kid_std"] = kernel_inception_distance(f_real, f_gen, subset_size=min(1000, max(2, n // 2)))
+            timings["seconds_fid"] += time.perf_counter() - start
+            log(f"gFID {result['gfid']:.2f}  KID {result['kid']:.4f}")
+    return _finish_evaluation(result, timings, t0, out_dir, history_url, storage_options, log)
+
+
+def _finish_evaluation(result: dict[str, Any], timings: dict[str, float], t0: float, out_dir: Path,
+                       history_url: str | None, storage_options: StorageOptions,
+                       log: Callable[[str], None]) -> dict[str, Any]:
+    """Add the timings, write metrics.json and the history row; the result."""
+    result.update(timings)
+    result["eval_seconds"] = time.perf_counter() - t0
+    log("evaluation took " + ", ".join(f"{k.removeprefix('seconds_')} {v:.1f} s" for k, v in timings.items())
+        + f"; {result['eval_seconds']:.1f} s in all")
+    (out_dir / "metrics.json").write_text(json.dumps(result, indent=2))
+    if history_url is not None:
+        append_metrics_row(history_url, {k: json.dumps(v) if isinstance(v, (dict, list)) else v  # one table
+                                         for k, v in result.items()}, storage_options)
+    return result

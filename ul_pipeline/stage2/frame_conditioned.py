@@ -1,0 +1,116 @@
+"""Stage 2 for video: a base model that continues a clip from context latent frames.
+
+How context frames map onto latents. The Stage-1 encoder folds `time_patch` consecutive frames
+into one latent frame (non-causal, ul_pipeline/nets/encoder.py), so context comes in whole groups:
+`stage2.context_frames` must be a multiple of time_patch = data.frames / t, and the first
+context_frames / time_patch latent frames are the context. With 16 frames -> 4 latents, the paper's
+"5 context frames, generate 11" becomes 4 context frames (latent frame 0), 12 generated (1..3);
+a 5th frame would share latent frame 1 with frames 6-8 that are to be generated.
+
+Context lives in z0 space, the base model's output space: in training the context frames of the
+network input are z0 = alpha0 z_clean + sigma0 eps (what the decoder reads), the rest is z_t, and
+only the generated frames enter the loss. The network is told which frames are context
+(`BaseViT(context=True)`). With probability `context_dropout` a clip is trained without context,
+so the same model generates unconditionally and classifier-free guidance on the context works:
+v = (1 + w) v(z | context, label) - w v(z | no context, null label). The sampler writes the given
+context into z before every step and returns it untouched.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from ul_pipeline import distributed
+from ul_pipeline.diffusion import alpha_sigma, ancestral_sample
+from ul_pipeline.diffusion.forward import add_noise
+from ul_pipeline.stage2.model import BaseModel, Stage2Terms
+
+
+def context_latent_frames(context_frames: int, frames: int, latent_frames: int) -> int:
+    """Latent frames holding `context_frames` pixel frames; ValueError unless whole groups."""
+    if latent_frames <= 0 or frames % latent_frames:
+        raise ValueError(f"stage2.context_frames: {frames} frames do not map onto {latent_frames} latent frames")
+    time_patch = frames // latent_frames
+    if context_frames % time_patch or not 0 <= context_frames // time_patch < latent_frames:
+        raise ValueError(f"stage2.context_frames={context_frames}: each latent frame holds {time_patch} "
+                         f"frames, so context must be a multiple of {time_patch} below {frames} "
+                         f"(e.g. {time_patch})")
+    return context_frames // time_patch
+
+
+class FrameConditionedBaseModel(BaseModel):
+    """BaseModel on (C, t, h, w) latents whose first `context_latents` frames may be given."""
+
+    def __init__(self, net, latent_shape: tuple[int, ...], num_classes: int, *, context_latents: int,
+                 context_dropout: float = 0.1, **kwargs):
+        super().__init__(net, latent_shape, num_classes, **kwargs)
+        if len(self.latent_shape) != 4 or not 0 < context_latents < self.latent_shape[1]:
+            raise ValueError(f"FrameConditionedBaseModel: latent {self.latent_shape} must be (C, t, h, w) "
+                             f"with 0 < context_latents={context_latents} < t")
+        self.context_latents, self.context_dropout = context_latents, context_dropout
+
+    def _frame_mask(self, batch: int, use: Tensor, device) -> Tensor:
+        """(B, t) bool: True on context frames of the examples where `use` (B,) is True."""
+        frames = torch.arange(self.latent_shape[1], device=device) < self.context_latents
+        return frames[None, :] & use[:, None]
+
+    def loss_terms(self, z_clean: Tensor, labels: Tensor, generator: torch.Generator | None = None,
+                   z_logvar: Tensor | None = None) -> Stage2Terms:
+        """Sigmoid-weighted eps-MSE on the generated frames only; context frames hold a z0 draw."""
+        if z_logvar is not None:
+            z_clean = z_clean + torch.exp(0.5 * z_logvar) * distributed.randn(z_clean.shape, generator=generator,
+                                                                        device=z_clean.device)
+        b = z_clean.shape[0]
+        labels = self.drop_labels(labels, generator) if self.training else labels
+        keep = distributed.rand((b,), generator=generator, device=z_clean.device) >= (
+            self.context_dropout if self.training else 0.0)
+        mask = self._frame_mask(b, keep, z_clean.device)  # (B, t)
+        where = mask[:, None, :, None, None]  # (B, 1, t, 1, 1)
+        alpha0, sigma0 = alpha_sigma(torch.tensor(self.schedule.logsnr_max, device=z_clean.device))
+        z0 = alpha0 * z_clean + sigma0 * distributed.randn(z_clean.shape, generator=generator, device=z_clean.device)
+        noised = add_noise(z_clean, self.schedule, generator)
+        x_in = torch.where(where, z0, noised.x_t)  # (B, C, t, h, w)
+        eps_hat = noised.eps_hat(self.net(x_in, noised.logsnr, labels, mask))
+        eps_hat = torch.where(where, noised.eps, eps_hat)  # context frames cost nothing
+        return Stage2Terms.of(noised, eps_hat, self.bias)
+
+    @torch.no_grad()
+    def sample_z0(self, labels: Tensor, steps: int, guidance: float = 0.0,
+                  generator: torch.Generator | None = None,
+                  progress: Callable[[int, int], None] | None = None,
+                  context_z0: Tensor | None = None) -> Tensor:
+        """z0 (B, C, t, h, w); with `context_z0` (B, C, k, h, w), k = context_latents, its frames are
+        kept fixed and the rest continues them. `guidance` w guides label and context together."""
+        b, k = labels.shape[0], self.context_latents
+        if context_z0 is None:
+            mask = self._frame_mask(b, torch.zeros(b, dtype=torch.bool, device=labels.device), labels.device)
+            ctx = None
+        else:
+            if tuple(context_z0.shape) != (b, self.latent_shape[0], k, *self.latent_shape[2:]):
+                raise ValueError(f"context_z0 is {tuple(context_z0.shape)}, expected "
+                                 f"{(b, self.latent_shape[0], k, *self.latent_shape[2:])}")
+            mask = self._frame_mask(b, torch.ones(b, dtype=torch.bool, device=labels.device), labels.device)
+            ctx = context_z0.to(labels.device).float()
+        null_labels = torch.full_like(labels, self.num_classes)
+        no_ctx = torch.zeros_like(mask)
+
+        def with_context(z: Tensor) -> Tensor:
+            return z if ctx is None else torch.cat([ctx, z[:, :, k:]], dim=2)
+
+        def denoise(z: Tensor, logsnr: Tensor) -> Tensor:
+            z = with_context(z)
+            if guidance == 0.0:
+                return self.net(z, logsnr, labels, mask)
+            v = self.net(torch.cat([z, z]), torch.cat([logsnr, logsnr]), torch.cat([labels, null_labels]),
+                         torch.cat([mask, no_ctx]))
+            v_cond, v_uncond = v.chunk(2)
+            return (1.0 + guidance) * v_cond - guidance * v_uncond
+
+        z0 = ancestral_sample(denoise, (b, *self.latent_shape), self.schedule, steps, final="noisy",
+                              generator=generator, device=labels.device, progress=progress)
+        return with_context(z0)
+
+
