@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from ul_pipeline.evaluation.fvd import fvd as fvd_mod
+from ul_pipeline.evaluation import fvd as fvd_mod
 from ul_pipeline.evaluation.fvd import (I3DWeightsMissing, fvd, frechet_distance, i3d_features, i3d_weights_path,
                              load_i3d, preprocess)
 from ul_pipeline.evaluation.i3d import InceptionI3d, checkpoint_state_dict

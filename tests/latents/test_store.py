@@ -173,8 +173,8 @@ def test_interrupted_extraction_resumes_to_the_same_store(tmp_path, shards, refe
 
 KILLED_RUN = textwrap.dedent("""
     import os, signal, sys
-    sys.path[:0] = [sys.argv[1], sys.argv[2]]
-    from test_data_latents import EXTRACT, META, toy_encoder
+    sys.path[:0] = [sys.argv[1]]
+    from tests.latents.test_store import EXTRACT, META, toy_encoder
     from ul_pipeline.latents.extract import extract_latents
     calls = {"n": 0}
     def encode(x):
