@@ -16,7 +16,7 @@ from assets.partitions import EXPERIMENTS, SWEEP_OF_POINT, SWEEPS, sweep_of_poin
 from assets.sweep_runner import run_sweep
 from resources import ComputeResource, ExperimentConfigResource, StorageResource
 from ul_pipeline.config import ConfigError, experiment_names, load_config
-from ul_pipeline.config.sweeps import sweep_names, sweep_points
+from ul_pipeline.config.sweeps import load_sweep, sweep_names, sweep_points
 
 REPO = Path(__file__).resolve().parents[2]
 SWEEP = """\
@@ -67,6 +67,12 @@ def test_a_sweep_file_expands_into_named_points(config_dir):
         load_config("trends:c_lf=9.9", config_dir=config_dir)
     with pytest.raises(ConfigError, match="'plain' has no 'sweep:' section"):
         load_config("plain:c_lf=1.3", config_dir=config_dir)
+
+
+def test_a_variants_only_sweep_has_no_empty_grid_point(config_dir):
+    (config_dir / "experiments" / "study.yaml").write_text(
+        "stage1: {preset: tiny}\nsweep:\n  variants:\n    a: {stage1.c_lf: 3.0}\n    b: {stage1.c_lf: 6.0}\n")
+    assert [p.key for p in load_sweep("study", config_dir).points] == ["study:a", "study:b"]
 
 
 def test_a_multi_key_grid_is_a_product_with_short_unique_names(config_dir):

@@ -129,7 +129,7 @@ def expand(name: str, section: dict, origin: str) -> Sweep:
             raise ConfigError(f"{origin}: {SECTION}.grid.{key}: empty list (give at least one value)")
     short = shortest_suffixes(list(grid))
     points = []
-    for combo in itertools.product(*grid.values()):
+    for combo in itertools.product(*grid.values()) if grid else ():  # no grid: variants only, no empty point
         overrides = dict(zip(grid, combo))
         label = POINT_SEP.join(f"{short[k]}={_format(v, f'{origin}: {SECTION}.grid.{k}')}"
                                for k, v in overrides.items())
