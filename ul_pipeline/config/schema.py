@@ -86,6 +86,9 @@ class Stage1Config:
     encoder_noise: str = "fixed"  # fixed (UL: sigma0 from logsnr_0) | learned: encoder predicts extra variance
     mse_sigma: float = 0.2  # mse decoder: L_x = c_lf ||x - x_hat||^2 / (2 mse_sigma^2), pixels in [-1, 1]
     latent_weight: float = 1.0  # beta on L_z in the training loss (UL: 1; the KL-VAE baseline: small)
+    target_bits_per_pixel: float = 0.0  # > 0: steer beta during training so L_z tracks this rate (rate-matched
+    # baselines; stage1/rate.py); latent_weight is then beta's starting value. 0 = beta fixed
+    rate_gain: float = 0.02  # rate controller: change of log(beta) per step per unit of relative rate error
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
@@ -97,6 +100,9 @@ class Stage2Config:
     label_dropout: float = 0.1  # probability a label is replaced by the null class (for CFG)
     context_frames: int = 0  # video: first frames given as context (whole groups of the time patch); 0 = none
     context_dropout: float = 0.1  # video: probability the context is withheld (CFG, unconditional clips)
+    standardize: bool = False  # train on (z - the store's latent_shift) / latent_scale (per-channel mean, one
+    # scale over all training latents), undone exactly before decoding: for KL-regularised latents, as
+    # Stable Diffusion's scale_by_std. UL keeps its own scale (its prior priced it). Images only
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
@@ -120,6 +126,11 @@ class SampleConfig:
 @dataclass
 class EvalConfig:
     num_samples: int = 1000  # images for PSNR/rFID and samples for gFID
+    num_generated: int = 0  # samples generated for KID (and stored as Inception features); 0 = num_samples.
+    # gFID uses the first num_samples of them against the held-out images
+    kid_reference_size: int = 0  # > 0: KID +- SE against the features of this many training images (cached)
+    cross_fid: bool = False  # also the decoder's FID on reconstructions of other held-out images
+    # (val[n:2n] against val[:n]): the gFID a perfect base model would get with this decoder
     fid: bool = True  # compute rFID/gFID/KID with the TF-Inception features
     psnr_floor: float = 15.0  # asset-check warning below this PSNR (dB)
     bits_per_pixel_band: list[float] = field(default_factory=lambda: [0.01, 2.0])  # check band
@@ -191,6 +202,12 @@ def validate(cfg: DictConfig) -> None:
            f"must be fixed or learned, got '{cfg.stage1.encoder_noise}'")
     _check(cfg.stage1.mse_sigma > 0, "stage1.mse_sigma", "must be > 0")
     _check(cfg.stage1.latent_weight > 0, "stage1.latent_weight", "must be > 0")
+    _check(cfg.stage1.target_bits_per_pixel >= 0, "stage1.target_bits_per_pixel", "must be >= 0 (0 = beta fixed)")
+    _check(cfg.stage1.rate_gain > 0, "stage1.rate_gain", "must be > 0")
+    _check(not (cfg.stage2.standardize and cfg.data.frames), "stage2.standardize",
+           "is for still images; the frame-conditioned base model does not standardise its latents")
+    _check(cfg.eval.num_generated >= 0, "eval.num_generated", "must be >= 0 (0 = eval.num_samples)")
+    _check(cfg.eval.kid_reference_size >= 0, "eval.kid_reference_size", "must be >= 0 (0 = off)")
     _check(cfg.stage1.encoder_hold_samples >= 0, "stage1.encoder_hold_samples", "must be >= 0")
     _check(cfg.stage1.prior_logsnr_min < cfg.stage1.logsnr_0, "stage1.prior_logsnr_min",
            "must be below stage1.logsnr_0")

@@ -1,7 +1,8 @@
 """Evaluation of a Stage-1 (and Stage-2) checkpoint: bits/pixel, PSNR, rFID, gFID/KID, grids, history.
 
 `evaluate` is the lifecycle's last step (the CLI's `evaluate` and the `evaluation` asset call
-it); clips hand over to ul_pipeline.evaluation.video. `append_metrics_row` keeps the Parquet history
+it); clips hand over to ul_pipeline.evaluation.video, feature metrics (FID, KID) are
+ul_pipeline.evaluation.quality's, and each result is appended to the metrics history (history.py)
 that sweeps and the study read.
 """
 
@@ -19,10 +20,11 @@ import torch
 from omegaconf import DictConfig
 
 from ul_pipeline.evaluation import metrics
-from ul_pipeline.data import load_split_tensor, read_manifest
+from ul_pipeline.data import load_split_tensor
 from ul_pipeline.data.storage import StorageOptions
 from ul_pipeline.evaluation.fid import FeatureExtractor
 from ul_pipeline.evaluation.history import append_metrics_row
+from ul_pipeline.evaluation.quality import feature_metrics
 from ul_pipeline.train.loop import autocast, resolve_device, resolve_precision
 from ul_pipeline.train.recipes import load_base_model, load_stage1
 
@@ -80,9 +82,9 @@ def evaluate(stage1_checkpoint: str | Path, shards_url: str, out_dir: str | Path
         precision = resolve_precision(cfg.compute.precision, device)
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        images, labels, _ = load_split_tensor(shards_url, "val", storage_options=storage_options)
-        n = min(ev.num_samples, len(images))
-        images, labels = images[:n], labels[:n]
+        val_images, val_labels, _ = load_split_tensor(shards_url, "val", storage_options=storage_options)
+        n = min(ev.num_samples, len(val_images))
+        images, labels = val_images[:n], val_labels[:n]
     g = torch.Generator(device=device).manual_seed(seed)
     result: dict[str, Any] = {
         "experiment": cfg.name, "evaluated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -146,40 +148,37 @@ def evaluate(stage1_checkpoint: str | Path, shards_url: str, out_dir: str | Path
         for key, stored in (("stage2_train_seconds", "train_seconds"), ("encode_seconds", "encode_seconds")):
             if b_meta.get(stored) is not None:
                 result[key] = float(b_meta[stored])
-        gen_labels = labels.to(device)  # the held-out class frequencies
+        n_gen = ev.num_generated or n
+        gen_labels = val_labels[torch.arange(n_gen) % len(val_labels)].to(device)  # held-out class frequencies
+        # common random numbers: the base sampler and the decoder draw from their own seeded streams, so
+        # sample i starts from the same noise and label in every evaluation with the same seed and shapes
+        g_base = torch.Generator(device=device).manual_seed(seed + 1)
+        g_decoder = torch.Generator(device=device).manual_seed(seed + 2)
         with timed("sample"):
             samples = []
-            for s in batches(n):
+            for s in batches(n_gen):
                 with autocast(precision, device):
-                    z0 = base.sample_z0(gen_labels[s], smp.steps, smp.guidance, generator=g, eta=smp.eta)
-                    samples.append(metrics.to_uint8(ul.decode(z0, smp.decoder_steps, generator=g, eta=smp.decoder_eta)).cpu())
-                log(f"sampled {s.stop}/{n} ({time.perf_counter() - t0:.0f} s into the evaluation)")
+                    z0 = base.sample_z0(gen_labels[s], smp.steps, smp.guidance, generator=g_base, eta=smp.eta)
+                    samples.append(metrics.to_uint8(ul.decode(z0, smp.decoder_steps, generator=g_decoder,
+                                                              eta=smp.decoder_eta)).cpu())
+                log(f"sampled {s.stop}/{n_gen} ({time.perf_counter() - t0:.0f} s into the evaluation)")
             samples = torch.cat(samples)
+        result["num_generated"] = n_gen
         result["sample_grid"] = str(save_grid(samples[:k], out_dir / "samples.png", nrow=int(math.sqrt(k)) or 1))
 
     if ev.fid:
-        from ul_pipeline.evaluation.fid import InceptionFeatures, frechet_distance, kernel_inception_distance
-        from ul_pipeline.evaluation.fid_reference import reference_features
-
-        features = InceptionFeatures(device) if features is None else features
-        with timed("features_real"):
-            f_real = reference_features(images, features, shards_url, split="val",
-                                        manifest_sha256=read_manifest(shards_url, storage_options).sha256,
-                                        storage_options=storage_options, log=log,
-                                        progress=every_fifth("reference features"))
-        with timed("features_recon"):
-            f_recon = features(recon, progress=every_fifth("reconstruction features"))
-        with timed("fid"):
-            result["rfid"] = frechet_distance(f_real, f_recon)
-        log(f"rFID {result['rfid']:.2f}")
-        if samples is not None:
-            with timed("features_gen"):
-                f_gen = features(samples, progress=every_fifth("sample features"))
-            start = time.perf_counter()
-            result["gfid"] = frechet_distance(f_real, f_gen)
-            result["kid"], result["kid_std"] = kernel_inception_distance(f_real, f_gen, subset_size=min(1000, max(2, n // 2)))
-            timings["seconds_fid"] += time.perf_counter() - start
-            log(f"gFID {result['gfid']:.2f}  KID {result['kid']:.4f}")
+        cross = None
+        if ev.cross_fid and len(val_images) >= 2 * n:  # the decoder on other images than the reference
+            with timed("reconstruct_cross"):
+                cross = torch.cat([metrics.to_uint8(ul.reconstruct(metrics.to_float(val_images[n:][s].to(device)),
+                                                                   smp.decoder_steps, generator=g,
+                                                                   eta=smp.decoder_eta)).cpu()
+                                   for s in batches(n)])
+        elif ev.cross_fid:
+            log(f"cross-FID skipped: it needs {2 * n} held-out images, the shards have {len(val_images)}")
+        feature_metrics(result, images, recon, samples, cross, shards_url=shards_url, cfg=cfg, device=device,
+                        out_dir=out_dir, storage_options=storage_options, features=features, timed=timed,
+                        progress=every_fifth, log=log)
     return _finish_evaluation(result, timings, t0, out_dir, history_url, storage_options, log)
 
 
