@@ -1,12 +1,18 @@
 """Run a sweep point by point through the `full` job, skipping points already evaluated, then its study.
 
     python -m assets.sweep_runner NAME        # NAME: configs/experiments/NAME.yaml with a `sweep:` section
+    python -m assets.sweep_runner NAME --results results/NAME   # and keep finished points in the repository
 
 A point is done when `{runs}/{point}/evaluation/metrics.json` exists and its `stage1_sha256` and
 `base_sha256` are the sha256 of the point's current checkpoints; it is then skipped. Any other
 point runs the `full` job in this process (unfinished stages resume from their checkpoints). So a
 killed sweep, run again, goes on with its first unfinished point. A failed point does not stop the
-others, but the study (job `sweep_study`) is materialised only when every point succeeded. Runs
+others, but the study (job `sweep_study`) is materialised only when every point succeeded.
+
+With `--results DIR`, each finished point is also written to `DIR/<label>/` (its evaluation,
+sample features and grids; ul_pipeline/evaluation/results.py) for committing, and a point whose
+committed result matches its config and stage code versions is skipped even on a fresh machine
+with no checkpoints; the study then reads the committed results. Runs
 are recorded in $DAGSTER_HOME when it is set, else in a throw-away instance. Points run one after
 another, so points that share a shard set never write it at the same time.
 """
@@ -23,7 +29,10 @@ from dagster import DagsterInstance, Definitions
 from assets.artifacts import ExperimentArtifacts, resolve
 from ul_pipeline.config import CONFIG_DIR, ConfigError
 from ul_pipeline.config.sweeps import load_sweep
+from ul_pipeline.config import load_config, to_dict
+from ul_pipeline.evaluation.results import load_result, save_result, stale_reasons
 from ul_pipeline.train.checkpoint import file_sha256
+from ul_pipeline.versioning import stage_code_version
 
 
 def pending_reason(art: ExperimentArtifacts) -> Optional[str]:
@@ -40,16 +49,49 @@ def pending_reason(art: ExperimentArtifacts) -> Optional[str]:
     return None
 
 
-def run_sweep(sweep: str, defs: Definitions, instance: DagsterInstance, log: Callable[[str], None] = print) -> bool:
+def code_versions() -> dict[str, str]:
+    """The stage code versions a committed result must match."""
+    return {stage: stage_code_version(stage) for stage in ("stage1", "encode", "stage2")}
+
+
+def committed_reason(results_dir: str, point, config_dir) -> Optional[str]:
+    """Why the point's committed result cannot stand (None when it can); 'no committed result' when absent."""
+    committed = load_result(results_dir, point.label)
+    if committed is None:
+        return "no committed result"
+    reasons = stale_reasons(committed, to_dict(load_config(point.key, config_dir=config_dir)), code_versions())
+    return "; ".join(reasons) if reasons else None
+
+
+def export_result(results_dir: str, point, art: ExperimentArtifacts, seconds: float) -> None:
+    """Copy a finished point's evaluation into results_dir/<label>/ (result.json written last)."""
+    metrics = json.loads((art.evaluation_dir / "metrics.json").read_text())
+    parts = [metrics.get(k) for k in ("stage1_train_seconds", "encode_seconds", "stage2_train_seconds", "eval_seconds")]
+    wall = sum(p for p in parts if isinstance(p, (int, float))) if any(parts) else seconds
+    save_result(results_dir, point.label, point.key, to_dict(art.cfg), code_versions(), metrics,
+                art.evaluation_dir, wall)
+
+
+def run_sweep(sweep: str, defs: Definitions, instance: DagsterInstance, log: Callable[[str], None] = print,
+              results_dir: Optional[str] = None) -> bool:
     """Each point of `sweep` in order (done ones skipped), then its study; True when all succeeded."""
     storage, experiment_config, compute = (defs.resources[k] for k in ("storage", "experiment_config", "compute"))
     points = load_sweep(sweep, experiment_config.config_dir or CONFIG_DIR).points
     full, t_sweep, failed = defs.resolve_job_def("full"), time.perf_counter(), []
     for i, point in enumerate(points, 1):
         tag = f"[{i}/{len(points)}] {point.key}"
-        reason = pending_reason(resolve(point.key, storage, experiment_config, compute))
+        if results_dir is not None:
+            why = committed_reason(results_dir, point, experiment_config.config_dir or CONFIG_DIR)
+            if why is None:
+                log(f"{tag}: committed result in {results_dir}/{point.label} matches its config and code; skipped")
+                continue
+            log(f"{tag}: {why}")
+        art = resolve(point.key, storage, experiment_config, compute)
+        reason = pending_reason(art)
         if reason is None:
             log(f"{tag}: already evaluated on its current checkpoints; skipped")
+            if results_dir is not None:
+                export_result(results_dir, point, art, 0.0)
             continue
         log(f"{tag}: running job full ({reason})")
         t0 = time.perf_counter()
@@ -58,6 +100,10 @@ def run_sweep(sweep: str, defs: Definitions, instance: DagsterInstance, log: Cal
         log(f"{tag}: {status} in {time.perf_counter() - t0:.1f} s (run {result.run_id})")
         if not result.success:
             failed.append(point.key)
+        elif results_dir is not None:
+            export_result(results_dir, point, resolve(point.key, storage, experiment_config, compute),
+                          time.perf_counter() - t0)
+            log(f"{tag}: result written to {results_dir}/{point.label} (commit it)")
     if failed:
         log(f"sweep {sweep}: {len(failed)} point(s) failed ({', '.join(failed)}); study not materialised. "
             f"Fix them and run again: finished points are skipped.")
@@ -79,12 +125,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m assets.sweep_runner", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweep", help="the sweep's name, e.g. paper_trends")
+    parser.add_argument("--results", help="folder of committed point results (e.g. results/NAME)")
     args = parser.parse_args(argv)
     from assets.definitions import defs
 
     with instance_from_env() as instance:
         try:
-            ok = run_sweep(args.sweep, defs, instance, log=lambda msg: print(msg, flush=True))
+            ok = run_sweep(args.sweep, defs, instance, log=lambda msg: print(msg, flush=True),
+                           results_dir=args.results)
         except ConfigError as e:
             print(f"config error: {e}", file=sys.stderr)
             return 2

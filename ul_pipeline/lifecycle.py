@@ -131,7 +131,9 @@ def run_stage2(cfg: DictConfig, store_url: str, run_dir: str | Path, *, expect_e
                 else torch.from_numpy(np.asarray(store.z_logvar[:], dtype=np.float32)))
     z_clean_hflip = (None if store.z_clean_hflip is None  # data.hflip: each draw picks image or mirror
                      else torch.from_numpy(np.asarray(store.z_clean_hflip[:], dtype=np.float32)))
+    standardization = store.standardization() if cfg.stage2.standardize else None
     return train_stage2(cfg, z_clean, labels, run_dir, callbacks, z_logvar=z_logvar, z_clean_hflip=z_clean_hflip,
+                        standardization=standardization,
                         extra={"latent_store_url": store_url, "encoder_sha256": store.meta["encoder_sha256"],
                                "dataset_manifest_sha256": store.meta.get("dataset_manifest_sha256"),
                                "encode_seconds": store.meta.get("encode_seconds"),

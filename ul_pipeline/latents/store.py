@@ -12,10 +12,12 @@ needed); every array carries Zarr v3 `dimension_names` (`sample`, `channel`, `y`
     keys         (N,) string (vlen-utf8)        same chunking; the shard sample keys
     blocks_done  (num_blocks,) uint8            1 once block i is written (resumable extraction)
     attrs["ul"]  {format_version, encoder_sha256, stage1_config, logsnr_0, latent_shape,
-                  dataset_manifest_sha256, split, channel_mean, channel_std, created_at,
-                  complete, num_samples, block_size, dtype, ...}
+                  dataset_manifest_sha256, split, channel_mean, channel_std, latent_shift,
+                  latent_scale, created_at, complete, num_samples, block_size, dtype, ...}
 
-`complete` turns True only after every block and the channel statistics are written; the
+`latent_shift` (per channel) and `latent_scale` (one number) standardise the latents for Stage 2
+(`stage2.standardize`; ul_pipeline/latents/standardize.py); a learned variance's mean E[s^2] counts
+in the scale. `complete` turns True only after every block and the channel statistics are written; the
 metadata is then consolidated. `open_store` refuses an incomplete store and one written by
 another encoder than the caller names. Latents are `z_clean` (before the encoder noise, eq. 2):
 Stage 2 noises them at load time.
@@ -36,6 +38,7 @@ from zarr.errors import GroupNotFoundError, NodeTypeValidationError
 from zarr.storage import FsspecStore, LocalStore
 
 from ul_pipeline.data.storage import StorageOptions, is_local, url_to_fs
+from ul_pipeline.latents.standardize import Standardization
 
 FORMAT_VERSION = 1
 REQUIRED_META = ("encoder_sha256", "stage1_config", "logsnr_0", "dataset_manifest_sha256", "split")
@@ -172,6 +175,24 @@ class LatentStore:
         return [float(x) for x in mean], [float(x) for x in std]
 
 
+    def mean_learned_variance(self) -> float:
+        """E[s^2] = mean of exp(z_logvar) over all samples and positions (0 without a learned variance)."""
+        if self.z_logvar is None:
+            return 0.0
+        total, count = 0.0, 0
+        for b in range(self.num_blocks):
+            v = np.exp(np.asarray(self.z_logvar[self.block_slice(b)], dtype=np.float64))
+            total, count = total + float(v.sum()), count + v.size
+        return total / count
+
+    def standardization(self) -> Standardization:
+        """The store's latent_shift / latent_scale (computed from its channel statistics for older stores)."""
+        meta = self.meta
+        if meta.get("latent_scale") is not None:
+            return Standardization.from_dict({"shift": meta["latent_shift"], "scale": meta["latent_scale"]})
+        return Standardization.from_stats(meta["channel_mean"], meta["channel_std"], self.mean_learned_variance())
+
+
 def store_exists(url: str, storage_options: StorageOptions = None) -> bool:
     fs, path = url_to_fs(url, storage_options)
     return fs.exists(f"{path.rstrip('/')}/zarr.json")
@@ -226,7 +247,9 @@ def finalize_store(store: LatentStore) -> LatentStore:
     if not done.all():
         raise LatentStoreError(f"latent store {store.url}: blocks {np.flatnonzero(~done).tolist()[:10]} not written")
     mean, std = store.channel_stats()
-    store.group.attrs["ul"] = {**store.meta, "channel_mean": mean, "channel_std": std, "complete": True}
+    standard = Standardization.from_stats(mean, std, store.mean_learned_variance())
+    store.group.attrs["ul"] = {**store.meta, "channel_mean": mean, "channel_std": std,
+                               "latent_shift": list(standard.shift), "latent_scale": standard.scale, "complete": True}
     with warnings.catch_warnings():  # "consolidated metadata is not part of the v3 spec" (zarr-python reads it)
         warnings.simplefilter("ignore")
         zarr.consolidate_metadata(store.group.store)

@@ -56,6 +56,15 @@ PRESETS: dict[str, Preset] = {
             description="CPU scale: 32x32x{1,3} images -> 8x8x4 latents, same design as paper",
         ),
         Preset(
+            name="small_narrow_base",
+            latent_channels=4,
+            encoder=dict(channels=[32, 64], blocks=[2, 2], patch=2, out_init_scale=5.0),
+            prior=dict(width=128, depth=2, heads=4),
+            decoder=dict(channels=[32, 64], blocks=[2, 2], width=128, depth=2, heads=4, patch=2),
+            base=dict(widths=[64, 128], blocks=[2, 4], heads=[2, 4]),
+            description="`small` with a base model of half the width: about a quarter of its FLOPs",
+        ),
+        Preset(
             name="paper",
             latent_channels=32,
             encoder=dict(channels=[128, 256, 512, 512], blocks=[2, 2, 2, 3], patch=2, out_init_scale=5.0),

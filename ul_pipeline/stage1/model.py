@@ -14,6 +14,7 @@ from ul_pipeline.diffusion import Schedule, resolution_shift
 from ul_pipeline.stage1.decoders import build_decoder
 from ul_pipeline.stage1.posterior import ENCODER_NOISES, FixedNoise, LatentPosterior
 from ul_pipeline.stage1.priors import LatentTerms, build_prior
+from ul_pipeline.stage1.rate import RateController
 
 
 @dataclass
@@ -59,13 +60,15 @@ class UnifiedLatents(nn.Module):
     """
 
     def __init__(self, encoder: nn.Module, prior: nn.Module, decoder: nn.Module, image_shape: tuple[int, ...],
-                 *, noise: nn.Module | None = None, logsnr_0: float = 5.0, latent_weight: float = 1.0):
+                 *, noise: nn.Module | None = None, logsnr_0: float = 5.0, latent_weight: float = 1.0,
+                 rate: RateController | None = None):
         super().__init__()
         self.encoder, self.prior, self.decoder = encoder, prior, decoder
         self.noise = noise or FixedNoise(logsnr_0)
         self.image_shape = tuple(image_shape)
         self.latent_shape = tuple(encoder.latent_shape)
         self.logsnr_0, self.latent_weight = logsnr_0, latent_weight
+        self.rate = rate  # steers latent_weight toward a target rate during training (rate-matched baselines)
 
     @classmethod
     def from_config(cls, cfg) -> "UnifiedLatents":
@@ -81,8 +84,12 @@ class UnifiedLatents(nn.Module):
         schedule = Schedule(s1.decoder_logsnr_min, s1.decoder_logsnr_max, shift)
         prior = build_prior(s1.prior, prior_net, s1.prior_logsnr_min, s1.logsnr_0)
         decoder = build_decoder(s1.decoder_loss, decoder_net, image_shape, schedule, s1.c_lf, s1.bias, s1.mse_sigma)
+        rate = None
+        if s1.target_bits_per_pixel > 0:
+            rate = RateController(s1.target_bits_per_pixel, s1.rate_gain, beta0=s1.latent_weight,
+                                  hold_steps=s1.encoder_hold_samples // s1.train.batch_size)
         return cls(encoder, prior, decoder, image_shape, noise=noise, logsnr_0=s1.logsnr_0,
-                   latent_weight=s1.latent_weight)
+                   latent_weight=s1.latent_weight, rate=rate)
 
     def posterior(self, x: Tensor) -> LatentPosterior:
         """q(z0 | x): the encoder's z_clean (and learned variance) with the noise at lambda(0)."""
@@ -98,8 +105,8 @@ class UnifiedLatents(nn.Module):
         latent: LatentTerms = self.prior(posterior, generator)
         z0 = posterior.sample_z0(generator)
         l_x = self.decoder.loss_nats(x, z0, generator)
-        return Stage1Terms(latent.diffusion_nats, latent.terminal_nats, l_x, latent.noise_credit_nats,
-                           self.latent_weight)
+        beta = self.rate.beta if self.rate is not None else self.latent_weight
+        return Stage1Terms(latent.diffusion_nats, latent.terminal_nats, l_x, latent.noise_credit_nats, beta)
 
     @torch.no_grad()
     def decode(self, z0: Tensor, steps: int, generator: torch.Generator | None = None,

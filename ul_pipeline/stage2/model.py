@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from ul_pipeline import distributed
 from ul_pipeline.diffusion import Schedule, ancestral_sample, classifier_free_guidance, diffusion_term_nats, sigmoid_weight
 from ul_pipeline.diffusion.forward import add_noise
+from ul_pipeline.latents.standardize import Standardization
 
 
 @dataclass
@@ -33,27 +34,35 @@ class Stage2Terms:
 
 
 class BaseModel(nn.Module):
-    """Denoiser on z_clean whose most precise level is tied to the encoder's lambda(0)."""
+    """Denoiser on z_clean whose most precise level is tied to the encoder's lambda(0).
+
+    With a `standardization` it models u = (z_clean - shift) / scale and ends at the level that
+    keeps the decoder's z0 exact (ul_pipeline/latents/standardize.py); inputs and outputs stay in
+    the encoder's units either way.
+    """
 
     def __init__(self, net: nn.Module, latent_shape: tuple[int, ...], num_classes: int, *,
                  logsnr_0: float = 5.0, logsnr_min: float = -15.0, bias: float = 0.0,
-                 label_dropout: float = 0.1):
+                 label_dropout: float = 0.1, standardization: Standardization | None = None):
         super().__init__()
         self.net = net
         self.latent_shape = tuple(latent_shape)
         self.num_classes = num_classes  # label id num_classes is the null label
-        self.schedule = Schedule(logsnr_min, logsnr_0)  # sec. 3: ends at lambda(0), not a free knob
+        self.logsnr_0, self.standardization = logsnr_0, standardization
+        end = logsnr_0 if standardization is None else standardization.logsnr_0(logsnr_0)
+        self.schedule = Schedule(logsnr_min, end)  # sec. 3: ends at lambda(0), not a free knob
         self.bias, self.label_dropout = bias, label_dropout
 
     @classmethod
-    def from_config(cls, cfg, latent_shape: tuple[int, ...]) -> "BaseModel":
+    def from_config(cls, cfg, latent_shape: tuple[int, ...],
+                    standardization: Standardization | None = None) -> "BaseModel":
         """Build from an ExperimentConfig (stage2 section, data.num_classes, stage1.logsnr_0)."""
         from ul_pipeline.nets.presets import build_base_model
 
         net = build_base_model(cfg.stage2.preset, tuple(latent_shape), cfg.data.num_classes)
         return cls(net, latent_shape, cfg.data.num_classes, logsnr_0=cfg.stage1.logsnr_0,
                    logsnr_min=cfg.stage2.logsnr_min, bias=cfg.stage2.bias,
-                   label_dropout=cfg.stage2.label_dropout)
+                   label_dropout=cfg.stage2.label_dropout, standardization=standardization)
 
     def drop_labels(self, labels: Tensor, generator: torch.Generator | None = None) -> Tensor:
         """Replace each label by the null label with probability label_dropout."""
@@ -67,6 +76,9 @@ class BaseModel(nn.Module):
         With `z_logvar` (a learned encoder variance) each draw first takes y = z_clean + s eps1,
         the latent whose lambda(0) view is z0, so no single draw is frozen in the cache.
         """
+        if self.standardization is not None:
+            z_clean = self.standardization.forward(z_clean)
+            z_logvar = None if z_logvar is None else self.standardization.logvar(z_logvar)
         if z_logvar is not None:
             z_clean = z_clean + torch.exp(0.5 * z_logvar) * distributed.randn(z_clean.shape, generator=generator,
                                                                         device=z_clean.device)
@@ -81,6 +93,7 @@ class BaseModel(nn.Module):
                   progress: Callable[[int, int], None] | None = None, eta: float = 1.0) -> Tensor:
         """Ancestral (eta 1) or DDIM-family sampling from lambda_min down to lambda(0): a z0 for the decoder."""
         denoise = classifier_free_guidance(self.net, labels, self.num_classes, guidance)
-        return ancestral_sample(denoise, (labels.shape[0], *self.latent_shape), self.schedule, steps,
-                                final="noisy", eta=eta, generator=generator, device=labels.device,
-                                progress=progress)
+        z0 = ancestral_sample(denoise, (labels.shape[0], *self.latent_shape), self.schedule, steps,
+                              final="noisy", eta=eta, generator=generator, device=labels.device,
+                              progress=progress)
+        return z0 if self.standardization is None else self.standardization.z0(z0, self.logsnr_0)

@@ -14,6 +14,7 @@ from ul_pipeline import config as config_lib
 from ul_pipeline import distributed
 from ul_pipeline.data.augment import pick_mirror, random_hflip
 from ul_pipeline.evaluation.metrics import to_float
+from ul_pipeline.latents.standardize import Standardization
 from ul_pipeline.stage1 import UnifiedLatents
 from ul_pipeline.stage2 import BaseModel
 from ul_pipeline.stage2.build import build_stage2_model
@@ -71,7 +72,10 @@ def train_stage1(cfg: DictConfig, images: Tensor, run_dir: str | Path,
     def loss_fn(m: UnifiedLatents, batch):
         x = random_hflip(batch[0]) if flip else batch[0]  # the loop seeds each step: a resumed run flips alike
         terms = m.loss_terms(to_float(x))
-        return terms.total_nats.mean() * scale, terms.summary(m.image_shape, m.latent_shape)
+        summary = terms.summary(m.image_shape, m.latent_shape)
+        if m.rate is not None:  # this step used the current beta; the next one follows the rate error
+            summary["latent_weight"] = m.rate.update(summary["bits_per_pixel"])
+        return terms.total_nats.mean() * scale, summary
 
     tc = cfg.stage1.train
     batches = _share_of(tc, images)
@@ -86,16 +90,18 @@ def train_stage1(cfg: DictConfig, images: Tensor, run_dir: str | Path,
 
 def train_stage2(cfg: DictConfig, z_clean: Tensor, labels: Tensor, run_dir: str | Path,
                  callbacks: Iterable[Callback] = (), extra: dict | None = None,
-                 z_logvar: Tensor | None = None, z_clean_hflip: Tensor | None = None) -> TrainResult:
+                 z_logvar: Tensor | None = None, z_clean_hflip: Tensor | None = None,
+                 standardization: Standardization | None = None) -> TrainResult:
     """Train the base model on cached z_clean (N, C, h, w) with int labels (N,); resumes from run_dir.
 
     `z_logvar` (N, C, h, w): a learned encoder variance; each draw then uses z_clean + s eps.
     `z_clean_hflip` (N, C, h, w): latents of the mirrored images (data.hflip); each draw picks one.
+    `standardization`: the store's latent shift and scale (stage2.standardize); the checkpoint keeps it.
     """
     device, precision = setup_compute(cfg)
     latent_shape = tuple(z_clean.shape[1:])
     torch.manual_seed(cfg.stage2.train.seed)
-    model = build_stage2_model(cfg, latent_shape)
+    model = build_stage2_model(cfg, latent_shape, standardization)
     scale = 1.0 / math.prod(latent_shape)
 
     def loss_fn(m: BaseModel, batch):
@@ -114,7 +120,8 @@ def train_stage2(cfg: DictConfig, z_clean: Tensor, labels: Tensor, run_dir: str 
     return train(model, loss_fn, batches, tc, run_dir, kind="stage2", config=config_lib.to_dict(cfg),
                  device=device, precision=precision, callbacks=callbacks,
                  flops_per_example=stage2_train_flops(cfg, latent_shape), compile=cfg.compute.compile,
-                 extra={"latent_shape": list(latent_shape), **(extra or {})})
+                 extra={"latent_shape": list(latent_shape), **(extra or {}),
+                        "latent_standardization": None if standardization is None else standardization.to_dict()})
 
 
 def load_stage1(path: str | Path, device: str | torch.device = "cpu", ema: bool = True
@@ -134,7 +141,8 @@ def load_base_model(path: str | Path, device: str | torch.device = "cpu", ema: b
     """(base model in eval mode with EMA weights, its stored config, the checkpoint dict minus weights)."""
     ckpt = load_checkpoint(path, kind="stage2")
     cfg = config_lib.from_dict(ckpt["config"])
-    model = build_stage2_model(cfg, tuple(ckpt["latent_shape"]))
+    model = build_stage2_model(cfg, tuple(ckpt["latent_shape"]),
+                               Standardization.from_dict(ckpt.get("latent_standardization")))
     _load_weights(model, ckpt["ema" if ema else "model"], path)
     meta = {k: v for k, v in ckpt.items() if k not in ("model", "ema", "optimizer")}
     meta["sha256"] = file_sha256(path)

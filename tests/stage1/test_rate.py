@@ -1,0 +1,50 @@
+"""The rate controller steers beta to the KL weight whose rate is the target, and resumes exactly."""
+
+import math
+
+import pytest
+import torch
+
+from ul_pipeline.config import load_config
+from ul_pipeline.stage1 import UnifiedLatents
+from ul_pipeline.stage1.rate import RateController
+
+
+def run(controller: RateController, rate_of_beta, steps: int) -> list[float]:
+    return [controller.update(rate_of_beta(controller.beta)) for _ in range(steps)]
+
+
+def test_converges_to_the_beta_whose_rate_is_the_target():
+    # a toy rate curve: rate = 0.8 / beta (more weight on L_z, fewer bits); target 0.2 -> beta* = 4
+    c = RateController(0.2, gain=0.02, beta0=1.0)
+    betas = run(c, lambda beta: 0.8 / beta, 2000)
+    assert betas[-1] == pytest.approx(4.0, rel=0.02)
+    # and from the other side
+    c = RateController(0.2, gain=0.02, beta0=50.0)
+    assert run(c, lambda beta: 0.8 / beta, 2000)[-1] == pytest.approx(4.0, rel=0.02)
+
+
+def test_holds_still_while_the_encoder_does_and_clips_wild_batches():
+    c = RateController(0.1, gain=0.05, beta0=1.0, hold_steps=10)
+    assert run(c, lambda beta: 100.0, 10) == [1.0] * 10  # held
+    c.update(1e6)  # a wild batch moves log beta by at most the gain
+    assert math.log(c.beta) == pytest.approx(0.05)
+
+
+def test_state_travels_in_the_state_dict_so_a_resumed_run_continues_exactly():
+    a = RateController(0.3, gain=0.01, beta0=2.0, hold_steps=3)
+    run(a, lambda beta: 0.9 / beta, 50)
+    b = RateController(0.3, gain=0.01, beta0=2.0, hold_steps=3)
+    b.load_state_dict(a.state_dict())
+    assert run(a, lambda beta: 0.9 / beta, 20) == run(b, lambda beta: 0.9 / beta, 20)
+
+
+def test_the_model_uses_the_controlled_beta_and_only_when_asked():
+    fixed = UnifiedLatents.from_config(load_config("smoke", ["stage1.prior=normal", "stage1.latent_weight=0.5"]))
+    assert fixed.rate is None and "rate.log_beta" not in fixed.state_dict()
+    cfg = load_config("smoke", ["stage1.prior=normal", "stage1.latent_weight=0.5", "stage1.target_bits_per_pixel=0.2"])
+    model = UnifiedLatents.from_config(cfg)
+    assert model.rate.beta == pytest.approx(0.5) and "rate.log_beta" in model.state_dict()
+    model.rate.log_beta.fill_(math.log(3.0))
+    x = torch.rand(2, *model.image_shape) * 2 - 1
+    assert model.loss_terms(x, torch.Generator().manual_seed(0)).latent_weight == pytest.approx(3.0)

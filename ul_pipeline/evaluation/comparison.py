@@ -1,0 +1,127 @@
+"""The decisive comparison of latent families from committed results: a table, paired intervals, two plots.
+
+Each point is put in its family by what its config changes (UL: diffusion prior and decoder; the
+same decoder with a normal prior; the SD-style KL-VAE: normal prior and MSE decoder; and a
+narrower base model on a UL store). Pairs are compared on the same samples' noise (common random
+numbers), so the paired bootstrap of KID(a) - KID(b) over generated samples is much narrower than
+two independent error bars; the training-seed spread comes from the repeated points. The rule
+(decided before the numbers, README): a at a matched rate beats b if the 95% paired interval of
+KID(a) - KID(b) lies below 0 and the gap exceeds twice the seed spread of KID.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+
+from ul_pipeline.evaluation import statistics
+from ul_pipeline.evaluation.results import CommittedResult
+
+FAMILIES = {"ul": "UL (diffusion prior + diffusion decoder)", "normal": "normal prior + diffusion decoder",
+            "kl_vae": "KL-VAE (normal prior + MSE decoder)", "narrow_base": "UL store, quarter-FLOP base model"}
+TABLE_METRICS = ("bits_per_pixel", "bits_per_image", "psnr", "rfid", "cross_fid", "gfid", "kid_train", "kid_train_se")
+
+
+def family(config: dict, base_preset: str) -> str:
+    """The point's family from its config (see FAMILIES)."""
+    s1 = config["stage1"]
+    if config["stage2"]["preset"] != base_preset:
+        return "narrow_base"
+    if s1["prior"] == "normal":
+        return "kl_vae" if s1["decoder_loss"] == "mse" else "normal"
+    return "ul"
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A planned comparison: a against b, and why (matched rate, seed repeat, ...)."""
+
+    a: str
+    b: str
+    why: str
+
+
+def study_rows(results: dict[str, CommittedResult], base_preset: str) -> list[dict[str, Any]]:
+    """One row per committed point: family, the table's metrics, wall time and the commit it ran at."""
+    rows = []
+    for label, r in results.items():
+        m = r.metrics
+        rows.append({"point": label, "family": family(r.record["config"], base_preset),
+                     **{k: m.get(k) for k in TABLE_METRICS}, "wall_seconds": r.record.get("wall_seconds"),
+                     "commit": (r.record.get("commit") or "")[:10]})
+    return rows
+
+
+def load_features(r: CommittedResult) -> np.ndarray:
+    return np.load(r.features_path).astype(np.float64)
+
+
+def compare(results: dict[str, CommittedResult], pairs: Sequence[Pair], reference: np.ndarray,
+            n_boot: int = 1000, seed: int = 0) -> list[dict[str, Any]]:
+    """Paired bootstrap intervals of KID(a) - KID(b) (and FID against the training reference) per pair."""
+    out = []
+    for p in pairs:
+        if p.a not in results or p.b not in results:
+            out.append({"a": p.a, "b": p.b, "why": p.why, "missing": [x for x in (p.a, p.b) if x not in results]})
+            continue
+        fa, fb = load_features(results[p.a]), load_features(results[p.b])
+        kid = statistics.paired_bootstrap_kid_difference(reference, fa, fb, n_boot=n_boot, seed=seed)
+        ra, rb = (results[x].metrics.get("bits_per_pixel") for x in (p.a, p.b))
+        out.append({"a": p.a, "b": p.b, "why": p.why, "kid_diff": kid.estimate, "kid_low": kid.low,
+                    "kid_high": kid.high, "rate_ratio": (ra / rb) if ra and rb else None})
+    return out
+
+
+def seed_spread(results: dict[str, CommittedResult], repeats: Sequence[tuple[str, str]]) -> Optional[float]:
+    """The largest |KID(seed 0) - KID(seed 1)| over the repeated points (None without any)."""
+    gaps = [abs(results[a].metrics["kid_train"] - results[b].metrics["kid_train"])
+            for a, b in repeats if a in results and b in results]
+    return max(gaps) if gaps else None
+
+
+def verdict(c: dict[str, Any], spread: Optional[float]) -> str:
+    """The pre-stated rule applied to one comparison."""
+    if "missing" in c:
+        return f"not run yet ({', '.join(c['missing'])})"
+    width = c["kid_high"] - c["kid_low"]
+    gap_ok = spread is not None and abs(c["kid_diff"]) > 2 * spread
+    if c["kid_high"] < 0 and gap_ok:
+        return f"{c['a']} better: CI below 0 and the gap exceeds twice the seed spread"
+    if c["kid_low"] > 0 and gap_ok:
+        return f"{c['b']} better: CI above 0 and the gap exceeds twice the seed spread"
+    if c["kid_high"] < 0 or c["kid_low"] > 0:
+        return (f"{'a' if c['kid_high'] < 0 else 'b'} ahead on these samples, but within "
+                f"{'an unknown' if spread is None else 'twice the'} seed spread: no detectable difference")
+    return f"no detectable difference at this budget (CI width {width:.2e})"
+
+
+def plot(rows: list[dict[str, Any]], path: str | Path, x: str, xlabel: str, log_x: bool = False) -> Path:
+    """KID against `x`, one line per family (points in order of x), error bars +- 1 SE."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 4.4), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    for fam, name in FAMILIES.items():
+        pts = sorted((r for r in rows if r["family"] == fam and r.get(x) is not None
+                      and r.get("kid_train") is not None), key=lambda r: r[x])
+        if not pts:
+            continue
+        ax.errorbar([r[x] for r in pts], [r["kid_train"] for r in pts], yerr=[r["kid_train_se"] for r in pts],
+                    marker="o", capsize=3, label=name)
+        for r in pts:
+            ax.annotate(r["point"], (r[x], r["kid_train"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("KID vs 10k training images (lower is better)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    return path

@@ -1,0 +1,124 @@
+"""Committed study results: each finished point's evaluation and sample features, kept in the repository.
+
+A study takes hours of CPU, more than one machine's life. Each finished point is written under
+`results/<sweep>/<label>/` (`result.json` and `generated_features.npy`, plus its two small grids)
+and committed, so a fresh clone knows what is done. A committed point is reused when it was made
+from the same config (everything but `compute.*`, which says where it ran, not what it computed)
+and the same stage code versions (Stage 1, encoding, Stage 2). A code version may also be declared
+equivalent to an older one in `results/<sweep>/equivalent_code.json`, each entry naming the test
+that showed the outputs equal (a refactor that moved code but not the math); nothing else is.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Optional
+
+from ul_pipeline.versioning import json_sha256
+
+RESULT = "result.json"
+FEATURES = "generated_features.npy"
+GRIDS = ("samples.png", "reconstructions.png")
+STAGES = ("stage1", "encode", "stage2")
+EQUIVALENT = "equivalent_code.json"
+
+
+@dataclass(frozen=True)
+class CommittedResult:
+    """A point's committed evaluation: metrics, where it came from, and its sample features' path."""
+
+    folder: Path
+    record: dict[str, Any]
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return self.record["metrics"]
+
+    @property
+    def features_path(self) -> Path:
+        return self.folder / FEATURES
+
+
+def result_config(config: dict) -> dict:
+    """What a result depends on: the resolved config without `compute` (where it ran) and `name`."""
+    return {k: v for k, v in config.items() if k not in ("compute", "name")}
+
+
+def git_commit(repo: Path | None = None) -> Optional[str]:
+    """The checked-out commit (with '+dirty' for uncommitted changes), or None outside a git checkout."""
+    try:
+        cwd = repo or Path(__file__).resolve().parents[2]
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True).stdout
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+                               capture_output=True, text=True, check=True).stdout.strip()
+        return sha.strip() + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def point_folder(results_dir: str | Path, label: str) -> Path:
+    return Path(results_dir) / label
+
+
+def load_result(results_dir: str | Path, label: str) -> Optional[CommittedResult]:
+    """The committed result of a point, or None when there is none (a half-written folder has none)."""
+    folder = point_folder(results_dir, label)
+    path = folder / RESULT
+    if not path.exists():
+        return None
+    return CommittedResult(folder, json.loads(path.read_text()))
+
+
+def _equivalences(results_dir: Path) -> dict[str, dict[str, str]]:
+    """{stage: {new code version: old code version}} declared in equivalent_code.json."""
+    path = Path(results_dir) / EQUIVALENT
+    out: dict[str, dict[str, str]] = {s: {} for s in STAGES}
+    if path.exists():
+        for entry in json.loads(path.read_text()):
+            if not entry.get("evidence"):
+                raise ValueError(f"{path}: entry {entry} names no evidence (the test that showed equal outputs)")
+            out[entry["stage"]][entry["new"]] = entry["old"]
+    return out
+
+
+def stale_reasons(result: CommittedResult, config: dict, code_versions: dict[str, str]) -> list[str]:
+    """Why a committed result may not stand for a run of (config, code versions); [] when it may."""
+    reasons = []
+    if result.record.get("config_sha256") != json_sha256(result_config(config)):
+        old, new = result.record.get("config", {}), result_config(config)
+        keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        reasons.append(f"config differs in {', '.join(keys) or 'its hash'}")
+    same = _equivalences(result.folder.parent)
+    for stage in STAGES:
+        have, want = result.record.get("code_versions", {}).get(stage), code_versions.get(stage)
+        if have != want and same.get(stage, {}).get(want) != have:
+            reasons.append(f"{stage} code version {have} -> {want}")
+    return reasons
+
+
+def save_result(results_dir: str | Path, label: str, point: str, config: dict, code_versions: dict[str, str],
+                metrics: dict[str, Any], evaluation_dir: str | Path, wall_seconds: float | None) -> CommittedResult:
+    """Write a point's result folder: features and grids first, result.json last (its presence = done)."""
+    folder = point_folder(results_dir, label)
+    folder.mkdir(parents=True, exist_ok=True)
+    evaluation_dir = Path(evaluation_dir)
+    for name in (FEATURES, *GRIDS):
+        if (evaluation_dir / name).exists():
+            shutil.copyfile(evaluation_dir / name, folder / f".{name}.tmp")
+            (folder / f".{name}.tmp").replace(folder / name)
+    record = {
+        "point": point, "label": label, "config": result_config(config),
+        "config_sha256": json_sha256(result_config(config)), "code_versions": dict(code_versions),
+        "commit": git_commit(), "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "wall_seconds": wall_seconds,
+        "metrics": {k: v for k, v in metrics.items() if not isinstance(v, str) or not v.startswith("/")},
+    }
+    tmp = folder / f".{RESULT}.tmp"
+    tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
+    tmp.replace(folder / RESULT)
+    return CommittedResult(folder, record)
