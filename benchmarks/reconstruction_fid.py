@@ -17,7 +17,7 @@ from ul_pipeline.evaluation import metrics  # noqa: E402
 from ul_pipeline.data import load_split_tensor, read_manifest  # noqa: E402
 from ul_pipeline.evaluation.fid import InceptionFeatures, frechet_distance, kernel_inception_distance  # noqa: E402
 from ul_pipeline.evaluation.fid_reference import reference_features  # noqa: E402
-from ul_pipeline.train.recipes import load_stage1  # noqa: E402
+from ul_pipeline.stage1.training import load_stage1  # noqa: E402
 
 p = argparse.ArgumentParser()
 p.add_argument("--s1", required=True)

@@ -21,7 +21,8 @@ from ul_pipeline.data import load_split_tensor, read_manifest  # noqa: E402
 from ul_pipeline.evaluation.fid import InceptionFeatures, frechet_distance, kernel_inception_distance  # noqa: E402
 from ul_pipeline.evaluation.fid_reference import reference_features  # noqa: E402
 from ul_pipeline.evaluation.image import save_grid  # noqa: E402
-from ul_pipeline.train.recipes import load_base_model, load_stage1  # noqa: E402
+from ul_pipeline.stage1.training import load_stage1  # noqa: E402
+from ul_pipeline.stage2.training import load_base_model  # noqa: E402
 
 p = argparse.ArgumentParser()
 p.add_argument("--s1"); p.add_argument("--s2"); p.add_argument("--shards")

@@ -25,7 +25,7 @@ from ul_pipeline.data import load_split_tensor
 from ul_pipeline.evaluation.metrics import to_float
 from ul_pipeline.stage1 import decoder_term
 from ul_pipeline.train.loop import Callback
-from ul_pipeline.train.recipes import load_stage1, train_stage1
+from ul_pipeline.stage1.training import load_stage1, train_stage1
 
 KEYS = {"c_lf": "stage1.c_lf", "b": "stage1.bias", "hold": "stage1.encoder_hold_samples"}
 

@@ -144,7 +144,7 @@ def test_stage1_steps_on_cuda_with_tf32_and_compile(tmp_path, fmnist_400_source)
     if not torch.cuda.is_available():
         pytest.skip("needs CUDA")
     from ul_pipeline.config import load_config
-    from ul_pipeline.train.recipes import train_stage1
+    from ul_pipeline.stage1.training import train_stage1
 
     images = torch.from_numpy(np.stack([s.image for s in fmnist_400_source])[:128])
     cfg = load_config("smoke", ["stage1.train.total_samples=64", "compute.device=cuda", "compute.compile=true",

@@ -11,39 +11,15 @@ from pathlib import Path
 
 import pytest
 
+from ul_pipeline.versioning import imported_modules, library_modules
+
 LIB = Path(__file__).resolve().parents[1] / "ul_pipeline"
 MAX_LINES = 320  # "no module much over 300 lines"
 
 
-def module_files() -> dict[str, Path]:
-    out = {}
-    for f in LIB.rglob("*.py"):
-        parts = f.relative_to(LIB.parent).with_suffix("").parts
-        out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = f
-    return out
-
-
-def imported_modules(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
-    """The ul_pipeline modules that `name` imports (a package's __init__ counts as a module)."""
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            candidates = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parts = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
-                parts = parts[: len(parts) - (node.level - 1)]
-                base = ".".join(parts + ([base] if base else []))
-            candidates = [base] + [f"{base}.{a.name}" for a in node.names]
-        else:
-            continue
-        found.update(c for c in candidates if c in modules and c != name)
-    return found
-
-
 def import_graph() -> dict[str, set[str]]:
-    modules = module_files()
+    """Module -> the ul_pipeline modules it imports (the same reading the stage code versions use)."""
+    modules = library_modules()
     return {m: imported_modules(m, f, modules) for m, f in modules.items()}
 
 
@@ -85,7 +61,7 @@ def test_no_import_circles_in_the_library():
 
 def test_the_library_never_imports_dagster():
     offenders = []
-    for name, path in module_files().items():
+    for name, path in library_modules().items():
         for node in ast.walk(ast.parse(path.read_text())):
             mods = ([a.name for a in node.names] if isinstance(node, ast.Import)
                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])

@@ -35,6 +35,45 @@ def test_stage_code_version_hashes_the_stage_sources_only():
         stage_code_version("stage9")
 
 
+def test_code_versions_cover_every_module_that_changes_the_math():
+    """The import closure reaches what a hand-kept file list missed (the frame-conditioned base model,
+    every noise draw in distributed.py, the flips, the encoder function used for extraction)."""
+    from ul_pipeline.versioning import import_closure, STAGE_ROOTS
+
+    stage1, encode, stage2 = (set(import_closure(STAGE_ROOTS[s])) for s in ("stage1", "encode", "stage2"))
+    assert {"ul_pipeline.distributed", "ul_pipeline.data.augment", "ul_pipeline.stage1.rate",
+            "ul_pipeline.train.loop", "ul_pipeline.nets.presets"} <= stage1
+    assert {"ul_pipeline.stage2.frame_conditioned", "ul_pipeline.distributed", "ul_pipeline.data.augment",
+            "ul_pipeline.latents.standardize"} <= stage2
+    assert {"ul_pipeline.latents.encode", "ul_pipeline.latents.store", "ul_pipeline.stage1.model"} <= encode
+    assert not any(m.startswith("ul_pipeline.config") for m in stage1 | encode | stage2)  # compared as configs
+    assert not any(m.startswith("ul_pipeline.evaluation.") and m != "ul_pipeline.evaluation.metrics"
+                   for m in stage1 | stage2)  # evaluation code never retrains a stage
+
+
+def test_a_change_to_any_module_in_the_closure_changes_the_version(tmp_path, monkeypatch):
+    import shutil
+
+    import ul_pipeline
+    from ul_pipeline import versioning
+
+    copy = tmp_path / "ul_pipeline"
+    shutil.copytree(Path(ul_pipeline.__file__).parent, copy, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(ul_pipeline, "__file__", str(copy / "__init__.py"))
+    versioning.stage_code_version.cache_clear()
+    before = {s: versioning.stage_code_version(s) for s in ("stage1", "stage2")}
+    with open(copy / "distributed.py", "a") as f:  # a noise draw's module, far from stage1/
+        f.write("\n# changed\n")
+    versioning.stage_code_version.cache_clear()
+    after = {s: versioning.stage_code_version(s) for s in ("stage1", "stage2")}
+    with open(copy / "config" / "schema.py", "a") as f:
+        f.write("\n# a new key elsewhere\n")
+    versioning.stage_code_version.cache_clear()
+    assert before["stage1"] != after["stage1"] and before["stage2"] != after["stage2"]
+    assert versioning.stage_code_version("stage1") == after["stage1"]
+    versioning.stage_code_version.cache_clear()
+
+
 def test_complete_run_of_another_code_version_is_not_reused(tmp_path):
     inputs = {"dataset_manifest_sha256": "m"}
     fake_run(tmp_path / "stage1", complete=True, code="old")

@@ -72,7 +72,9 @@ def cmd_sample(args) -> None:
 
     from ul_pipeline.evaluation.image import save_grid
     from ul_pipeline.evaluation.metrics import to_uint8
-    from ul_pipeline.train.recipes import load_base_model, load_stage1
+    from ul_pipeline.stage1.training import load_stage1
+
+    from ul_pipeline.stage2.training import load_base_model
 
     ul, cfg, _ = load_stage1(args.stage1)
     base, _, _ = load_base_model(args.base)
@@ -91,7 +93,7 @@ def cmd_reconstruct(args) -> None:
     from ul_pipeline.data import load_split_tensor
     from ul_pipeline.evaluation.image import save_grid
     from ul_pipeline.evaluation.metrics import psnr_uint8, to_float, to_uint8
-    from ul_pipeline.train.recipes import load_stage1
+    from ul_pipeline.stage1.training import load_stage1
 
     ul, cfg, _ = load_stage1(args.stage1)
     images, _, _ = load_split_tensor(args.shards, args.split, storage_options=storage_options_from_env())

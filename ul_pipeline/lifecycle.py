@@ -17,15 +17,15 @@ from omegaconf import DictConfig
 
 from ul_pipeline import config as config_lib
 from ul_pipeline import distributed
-from ul_pipeline.evaluation import metrics
 from ul_pipeline.latents.extract import extract_latents
 from ul_pipeline.data import load_split_tensor, read_manifest, write_shards
 from ul_pipeline.latents.store import open_store
-from ul_pipeline.data import augment
 from ul_pipeline.data.sources import build_source
 from ul_pipeline.data.storage import StorageOptions
+from ul_pipeline.latents.encode import encoder_fn
 from ul_pipeline.train.loop import Callback, TrainResult, resolve_device
-from ul_pipeline.train.recipes import load_stage1, train_stage1, train_stage2
+from ul_pipeline.stage1.training import load_stage1, train_stage1
+from ul_pipeline.stage2.training import train_stage2
 from ul_pipeline.versioning import RunChoice, choose_run_dir, stage_code_version
 
 Progress = Callable[[int, int], None]
@@ -70,30 +70,6 @@ def run_stage1(cfg: DictConfig, shards_url: str, run_dir: str | Path, *, storage
     return train_stage1(cfg, images, run_dir, callbacks,
                         extra={"dataset_manifest_sha256": manifest.sha256, "shards_url": shards_url,
                                "stage_code_version": stage_code_version("stage1")})
-
-
-def encoder_fn(model, device: torch.device, batch_size: int = 256, hflip: bool = False):
-    """uint8 images (B, C, H, W) -> {z_clean, z_logvar (a learned encoder variance), z_clean_hflip (`hflip`:
-    the latents of the mirrored images)}, float32 on CPU."""
-
-    @torch.no_grad()
-    def posteriors(images: torch.Tensor) -> list:
-        return [model.posterior(metrics.to_float(images[i:i + batch_size].to(device)))
-                for i in range(0, len(images), batch_size)]
-
-    @torch.no_grad()
-    def encode(images: torch.Tensor) -> dict[str, torch.Tensor]:
-        posts = posteriors(images)
-        out = {"z_clean": torch.cat([p.z_clean.float().cpu() for p in posts])}
-        if posts[0].logvar is not None:
-            if hflip:
-                raise ValueError("data.hflip with a learned encoder variance (stage1.encoder_noise) is not supported")
-            out["z_logvar"] = torch.cat([p.logvar.float().cpu() for p in posts])
-        if hflip:
-            out["z_clean_hflip"] = torch.cat([p.z_clean.float().cpu() for p in posteriors(augment.hflip(images))])
-        return out
-
-    return encode
 
 
 def encode_latents(stage1_checkpoint: str | Path, shards_url: str, store_url: str, *, split: str = "train",

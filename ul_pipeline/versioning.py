@@ -1,10 +1,13 @@
 """What identifies an artifact: stage code versions, config hashes, and which run folder a stage uses.
 
-A stage's code version is a hash of the library sources that stage runs (`STAGE_SOURCES`), not a
-constant bumped by hand and not the git commit. A hand-bumped constant is forgotten exactly when
-it matters (a "small" fix to a loss), and the commit changes with every README edit; the sources
-hash changes when, and only when, the code the stage executes changes. It errs on the side of
-retraining: a comment edit in `ul_pipeline/stage1/` counts as a new version of Stage 1.
+A stage's code version is a hash of the library modules that stage runs: the static import
+closure (every `import`, also inside functions) of its entry modules (`STAGE_ROOTS`), not a
+constant bumped by hand, not a hand-kept file list and not the git commit. A hand-bumped constant
+or list is forgotten exactly when it matters (a "small" fix to a loss, a noise draw moved to
+another module), and the commit changes with every README edit. The configuration package is
+left out: what a config says is compared on its own (the resolved config is part of every run's
+identity), and a new key elsewhere must not retrain everything. It errs on the side of
+retraining: a comment edit in any module a stage imports counts as a new version of that stage.
 
 `choose_run_dir` decides where a training run goes:
   - no checkpoint yet                                  -> the run folder (a new run);
@@ -18,6 +21,7 @@ retraining: a comment edit in `ul_pipeline/stage1/` counts as a new version of S
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -28,14 +32,14 @@ from typing import Any
 import ul_pipeline
 from ul_pipeline.train.checkpoint import RESUMABLE_KEYS, config_differences, load_checkpoint
 
-# the library sources (relative to ul_pipeline/) whose code each stage runs; a folder means its *.py
-STAGE_SOURCES: dict[str, tuple[str, ...]] = {
-    "shards": ("data/shards.py", "data/manifest.py", "data/codecs.py", "data/sample.py", "data/sources",
-               "data/fashion_mnist.py"),
-    "stage1": ("stage1", "nets", "diffusion", "train", "evaluation/metrics.py", "data/augment.py", "distributed.py"),
-    "encode": ("latents/extract.py", "latents/store.py", "stage1/posterior.py", "stage1/model.py", "distributed.py"),
-    "stage2": ("stage2", "nets", "diffusion", "train", "data/augment.py", "distributed.py"),
+# the entry modules of each stage; its code version hashes their import closure inside ul_pipeline
+STAGE_ROOTS: dict[str, tuple[str, ...]] = {
+    "shards": ("ul_pipeline.data.shards", "ul_pipeline.data.sources"),
+    "stage1": ("ul_pipeline.stage1.training",),
+    "encode": ("ul_pipeline.latents.extract", "ul_pipeline.latents.encode", "ul_pipeline.stage1.training"),
+    "stage2": ("ul_pipeline.stage2.training",),
 }
+OUTSIDE_CODE_VERSIONS = ("ul_pipeline.config",)  # compared as resolved configs instead
 SHORT = 12  # hex digits of a short hash (store paths, run folder suffixes)
 
 
@@ -49,18 +53,58 @@ def json_sha256(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def library_modules() -> dict[str, Path]:
+    """Every module of ul_pipeline by dotted name (a package by its __init__.py)."""
+    root = Path(ul_pipeline.__file__).resolve().parent
+    out = {}
+    for f in sorted(root.rglob("*.py")):
+        parts = f.relative_to(root.parent).with_suffix("").parts
+        out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = f
+    return out
+
+
+def imported_modules(name: str, path: Path, modules: dict[str, Path]) -> set[str]:
+    """The ul_pipeline modules that module `name` imports anywhere in its source."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            candidates = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+                base = ".".join(parts[: len(parts) - (node.level - 1)] + ([base] if base else []))
+            candidates = [base] + [f"{base}.{a.name}" for a in node.names]
+        else:
+            continue
+        found.update(c for c in candidates if c in modules and c != name)
+    return found
+
+
+def import_closure(roots: tuple[str, ...]) -> list[str]:
+    """The modules `roots` import, directly or not (roots included, configuration excluded), sorted."""
+    modules = library_modules()
+    seen, todo = set(), [r for r in roots]
+    while todo:
+        m = todo.pop()
+        if m in seen or m.startswith(OUTSIDE_CODE_VERSIONS):
+            continue
+        if m not in modules:
+            raise KeyError(f"{m} is not a module of ul_pipeline")
+        seen.add(m)
+        todo += sorted(imported_modules(m, modules[m], modules) - seen)
+    return sorted(seen)
+
+
 @lru_cache(maxsize=None)
 def stage_code_version(stage: str) -> str:
-    """Short sha256 over the paths and bytes of the sources in STAGE_SOURCES[stage]."""
-    if stage not in STAGE_SOURCES:
-        raise KeyError(f"unknown stage {stage!r}; known: {sorted(STAGE_SOURCES)}")
-    root = Path(ul_pipeline.__file__).resolve().parent
+    """Short sha256 over the names and bytes of the modules in the import closure of STAGE_ROOTS[stage]."""
+    if stage not in STAGE_ROOTS:
+        raise KeyError(f"unknown stage {stage!r}; known: {sorted(STAGE_ROOTS)}")
+    modules = library_modules()
     h = hashlib.sha256()
-    for entry in STAGE_SOURCES[stage]:
-        path = root / entry
-        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
-        for f in files:
-            h.update(str(f.relative_to(root)).encode() + b"\0" + f.read_bytes() + b"\0")
+    for name in import_closure(STAGE_ROOTS[stage]):
+        h.update(name.encode() + b"\0" + modules[name].read_bytes() + b"\0")
     return short_hash(h.hexdigest())
 
 

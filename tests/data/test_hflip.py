@@ -10,7 +10,7 @@ from ul_pipeline.latents.store import open_store
 from ul_pipeline.data.augment import hflip, pick_mirror, random_hflip
 from ul_pipeline.lifecycle import encode_latents, run_stage1, run_stage2
 from ul_pipeline.evaluation.metrics import to_float
-from ul_pipeline.train.recipes import load_stage1
+from ul_pipeline.stage1.training import load_stage1
 
 FAST = ["data.hflip=true", "stage1.train.total_samples=64", "stage2.train.total_samples=64", "compute.device=cpu"]
 

@@ -7,7 +7,9 @@ import torch
 from ul_pipeline.config import load_config
 from ul_pipeline.data import write_shards
 from ul_pipeline.train.checkpoint import file_sha256
-from ul_pipeline.train.recipes import train_stage1, train_stage2
+from ul_pipeline.stage1.training import train_stage1
+
+from ul_pipeline.stage2.training import train_stage2
 
 EVAL = ["eval.fid=true", "eval.num_samples=16", "eval.grid_size=4", "sample.decoder_steps=2", "sample.steps=2",
         "sample.batch_size=8", "stage1.train.total_samples=32", "stage2.train.total_samples=32"]

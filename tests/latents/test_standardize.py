@@ -10,7 +10,7 @@ from ul_pipeline.config import load_config
 from ul_pipeline.latents.standardize import Standardization
 from ul_pipeline.latents.store import create_store, finalize_store, open_store
 from ul_pipeline.stage2 import build_stage2_model
-from ul_pipeline.train.recipes import load_base_model, train_stage2
+from ul_pipeline.stage2.training import load_base_model, train_stage2
 
 META = {"encoder_sha256": "k" * 64, "stage1_config": {"preset": "tiny"}, "logsnr_0": 5.0,
         "dataset_manifest_sha256": "m" * 64, "split": "train"}

@@ -15,7 +15,9 @@ from ul_pipeline.diffusion import alpha_sigma
 from ul_pipeline.lifecycle import encode_latents, run_stage2
 from ul_pipeline.stage1 import (DiffusionPrior, LatentPosterior, LearnedNoise, MSEDecoder, NormalPrior,
                                 UnifiedLatents)
-from ul_pipeline.train.recipes import load_base_model, train_stage1
+from ul_pipeline.stage1.training import train_stage1
+
+from ul_pipeline.stage2.training import load_base_model
 
 LOGSNR_0 = 5.0
 

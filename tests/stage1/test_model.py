@@ -12,7 +12,7 @@ from ul_pipeline.evaluation.metrics import to_float
 from ul_pipeline.stage1 import DiffusionDecoder, DiffusionPrior, UnifiedLatents
 from ul_pipeline.train.checkpoint import CheckpointError
 from ul_pipeline.train.loop import Callback
-from ul_pipeline.train.recipes import encoder_hold, load_stage1, train_stage1
+from ul_pipeline.stage1.training import encoder_hold, load_stage1, train_stage1
 
 
 def padded_images(fmnist_400) -> torch.Tensor:

@@ -5,7 +5,7 @@ import torch
 
 from ul_pipeline.config import load_config
 from ul_pipeline.stage2 import BaseModel
-from ul_pipeline.train.recipes import load_base_model, train_stage2
+from ul_pipeline.stage2.training import load_base_model, train_stage2
 
 
 def test_most_precise_level_is_the_encoders_logsnr_0():

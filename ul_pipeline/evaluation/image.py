@@ -26,7 +26,10 @@ from ul_pipeline.evaluation.fid import FeatureExtractor
 from ul_pipeline.evaluation.history import append_metrics_row
 from ul_pipeline.evaluation.quality import feature_metrics
 from ul_pipeline.train.loop import autocast, resolve_device, resolve_precision
-from ul_pipeline.train.recipes import load_base_model, load_stage1
+from ul_pipeline.stage1.training import load_stage1
+
+
+from ul_pipeline.stage2.training import load_base_model
 
 
 def save_grid(images_uint8: torch.Tensor, path: str | Path, nrow: int = 8) -> Path:

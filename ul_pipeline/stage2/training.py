@@ -1,0 +1,70 @@
+"""Training a Stage-2 base model on cached latents and loading its checkpoints: what the CLI and the assets call."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Iterable
+
+import torch
+from omegaconf import DictConfig
+from torch import Tensor
+
+from ul_pipeline import config as config_lib
+from ul_pipeline.data.augment import pick_mirror
+from ul_pipeline.latents.standardize import Standardization
+from ul_pipeline.stage2.build import build_stage2_model
+from ul_pipeline.stage2.model import BaseModel
+from ul_pipeline.train.checkpoint import file_sha256, load_checkpoint
+from ul_pipeline.train.flops import stage2_train_flops
+from ul_pipeline.train.loop import Callback, TrainResult, train
+from ul_pipeline.train.runtime import load_weights, setup_compute, share_of
+
+
+def train_stage2(cfg: DictConfig, z_clean: Tensor, labels: Tensor, run_dir: str | Path,
+                 callbacks: Iterable[Callback] = (), extra: dict | None = None,
+                 z_logvar: Tensor | None = None, z_clean_hflip: Tensor | None = None,
+                 standardization: Standardization | None = None) -> TrainResult:
+    """Train the base model on cached z_clean (N, C, h, w) with int labels (N,); resumes from run_dir.
+
+    `z_logvar` (N, C, h, w): a learned encoder variance; each draw then uses z_clean + s eps.
+    `z_clean_hflip` (N, C, h, w): latents of the mirrored images (data.hflip); each draw picks one.
+    `standardization`: the store's latent shift and scale (stage2.standardize); the checkpoint keeps it.
+    """
+    device, precision = setup_compute(cfg)
+    latent_shape = tuple(z_clean.shape[1:])
+    torch.manual_seed(cfg.stage2.train.seed)
+    model = build_stage2_model(cfg, latent_shape, standardization)
+    scale = 1.0 / math.prod(latent_shape)
+
+    def loss_fn(m: BaseModel, batch):
+        z, extra = batch[0].float(), dict(zip(names, batch[2:]))
+        if "z_clean_hflip" in extra:  # the image's latent or its mirror's, drawn afresh each step
+            z = pick_mirror(z, extra["z_clean_hflip"].float())
+        z_lv = extra["z_logvar"].float() if "z_logvar" in extra else None
+        terms = m.loss_terms(z, batch[1].long(), z_logvar=z_lv)
+        return terms.weighted_nats.mean() * scale, terms.summary()
+
+    tc = cfg.stage2.train
+    named = {"z_logvar": z_logvar, "z_clean_hflip": z_clean_hflip}
+    names = [k for k, v in named.items() if v is not None]
+    arrays = (z_clean, labels, *(named[k] for k in names))
+    batches = share_of(tc, *arrays)
+    return train(model, loss_fn, batches, tc, run_dir, kind="stage2", config=config_lib.to_dict(cfg),
+                 device=device, precision=precision, callbacks=callbacks,
+                 flops_per_example=stage2_train_flops(cfg, latent_shape), compile=cfg.compute.compile,
+                 extra={"latent_shape": list(latent_shape), **(extra or {}),
+                        "latent_standardization": None if standardization is None else standardization.to_dict()})
+
+
+def load_base_model(path: str | Path, device: str | torch.device = "cpu", ema: bool = True
+                    ) -> tuple[BaseModel, DictConfig, dict]:
+    """(base model in eval mode with EMA weights, its stored config, the checkpoint dict minus weights)."""
+    ckpt = load_checkpoint(path, kind="stage2")
+    cfg = config_lib.from_dict(ckpt["config"])
+    model = build_stage2_model(cfg, tuple(ckpt["latent_shape"]),
+                               Standardization.from_dict(ckpt.get("latent_standardization")))
+    load_weights(model, ckpt["ema" if ema else "model"], path)
+    meta = {k: v for k, v in ckpt.items() if k not in ("model", "ema", "optimizer")}
+    meta["sha256"] = file_sha256(path)
+    return model.to(device).eval(), cfg, meta
