@@ -16,7 +16,7 @@ class StorageResource(ConfigurableResource):
     """Artifact root (local folder or s3://bucket/prefix) and the local folder for checkpoints and evaluations.
 
     Layout: `{root}/{experiment}/shards`, `{root}/{experiment}/latents-{encoder short hash}.zarr`,
-    `{root}/metrics_history.parquet`, `{runs_dir}/{experiment}/{stage1,stage2,evaluation}`; a sweep's
+    `{root}/metrics_history/` (one Parquet object per evaluation), `{runs_dir}/{experiment}/{stage1,stage2,evaluation}`; a sweep's
     points share `{root}/{sweep}/shards-{data_hash}` and its study lives in `{runs_dir}/{sweep}/study`.
     S3 credentials never enter the config: they come from AWS_ACCESS_KEY_ID /
     AWS_SECRET_ACCESS_KEY (and UL_S3_ENDPOINT_URL for a non-AWS endpoint) at run time.
@@ -62,7 +62,7 @@ class StorageResource(ConfigurableResource):
         return self.url(experiment, f"latents-{short_hash(encoder_sha256)}.zarr")
 
     def history_url(self) -> str:
-        return self.url("metrics_history.parquet")
+        return self.url("metrics_history")  # a folder: one Parquet object per evaluation
 
     def run_dir(self, experiment: str, stage: str) -> Path:
         """`{runs_dir}/{experiment}/{stage}` (stage: stage1 | stage2 | evaluation)."""

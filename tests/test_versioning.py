@@ -79,7 +79,7 @@ def test_complete_run_of_another_code_version_is_not_reused(tmp_path):
     fake_run(tmp_path / "stage1", complete=True, code="old")
     before = (tmp_path / "stage1" / "last.pt").read_bytes()
     choice = choose_run_dir(tmp_path / "stage1", "stage1", CONFIG, "new", inputs)
-    assert choice.status == "afresh" and choice.run_dir == tmp_path / f"stage1-{run_identity(CONFIG, 'new', inputs)}"
+    assert choice.status == "afresh" and choice.run_dir == tmp_path / f"stage1-{run_identity(CONFIG, 'new', inputs, 'stage1')}"
     assert any("stage code version" in r and "'old'" in r for r in choice.reasons)
     assert choose_run_dir(tmp_path / "stage1", "stage1", CONFIG, "old", inputs).status == "reuse"
     other = {**CONFIG, "stage1": {**CONFIG["stage1"], "c_lf": 2.0}}
@@ -92,6 +92,59 @@ def test_complete_run_of_another_code_version_is_not_reused(tmp_path):
     again = choose_run_dir(tmp_path / "stage1", "stage1", CONFIG, "new", inputs)
     assert again.status == "resume" and again.run_dir == choice.run_dir
     assert (tmp_path / "stage1" / "last.pt").read_bytes() == before  # the old run untouched
+
+
+def test_an_unfinished_run_never_resumes_on_other_inputs(tmp_path):
+    """Stage 2 killed on encoder A's latents, the store then rebuilt from encoder B: a new run, not a resume."""
+    save_checkpoint(tmp_path / "stage2" / "last.pt", {"kind": "stage2", "complete": False, "config": CONFIG,
+                                                      "stage_code_version": "v", "encoder_sha256": "A" * 64})
+    choice = choose_run_dir(tmp_path / "stage2", "stage2", CONFIG, "v", {"encoder_sha256": "B" * 64})
+    assert choice.status == "afresh" and choice.run_dir != tmp_path / "stage2"
+    assert any("other inputs" in r and "'AAAA" in r for r in choice.reasons)
+    assert choose_run_dir(tmp_path / "stage2", "stage2", CONFIG, "v", {"encoder_sha256": "A" * 64}).status == "resume"
+
+
+def test_the_loop_refuses_to_resume_on_other_inputs(tmp_path):
+    """A direct call (no choose_run_dir) on a folder whose unfinished run saw other shards is refused."""
+    from tests.stage1.test_model import StopAt
+    from ul_pipeline.config import load_config
+    from ul_pipeline.stage1.training import train_stage1
+    from ul_pipeline.train.checkpoint import CheckpointError
+
+    cfg = load_config("smoke", ["stage1.train.total_samples=64", "stage1.train.batch_size=16",
+                                "stage1.train.checkpoint_every_samples=16", "compute.precision=fp32"])
+    images = torch.randint(0, 256, (32, 1, 32, 32), dtype=torch.uint8)
+    with pytest.raises(KeyboardInterrupt):
+        train_stage1(cfg, images, tmp_path / "s1", [StopAt(1)], extra={"dataset_manifest_sha256": "m1"})
+    with pytest.raises(CheckpointError, match=r"trained on other inputs:\n  dataset_manifest_sha256: "
+                                              r"checkpoint has 'm1', this run has 'm2'"):
+        train_stage1(cfg, images, tmp_path / "s1", extra={"dataset_manifest_sha256": "m2"})
+    # the same inputs resume, also with other evaluation, sampler, Stage-2 and compute settings
+    other = load_config("smoke", ["stage1.train.total_samples=64", "stage1.train.batch_size=16",
+                                  "stage1.train.checkpoint_every_samples=16", "compute.precision=fp32",
+                                  "eval.fid=true", "sample.guidance=3.0", "stage2.train.lr=0.01"])
+    assert train_stage1(other, images, tmp_path / "s1", extra={"dataset_manifest_sha256": "m1"}).state.samples_seen == 64
+
+
+def test_only_the_config_a_stage_consumes_decides_reuse_and_resume(tmp_path):
+    """eval.*, sample.*, compute.* and Stage 2's settings once retrained Stage 1 (and refused its resume)."""
+    inputs = {"dataset_manifest_sha256": "m"}
+    full = {**CONFIG, "data": {"resolution": 32}, "stage2": {"lr": 1e-3}, "eval": {"fid": True},
+            "sample": {"guidance": 1.0}}
+    fake_run(tmp_path / "stage1", complete=True, code="v", config=full)
+    elsewhere = {**full, "stage2": {"lr": 2e-3}, "eval": {"fid": False}, "sample": {"guidance": 2.0},
+                 "compute": {"device": "cpu", "deterministic": True}}
+    assert choose_run_dir(tmp_path / "stage1", "stage1", elsewhere, "v", inputs).status == "reuse"
+    assert choose_run_dir(tmp_path / "stage1", "stage1", {**full, "data": {"resolution": 64}}, "v",
+                          inputs).status == "afresh"
+    # Stage 2 consumes its own section and the encoder's lambda(0), not the rest of stage1.*
+    save_checkpoint(tmp_path / "stage2" / "last.pt", {"kind": "stage2", "complete": True, "stage_code_version": "v",
+                                                      "config": {**full, "stage1": {"c_lf": 1.5, "logsnr_0": 5.0}},
+                                                      "encoder_sha256": "e"})
+    s2 = {**full, "stage1": {"c_lf": 3.0, "logsnr_0": 5.0}, "eval": {"fid": False}}
+    assert choose_run_dir(tmp_path / "stage2", "stage2", s2, "v", {"encoder_sha256": "e"}).status == "reuse"
+    s2 = {**full, "stage1": {"c_lf": 1.5, "logsnr_0": 4.0}}
+    assert choose_run_dir(tmp_path / "stage2", "stage2", s2, "v", {"encoder_sha256": "e"}).status == "afresh"
 
 
 def test_unfinished_run_resumes_whatever_the_code_version(tmp_path):

@@ -121,7 +121,7 @@ def cmd_study(args) -> None:
     from ul_pipeline.config.sweeps import load_sweep
 
     sweep = load_sweep(args.experiment)
-    history = args.history or join_url(artifact_root(), "metrics_history.parquet")  # the storage resource's layout
+    history = args.history or join_url(artifact_root(), "metrics_history")  # the storage resource's layout
     try:
         result = write_study(sweep, history, args.out or runs_folder() / sweep.name / "study", storage_options_from_env())
     except StudyError as e:
@@ -203,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--history", default=None, help="Parquet metrics history to append to")
     c = command("study", cmd_study, "a sweep's points side by side: table + bits/pixel vs PSNR, rFID, gFID")
     c.add_argument("--history", default=None,
-                   help="Parquet metrics history (default: {$UL_STORAGE_ROOT or artifacts}/metrics_history.parquet)")
+                   help="metrics history folder, one Parquet object per evaluation (default: {$UL_STORAGE_ROOT or artifacts}/metrics_history)")
     c.add_argument("--out", default=None, help="folder for study.parquet and study.png (default: {runs}/NAME/study)")
     return p
 

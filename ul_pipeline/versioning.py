@@ -11,12 +11,15 @@ retraining: a comment edit in any module a stage imports counts as a new version
 
 `choose_run_dir` decides where a training run goes:
   - no checkpoint yet                                  -> the run folder (a new run);
-  - an unfinished checkpoint                           -> the run folder (resume, exactly as before);
+  - an unfinished checkpoint of the same inputs        -> the run folder (resume, exactly as before);
   - a complete one of the same config, code and inputs -> the run folder (reuse; a longer
                                                           `total_samples` continues it);
-  - a complete one that differs in any of them         -> a sibling folder `<run>-<identity>`,
+  - a complete one that differs in any of them, or an
+    unfinished one trained on other inputs             -> a sibling folder `<run>-<identity>`,
     keyed by the hash of (config, code version, inputs), so the old run stays untouched and
     re-running the new config resumes or reuses its own folder.
+"Config" is only the sections the stage consumes (`train.checkpoint.STAGE_CONFIG`): an evaluation
+or sampler setting, compute.*, or Stage 2's settings never retrain Stage 1.
 """
 
 from __future__ import annotations
@@ -30,7 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import ul_pipeline
-from ul_pipeline.train.checkpoint import RESUMABLE_KEYS, config_differences, load_checkpoint
+from ul_pipeline.train.checkpoint import (RESUMABLE_KEYS, config_differences, input_differences, load_checkpoint,
+                                         stage_config)
 
 # the entry modules of each stage; its code version hashes their import closure inside ul_pipeline
 STAGE_ROOTS: dict[str, tuple[str, ...]] = {
@@ -114,9 +118,10 @@ def science_config(config: dict) -> dict:
             for k, v in config.items() if k not in RESUMABLE_KEYS}
 
 
-def run_identity(config: dict, code_version: str, inputs: dict[str, Any] | None = None) -> str:
-    """Short hash of what a training run computes: its science config, code version and input hashes."""
-    return short_hash(json_sha256({"config": science_config(config), "code_version": code_version,
+def run_identity(config: dict, code_version: str, inputs: dict[str, Any] | None = None,
+                 kind: str | None = None) -> str:
+    """Short hash of what a `kind` run computes: the config it consumes, its code version and input hashes."""
+    return short_hash(json_sha256({"config": science_config(stage_config(config, kind)), "code_version": code_version,
                                    "inputs": inputs or {}}))
 
 
@@ -137,9 +142,13 @@ class RunChoice:
                 }[self.status]
 
 
-def mismatches(ckpt: dict, config: dict, code_version: str, inputs: dict[str, Any]) -> list[str]:
-    """How a checkpoint differs from a run of (config, code version, inputs); [] when it is that run."""
-    out = [d for d in config_differences(ckpt.get("config", {}), config)
+def mismatches(ckpt: dict, config: dict, code_version: str, inputs: dict[str, Any],
+               kind: str | None = None) -> list[str]:
+    """How a checkpoint differs from a `kind` run of (config, code version, inputs); [] when it is that run.
+
+    Only the config sections the stage consumes count (`train.checkpoint.STAGE_CONFIG`).
+    """
+    out = [d for d in config_differences(stage_config(ckpt.get("config", {}), kind), stage_config(config, kind))
            if d.split(":")[0].rsplit(".", 1)[-1] not in RESUMABLE_KEYS]
     if ckpt.get("stage_code_version") != code_version:
         out.append(f"stage code version: checkpoint has {ckpt.get('stage_code_version')!r}, code is {code_version!r}")
@@ -156,11 +165,15 @@ def choose_run_dir(run_dir: str | Path, kind: str, config: dict, code_version: s
         return RunChoice(run_dir, "new")
     ckpt = load_checkpoint(ckpt_path, kind=kind)
     if not ckpt.get("complete"):
-        return RunChoice(run_dir, "resume")
-    reasons = mismatches(ckpt, config, code_version, inputs)
-    if not reasons:
-        return RunChoice(run_dir, "reuse")
-    sibling = run_dir.with_name(f"{run_dir.name}-{run_identity(config, code_version, inputs)}")
+        moved = input_differences(ckpt, inputs)  # its inputs are gone: it can never be resumed here
+        if not moved:
+            return RunChoice(run_dir, "resume")
+        reasons = ["unfinished, and trained on other inputs: " + "; ".join(moved)]
+    else:
+        reasons = mismatches(ckpt, config, code_version, inputs, kind)
+        if not reasons:
+            return RunChoice(run_dir, "reuse")
+    sibling = run_dir.with_name(f"{run_dir.name}-{run_identity(config, code_version, inputs, kind)}")
     if (sibling / "last.pt").exists():
         return RunChoice(sibling, "resume" if not load_checkpoint(sibling / "last.pt", kind=kind).get("complete")
                          else "reuse", reasons)

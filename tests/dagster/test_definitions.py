@@ -80,7 +80,7 @@ def test_storage_resource_paths_local_and_s3(tmp_path, monkeypatch):
     assert local.root_url() == str(tmp_path / "artifacts")  # relative default, resolved to absolute
     assert local.shards_url("demo") == f"{tmp_path}/artifacts/demo/shards"
     assert local.latent_store_url("demo", "0123456789ab" + "f" * 52) == f"{tmp_path}/artifacts/demo/latents-0123456789ab.zarr"
-    assert local.history_url() == f"{tmp_path}/artifacts/metrics_history.parquet"
+    assert local.history_url() == f"{tmp_path}/artifacts/metrics_history"
     assert local.run_dir("demo", "stage1") == tmp_path / "artifacts" / "runs" / "demo" / "stage1"
     assert local.storage_options() is None
 
@@ -90,7 +90,7 @@ def test_storage_resource_paths_local_and_s3(tmp_path, monkeypatch):
 
     s3 = StorageResource(root="s3://bucket/prefix/")
     assert s3.shards_url("demo") == "s3://bucket/prefix/demo/shards"
-    assert s3.history_url() == "s3://bucket/prefix/metrics_history.parquet"
+    assert s3.history_url() == "s3://bucket/prefix/metrics_history"
     assert s3.runs_path() == tmp_path / "artifacts" / "runs"  # checkpoints stay local
     assert s3.storage_options() is None  # the default AWS credential chain
     monkeypatch.setenv("UL_S3_ENDPOINT_URL", "http://127.0.0.1:9000")

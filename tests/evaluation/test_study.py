@@ -10,10 +10,10 @@ from PIL import Image
 
 from assets.partitions import sweep_of_point
 from assets.study import build_study_asset, study
-from resources import ExperimentConfigResource, StorageResource
+from resources import ComputeResource, ExperimentConfigResource, StorageResource
 from ul_pipeline.cli import main as cli_main
 from ul_pipeline.config import experiment_names
-from ul_pipeline.evaluation.history import append_metrics_row
+from ul_pipeline.evaluation.history import append_metrics_row, read_history
 from ul_pipeline.evaluation.study import StudyError, study_table, write_study
 from ul_pipeline.config.sweeps import load_sweep, sweep_names
 
@@ -47,17 +47,17 @@ def root(tmp_path) -> Path:
     """A storage root whose metrics history holds ROWS."""
     root = tmp_path / "root"
     for row in ROWS:
-        append_metrics_row(str(root / "metrics_history.parquet"), row)
+        append_metrics_row(str(root / "metrics_history"), row)
     return root
 
 
 def resources(root: Path, config_dir: Path) -> dict:
-    return {"storage": StorageResource(root=str(root)),
+    return {"storage": StorageResource(root=str(root)), "compute": ComputeResource(device="cpu"),
             "experiment_config": ExperimentConfigResource(config_dir=str(config_dir))}
 
 
 def test_study_table_has_one_row_per_point_from_its_latest_evaluation(config_dir, root):
-    table = study_table(load_sweep("trends", config_dir), pl.read_parquet(root / "metrics_history.parquet"))
+    table = study_table(load_sweep("trends", config_dir), read_history(str(root / "metrics_history")))
     assert table["point"].to_list() == ["trends:c_lf=1.3", "trends:c_lf=3.0", "trends:normal_prior"]
     assert table["label"].to_list() == ["c_lf=1.3", "c_lf=3.0", "normal_prior"]
     assert table["c_lf"].to_list() == [1.3, 3.0, None] and table["variant"].to_list() == [None, None, "normal_prior"]
@@ -73,8 +73,19 @@ def test_study_table_has_one_row_per_point_from_its_latest_evaluation(config_dir
         assert table[key].to_list() == [value] * 3, key
 
 
+def test_only_rows_made_on_the_current_checkpoints_count(config_dir, root):
+    history = read_history(str(root / "metrics_history"))
+    sweep = load_sweep("trends", config_dir)
+    rows = {r["experiment"]: r for r in history.iter_rows(named=True)}  # the last row of each point
+    current = {k: {"stage1_sha256": r.get("stage1_sha256")} for k, r in rows.items()}
+    current["trends:c_lf=1.3"] = {"stage1_sha256": "retrained-since"}  # its checkpoint changed after both rows
+    with pytest.raises(StudyError, match=r"1 of 3 points have no evaluation made on their current checkpoints"
+                                         r" in .*: trends:c_lf=1\.3$"):
+        study_table(sweep, history, "h", current)
+
+
 def test_write_study_writes_parquet_and_a_png(config_dir, root, tmp_path):
-    result = write_study(load_sweep("trends", config_dir), str(root / "metrics_history.parquet"), tmp_path / "out")
+    result = write_study(load_sweep("trends", config_dir), str(root / "metrics_history"), tmp_path / "out")
     assert result.parquet == tmp_path / "out" / "study.parquet"
     assert pl.read_parquet(result.parquet).equals(result.table)
     with Image.open(result.png) as img:
@@ -83,13 +94,13 @@ def test_write_study_writes_parquet_and_a_png(config_dir, root, tmp_path):
 
 
 def test_a_point_without_an_evaluation_fails_naming_it(config_dir, root, tmp_path):
-    with pytest.raises(StudyError, match=r"3 of 3 points have no evaluation in .*nothing\.parquet: "
+    with pytest.raises(StudyError, match=r"3 of 3 points have no evaluation in .*nothing: "
                                          r"trends:c_lf=1\.3, trends:c_lf=3\.0, trends:normal_prior$"):
-        write_study(load_sweep("trends", config_dir), str(tmp_path / "nothing.parquet"), tmp_path / "out")
+        write_study(load_sweep("trends", config_dir), str(tmp_path / "nothing"), tmp_path / "out")
     (config_dir / "experiments" / "trends.yaml").write_text(SWEEP + "    kl_vae: {stage1.latent_weight: 0.001}\n")
-    with pytest.raises(StudyError, match=r"1 of 4 points have no evaluation in .*metrics_history\.parquet: "
+    with pytest.raises(StudyError, match=r"1 of 4 points have no evaluation in .*metrics_history: "
                                          r"trends:kl_vae$"):
-        write_study(load_sweep("trends", config_dir), str(root / "metrics_history.parquet"), tmp_path / "out")
+        write_study(load_sweep("trends", config_dir), str(root / "metrics_history"), tmp_path / "out")
     assert not (tmp_path / "out").exists()
 
 
@@ -128,13 +139,13 @@ def test_study_asset_materializes_in_process_over_its_points(config_dir, root):
 def test_cli_study_prints_the_table_and_writes_files(config_dir, root, tmp_path, capsys):
     out = tmp_path / "cli"
     code = cli_main(["study", "-e", str(config_dir / "experiments" / "trends.yaml"),
-                     "--history", str(root / "metrics_history.parquet"), "--out", str(out)])
+                     "--history", str(root / "metrics_history"), "--out", str(out)])
     assert code == 0
     printed = capsys.readouterr().out
     assert "normal_prior" in printed and "c_lf=3.0" in printed and "21.5" in printed
     assert (out / "study.parquet").is_file() and (out / "study.png").is_file()
     assert pl.read_parquet(out / "study.parquet")["psnr"].to_list() == [18.0, 21.5, 19.0]
-    with pytest.raises(SystemExit, match="no evaluation in .*nothing.parquet"):
+    with pytest.raises(SystemExit, match="no evaluation in .*nothing"):
         cli_main(["study", "-e", str(config_dir / "experiments" / "trends.yaml"),
-                  "--history", str(tmp_path / "nothing.parquet"), "--out", str(out)])
+                  "--history", str(tmp_path / "nothing"), "--out", str(out)])
 

@@ -1,59 +1,57 @@
-"""The metrics history: one Parquet row per evaluation, appended in order, readable by any tool.
+"""The metrics history: one Parquet row per evaluation, readable by any tool, safe under concurrent writers.
 
-On a local filesystem the read-append-write holds an exclusive lock on `<history>.lock`, so
-concurrent evaluations never lose a row.
+The history is a folder (a Parquet dataset): each evaluation writes its own object
+`<UTC time>-<pid>-<random>.parquet` atomically and never reads or rewrites another, so concurrent
+evaluations, on a local disk or on S3, can neither lose nor corrupt a row, and no lock is needed.
+Any tool reads the folder as one table (`polars.read_parquet("metrics_history/*.parquet")`,
+`pandas.read_parquet("metrics_history")`); `read_history` does so in append order, with the rows
+of a legacy single-file history (`metrics_history.parquet` beside the folder) first.
 """
 
 from __future__ import annotations
 
-import contextlib
 import io
+import os
+import uuid
+from datetime import datetime, timezone
 from typing import Any
 
 import polars as pl
 
-from ul_pipeline.data.storage import StorageOptions, is_local, url_to_fs, write_bytes_atomic
+from ul_pipeline.data.storage import StorageOptions, url_to_fs, write_bytes_atomic
+
+LEGACY_SUFFIX = ".parquet"  # the single-file history of earlier versions: `<folder>.parquet`
+
+
+def _row_name() -> str:
+    """A name that sorts in append order and never collides between writers."""
+    now = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+    return f"{now}-{os.getpid()}-{uuid.uuid4().hex[:12]}.parquet"
+
+
+def append_metrics_row(history_url: str, row: dict[str, Any], storage_options: StorageOptions = None) -> str:
+    """Write one row as its own object in the history folder; returns the object's path."""
+    fs, root = url_to_fs(history_url, storage_options)
+    root = root.rstrip("/")
+    fs.makedirs(root, exist_ok=True)
+    buf = io.BytesIO()
+    pl.DataFrame([row]).write_parquet(buf)
+    path = f"{root}/{_row_name()}"
+    write_bytes_atomic(fs, path, buf.getvalue())
+    return path
 
 
 def read_history(history_url: str, storage_options: StorageOptions = None) -> pl.DataFrame:
-    """The Parquet metrics history (one row per evaluation, appended in order); empty when there is none yet."""
-    fs, path = url_to_fs(history_url, storage_options)
-    if not fs.exists(path):
-        return pl.DataFrame()
-    with fs.open(path, "rb") as f:
-        return pl.read_parquet(f)
-
-
-def append_metrics_row(history_url: str, row: dict[str, Any], storage_options: StorageOptions = None) -> None:
-    """Append one row to a Parquet metrics history (written atomically) that any tool can read.
-
-    On a local filesystem the read-append-write holds an exclusive lock on `<history>.lock`, so
-    evaluations finishing at the same time both keep their rows. Object stores have no locks: two
-    appends to one S3 history at the same instant can still lose one row (the file stays valid).
-    """
-    fs, path = url_to_fs(history_url, storage_options)
-    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-    with _history_lock(fs, path):
-        new = pl.DataFrame([row])
-        if fs.exists(path):
+    """Every row in append order (legacy single file first); empty when there is none yet."""
+    fs, root = url_to_fs(history_url, storage_options)
+    root = root.rstrip("/")
+    frames = []
+    legacy = root + LEGACY_SUFFIX
+    if fs.isfile(legacy):
+        with fs.open(legacy, "rb") as f:
+            frames.append(pl.read_parquet(f))
+    if fs.isdir(root):
+        for path in sorted(p for p in fs.ls(root, detail=False) if p.endswith(".parquet")):
             with fs.open(path, "rb") as f:
-                new = pl.concat([pl.read_parquet(f), new], how="diagonal_relaxed")
-        buf = io.BytesIO()
-        new.write_parquet(buf)
-        write_bytes_atomic(fs, path, buf.getvalue())
-
-
-@contextlib.contextmanager
-def _history_lock(fs, path: str):
-    """An exclusive flock on `path + '.lock'` for local filesystems; nothing for object stores."""
-    if not is_local(fs):
-        yield
-        return
-    import fcntl
-
-    with open(path + ".lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+                frames.append(pl.read_parquet(f))
+    return pl.concat(frames, how="diagonal_relaxed") if frames else pl.DataFrame()

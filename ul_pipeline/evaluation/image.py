@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -193,8 +194,10 @@ def _finish_evaluation(result: dict[str, Any], timings: dict[str, float], t0: fl
     result["eval_seconds"] = time.perf_counter() - t0
     log("evaluation took " + ", ".join(f"{k.removeprefix('seconds_')} {v:.1f} s" for k, v in timings.items())
         + f"; {result['eval_seconds']:.1f} s in all")
-    (out_dir / "metrics.json").write_text(json.dumps(result, indent=2))
-    if history_url is not None:
+    if history_url is not None:  # the history row first: metrics.json is the marker that the evaluation is done
         append_metrics_row(history_url, {k: json.dumps(v) if isinstance(v, (dict, list)) else v  # one table
                                          for k, v in result.items()}, storage_options)
+    tmp = out_dir / f".metrics.json.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(result, indent=2))
+    tmp.replace(out_dir / "metrics.json")
     return result

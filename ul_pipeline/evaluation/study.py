@@ -45,17 +45,24 @@ def grid_columns(sweep: Sweep) -> dict[str, str]:
     return {k: (s if s not in FIXED_COLUMNS else k) for k, s in sweep.grid_keys.items()}
 
 
-def study_table(sweep: Sweep, history: pl.DataFrame, history_url: str = "the metrics history") -> pl.DataFrame:
-    """One row per point from its latest (last appended) evaluation row; StudyError names points without one."""
+def study_table(sweep: Sweep, history: pl.DataFrame, history_url: str = "the metrics history",
+                current: Optional[dict[str, dict[str, Optional[str]]]] = None) -> pl.DataFrame:
+    """One row per point from its latest (last appended) evaluation row; StudyError names points without one.
+
+    `current` (point -> {"stage1_sha256": ..., "base_sha256": ...}): only rows made on those
+    checkpoints count, so an evaluation of older weights never stands for the point.
+    """
     keys = [p.key for p in sweep.points]
     latest: dict[str, dict[str, Any]] = {}
     if "experiment" in history.columns:
         for row in history.iter_rows(named=True):
-            if row["experiment"] in keys:
+            want = (current or {}).get(row["experiment"])
+            if row["experiment"] in keys and (want is None or all(row.get(k) == v for k, v in want.items())):
                 latest[row["experiment"]] = row
     missing = [k for k in keys if k not in latest]
     if missing:
-        raise StudyError(f"sweep {sweep.name}: {len(missing)} of {len(keys)} points have no evaluation in "
+        on = " made on their current checkpoints" if current else ""
+        raise StudyError(f"sweep {sweep.name}: {len(missing)} of {len(keys)} points have no evaluation{on} in "
                          f"{history_url}: {', '.join(missing)}")
     columns = grid_columns(sweep)
     rows = []
@@ -107,10 +114,10 @@ def study_png(table: pl.DataFrame, path: str | Path, title: str, connect_grid: b
     return path
 
 
-def write_study(sweep: Sweep, history_url: str, out_dir: str | Path,
-                storage_options: StorageOptions = None) -> StudyResult:
+def write_study(sweep: Sweep, history_url: str, out_dir: str | Path, storage_options: StorageOptions = None,
+                current: Optional[dict[str, dict[str, Optional[str]]]] = None) -> StudyResult:
     """Build the study of `sweep` from a metrics history; writes `study.parquet` and `study.png` in out_dir."""
-    table = study_table(sweep, read_history(history_url, storage_options), history_url)
+    table = study_table(sweep, read_history(history_url, storage_options), history_url, current)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     parquet = out_dir / "study.parquet"

@@ -18,6 +18,27 @@ RESUMABLE_KEYS = {"total_samples", "checkpoint_every_samples", "log_every_sample
                   "device", "precision", "workers",  # where it runs (compute.*), world size included
                   "nproc_per_node", "nnodes", "rdzv_backend", "rdzv_endpoint", "rdzv_id", "dist_timeout_s",
                   "max_restarts", "compile", "tf32"}
+# the config sections each kind of run consumes: only these decide resume and reuse (eval.*, sample.*,
+# compute.* and the other stages' sections never retrain or refuse a run). Stage 2 reads the store
+# (whose encoder is an input of its own), the data section and the encoder's lambda(0).
+STAGE_CONFIG = {"stage1": ("data", "stage1"), "stage2": ("data", "stage1.logsnr_0", "stage2")}
+# the hashes of what a run was trained on: a run never resumes on other inputs
+INPUT_KEYS = ("dataset_manifest_sha256", "encoder_sha256")
+
+
+def stage_config(config: dict, kind: str | None) -> dict:
+    """The part of a resolved config that a `kind` run consumes (all of it for another kind)."""
+    if kind not in STAGE_CONFIG:
+        return config
+    out: dict = {}
+    for key in STAGE_CONFIG[kind]:
+        head, _, leaf = key.partition(".")
+        if head in config:
+            if leaf:
+                out.setdefault(head, {})[leaf] = (config[head] or {}).get(leaf)
+            else:
+                out[head] = config[head]
+    return out
 
 
 class CheckpointError(RuntimeError):
@@ -85,9 +106,21 @@ def config_differences(stored: dict, current: dict, prefix: str = "") -> list[st
     return out
 
 
-def check_resumable(ckpt: dict, config: dict, path: str | os.PathLike) -> None:
-    """Refuse to resume a checkpoint made with a different config (length/cadence may change)."""
-    diffs = [d for d in config_differences(ckpt.get("config", {}), config)
+def input_differences(ckpt: dict, inputs: dict) -> list[str]:
+    """How the inputs a checkpoint was trained on differ from `inputs` (only INPUT_KEYS count)."""
+    return [f"{k}: checkpoint has {ckpt.get(k)!r}, this run has {v!r}" for k, v in inputs.items()
+            if k in INPUT_KEYS and v is not None and ckpt.get(k) != v]
+
+
+def check_resumable(ckpt: dict, config: dict, path: str | os.PathLike, kind: str | None = None,
+                    inputs: dict | None = None) -> None:
+    """Refuse to resume a checkpoint of another config (in the sections `kind` consumes; length and
+    cadence may change) or trained on other inputs (shards, encoder)."""
+    other = input_differences(ckpt, inputs or {})
+    if other:
+        raise CheckpointError(f"cannot resume {path}: it was trained on other inputs:\n  " + "\n  ".join(other)
+                              + "\nIts run folder belongs to those inputs; use another run directory.")
+    diffs = [d for d in config_differences(stage_config(ckpt.get("config", {}), kind), stage_config(config, kind))
              if d.split(":")[0].rsplit(".", 1)[-1] not in RESUMABLE_KEYS]
     if diffs:
         raise CheckpointError(f"cannot resume {path}: its config differs from this run's:\n  " + "\n  ".join(diffs)

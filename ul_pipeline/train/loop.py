@@ -190,7 +190,7 @@ def train(model: nn.Module, loss_fn: LossFn, batches: Callable[[int], Iterator[t
     state, history, seconds_before = TrainState(), [], 0.0
     if ckpt_path.exists():
         ckpt = load_checkpoint(ckpt_path, kind=kind, map_location=str(device))
-        check_resumable(ckpt, config, ckpt_path)
+        check_resumable(ckpt, config, ckpt_path, kind, inputs=extra)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         ema.load_state_dict(ckpt["ema"])
