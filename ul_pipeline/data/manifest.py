@@ -1,6 +1,7 @@
 """The shard manifest: one Parquet row per shard, written last; its sha256 identifies the dataset downstream.
 
-`manifest.parquet` (Polars) has one row per shard: split, shard, first_index (position of the
+`manifest.parquet` (Polars) has one row per shard: split, shard (the tar's name, see `shard_name`;
+readers take it from here), first_index (position of the
 shard's first sample in its split), samples, bytes, sha256, class_histogram (list of counts per
 class), plus dataset-level columns repeated on every row (format_version, resolution, channels,
 num_classes, seed, val_size, shard_size, sources, and `frames`: 0 for images, the clip length for
@@ -35,8 +36,9 @@ class ShardError(ValueError):
     """A shard is missing, corrupt or holds a sample that breaks the manifest; names shard and key."""
 
 
-def shard_name(split: str, index: int) -> str:
-    return f"{split}-{index:06d}.tar"
+def shard_name(split: str, index: int, tag: str | None = None) -> str:
+    """`train-000000.tar`; with a tag (12 hex of the shard's sha256, for a rewrite) `train-000000.<tag>.tar`."""
+    return f"{split}-{index:06d}.tar" if tag is None else f"{split}-{index:06d}.{tag}.tar"
 
 
 @dataclass(frozen=True)
