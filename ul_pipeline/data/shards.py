@@ -29,8 +29,8 @@ import polars as pl
 from PIL import Image
 
 from ul_pipeline.data.codecs import decode_clip, decode_image, encode_clip, encode_png
-from ul_pipeline.data.manifest import (FORMAT_VERSION, MANIFEST_COLUMNS, MANIFEST_NAME, OPTIONAL_COLUMNS, SPLITS,
-                                      ShardError, ShardManifest, read_manifest, shard_name)
+from ul_pipeline.data.manifest import (DATA_SHA256_COLUMN, FORMAT_VERSION, MANIFEST_COLUMNS, MANIFEST_NAME,
+                                      OPTIONAL_COLUMNS, SPLITS, ShardError, ShardManifest, read_manifest, shard_name)
 from ul_pipeline.data.sample import Sample, expected_shape
 from ul_pipeline.data.storage import StorageOptions, join_url, url_to_fs, write_bytes_atomic
 
@@ -200,7 +200,8 @@ def _free_name(split: str, index: int, sha256: str, published: dict[str, str]) -
 def write_shards(source_samples, out_url: str, *, shard_size: int, val_size: int, seed: int,
                  resolution: int, channels: int, num_classes: int, limit: Optional[int] = None,
                  storage_options: StorageOptions = None, overwrite: bool = False,
-                 progress: Optional[Callable[[int, int], None]] = None, frames: int = 0) -> ShardManifest:
+                 progress: Optional[Callable[[int, int], None]] = None, frames: int = 0,
+                 data_sha256: Optional[str] = None) -> ShardManifest:
     """Split `source_samples` deterministically and write train/val WebDataset shards + manifest.
 
     `source_samples`: a sequence (len + indexing, read lazily) or any iterable of `Sample` /
@@ -210,7 +211,8 @@ def write_shards(source_samples, out_url: str, *, shard_size: int, val_size: int
     stays complete until the new manifest replaces it (changed shards get new names, see
     `_free_name`), and a failure part-way removes what it wrote and leaves the old set as it was.
     Tars of an older set that the new manifest does not name are deleted after it is written.
-    `progress(samples_written, total)` is called after each shard.
+    `progress(samples_written, total)` is called after each shard. `data_sha256` (the hash of the
+    config `data` section these shards are made from) goes into the manifest when given.
     """
     if shard_size <= 0:
         raise ValueError(f"shard_size must be > 0, got {shard_size}")
@@ -263,10 +265,14 @@ def write_shards(source_samples, out_url: str, *, shard_size: int, val_size: int
     dataset = {"format_version": FORMAT_VERSION, "resolution": resolution, "channels": channels,
                "num_classes": num_classes, "seed": seed, "val_size": val_size, "shard_size": shard_size,
                "sources": ",".join(sorted(sources)), "frames": frames}
+    optional = [*OPTIONAL_COLUMNS]
+    if data_sha256 is not None:
+        dataset[DATA_SHA256_COLUMN] = data_sha256
+        optional.append(DATA_SHA256_COLUMN)
     table = pl.DataFrame([{**r, **dataset} for r in rows],
                          schema_overrides={"class_histogram": pl.List(pl.Int64), "first_index": pl.Int64,
                                            "samples": pl.Int64, "bytes": pl.Int64})
-    table = table.select(*MANIFEST_COLUMNS, *OPTIONAL_COLUMNS)
+    table = table.select(*MANIFEST_COLUMNS, *optional)
     buf = io.BytesIO()
     table.write_parquet(buf)
     manifest_bytes = buf.getvalue()
