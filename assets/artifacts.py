@@ -42,11 +42,9 @@ class ExperimentArtifacts:
 
     @property
     def shards_url(self) -> str:
-        """The owner's shards; a sweep point's are its sweep's set for its `data` section, shared by equal points."""
-        sweep, label = split_point_key(self.owner)
-        if label is None:
-            return self.storage.shards_url(self.owner)
-        return self.storage.sweep_shards_url(sweep, data_hash(self.cfg))  # cfg.data is the owner's (resolve)
+        """The owner's shards for its `data` section; a sweep point's are its sweep's, shared by equal points."""
+        name, _ = split_point_key(self.owner)  # a plain experiment's own name, or the point's sweep
+        return self.storage.shards_url(name, data_hash(self.cfg))  # cfg.data is the owner's (resolve)
 
     @cached_property
     def encoder_sha256(self) -> str:

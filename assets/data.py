@@ -9,24 +9,34 @@ from assets.metadata import config_md, path_md
 from assets.partitions import EXPERIMENTS
 from assets.progress import progress_log
 from resources import ComputeResource, ExperimentConfigResource, StorageResource
+from ul_pipeline.config.sweeps import data_sha256
 from ul_pipeline.data import ShardManifest, read_manifest
 from ul_pipeline.lifecycle import make_shards
 from ul_pipeline.versioning import stage_code_version
 
 
 class ShardsConfig(Config):
-    overwrite: bool = False  # rewrite shards whose manifest disagrees with the config (stale latents then fail loudly)
+    overwrite: bool = False  # rewrite the shards even if their manifest matches (files at data.uri changed) or
+    # disagrees with the config; the old set stays readable until the new manifest replaces it
 
 
 def manifest_mismatch(art: ExperimentArtifacts, manifest: ShardManifest) -> list[str]:
-    """How existing shards differ from what the experiment's data config would write."""
+    """How existing shards differ from what the experiment's data config would write.
+
+    The data section's hash (source, uri, frames, fps, limit, ...) decides; a manifest written before
+    it was recorded sits in a folder named by that hash (`shards-{data_hash}`), and the columns it has
+    are compared too."""
     d, row = art.cfg.data, manifest.table.row(0, named=True)
     want = {"resolution": d.resolution, "channels": d.channels, "num_classes": d.num_classes, "seed": d.seed,
-            "val_size": d.val_size, "shard_size": d.shard_size}
-    diffs = [f"data.{k}: shards have {row[k]}, config has {v}" for k, v in want.items() if row[k] != v]
+            "val_size": d.val_size, "shard_size": d.shard_size, "frames": d.frames}
+    diffs = [f"data.{k}: shards have {row[k]}, config has {v}" for k, v in want.items() if row.get(k, v) != v]
     total = manifest.num_samples("train") + manifest.num_samples("val")
     if d.limit is not None and total != d.limit:
         diffs.append(f"data.limit: shards hold {total} samples, config has {d.limit}")
+    have, ours = manifest.data_sha256, data_sha256(art.cfg)
+    if have is not None and have != ours:
+        diffs.append(f"data section: the shards' hashes to {have[:12]}, the config's to {ours[:12]} (manifest "
+                     f"column data_sha256; some data.* key such as source, uri, frames, fps or limit differs)")
     return diffs
 
 
@@ -60,7 +70,8 @@ def dataset_shards(context: AssetExecutionContext, config: ShardsConfig, storage
         if diffs:
             raise Failure(description=f"shards at {art.shards_url} were written with another data config:\n  "
                                       + "\n  ".join(diffs) + "\nRun with config overwrite: true to rewrite them.")
-        context.log.info(f"shards at {art.shards_url} match the config; kept (manifest sha256 {existing.sha256})")
+        context.log.info(f"shards at {art.shards_url} match the config's data section; kept "
+                         f"(manifest sha256 {existing.sha256})")
         manifest, status = existing, "kept"
     else:
         manifest = make_shards(art.cfg, art.shards_url, storage_options=art.storage_options,

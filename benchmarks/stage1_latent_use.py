@@ -21,7 +21,9 @@ from pathlib import Path
 import torch
 
 from ul_pipeline.config import load_config
+from ul_pipeline.config.sweeps import data_hash
 from ul_pipeline.data import load_split_tensor
+from ul_pipeline.data.storage import artifact_root, join_url
 from ul_pipeline.evaluation.metrics import to_float
 from ul_pipeline.stage1 import decoder_term
 from ul_pipeline.train.loop import Callback
@@ -60,10 +62,11 @@ class Follow(Callback):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("settings", nargs="+", help='comma-separated c_lf=..,b=..,hold=.. (demo config otherwise)')
-    ap.add_argument("--shards", default="artifacts/demo/shards")
+    ap.add_argument("--shards", default=None, help="shard set; default: the demo job's, {root}/demo/shards-{data hash}")
     ap.add_argument("--samples", type=int, default=16000, help="Stage-1 training samples per setting")
     ap.add_argument("--every", type=int, default=3200, help="measure every this many samples")
     args = ap.parse_args()
+    args.shards = args.shards or join_url(artifact_root(), "demo", f"shards-{data_hash(load_config('demo'))}")
     torch.set_num_threads(max(1, torch.get_num_threads()))
     images, _, _ = load_split_tensor(args.shards, "train")
     x = to_float(load_split_tensor(args.shards, "val")[0][:256])

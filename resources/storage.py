@@ -15,7 +15,8 @@ from ul_pipeline.versioning import short_hash
 class StorageResource(ConfigurableResource):
     """Artifact root (local folder or s3://bucket/prefix) and the local folder for checkpoints and evaluations.
 
-    Layout: `{root}/{experiment}/shards`, `{root}/{experiment}/latents-{encoder short hash}.zarr`,
+    Layout: `{root}/{experiment}/shards-{data_hash}` (one set per data section, so a changed one never
+    overwrites the old), `{root}/{experiment}/latents-{encoder short hash}.zarr`,
     `{root}/metrics_history/` (one Parquet object per evaluation), `{runs_dir}/{experiment}/{stage1,stage2,evaluation}`; a sweep's
     points share `{root}/{sweep}/shards-{data_hash}` and its study lives in `{runs_dir}/{sweep}/study`.
     S3 credentials never enter the config: they come from AWS_ACCESS_KEY_ID /
@@ -50,12 +51,10 @@ class StorageResource(ConfigurableResource):
     def url(self, *parts: str) -> str:
         return "/".join([self.root_url(), *(p.strip("/") for p in parts)])
 
-    def shards_url(self, experiment: str) -> str:
-        return self.url(experiment, "shards")
-
-    def sweep_shards_url(self, sweep: str, data_hash: str) -> str:
-        """Shards shared by the points of `sweep` whose data sections hash to `data_hash`."""
-        return self.url(sweep, f"shards-{data_hash}")
+    def shards_url(self, name: str, data_hash: str) -> str:
+        """`{root}/{name}/shards-{data_hash}`: the shards of experiment `name`, or those shared by the points
+        of sweep `name`, whose data sections hash to `data_hash` (ul_pipeline.config.sweeps.data_hash)."""
+        return self.url(name, f"shards-{data_hash}")
 
     def latent_store_url(self, experiment: str, encoder_sha256: str) -> str:
         """`{root}/{experiment}/latents-{short encoder hash}.zarr`: one store per Stage-1 checkpoint."""

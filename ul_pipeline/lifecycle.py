@@ -27,20 +27,22 @@ from ul_pipeline.train.loop import Callback, TrainResult, resolve_device
 from ul_pipeline.stage1.training import load_stage1, train_stage1
 from ul_pipeline.stage2.training import train_stage2
 from ul_pipeline.versioning import RunChoice, choose_run_dir, stage_code_version
+from ul_pipeline.config.sweeps import data_sha256
 
 Progress = Callable[[int, int], None]
 
 
 def make_shards(cfg: DictConfig, shards_url: str, *, storage_options: StorageOptions = None,
                 overwrite: bool = False, progress: Progress | None = None):
-    """Write the configured source as train/val WebDataset shards + manifest; returns the manifest."""
+    """Write the configured source as train/val WebDataset shards + manifest (with the data section's
+    hash, `data_sha256`); returns the manifest."""
     d = cfg.data
     source = build_source(d.source, d.uri, resolution=d.resolution, channels=d.channels,
                           storage_options=storage_options, frames=d.frames, fps=d.fps, seed=d.seed)
     return write_shards(source, shards_url, shard_size=d.shard_size, val_size=d.val_size, seed=d.seed,
                         resolution=d.resolution, channels=d.channels, num_classes=d.num_classes, limit=d.limit,
                         storage_options=storage_options, overwrite=overwrite, progress=progress,
-                        frames=d.frames)
+                        frames=d.frames, data_sha256=data_sha256(cfg))
 
 
 def check_shards_match(cfg: DictConfig, manifest) -> None:

@@ -16,7 +16,7 @@ from assets.partitions import EXPERIMENTS, SWEEP_OF_POINT, SWEEPS, sweep_of_poin
 from assets.sweep_runner import run_sweep
 from resources import ComputeResource, ExperimentConfigResource, StorageResource
 from ul_pipeline.config import ConfigError, experiment_names, load_config
-from ul_pipeline.config.sweeps import load_sweep, sweep_names, sweep_points
+from ul_pipeline.config.sweeps import data_hash, load_sweep, sweep_names, sweep_points
 
 REPO = Path(__file__).resolve().parents[2]
 SWEEP = """\
@@ -133,7 +133,8 @@ def test_points_with_equal_data_share_one_shard_set(config_dir, tmp_path):
     assert arts["trends:c_lf=3.0"].shards_url == arts["trends:normal_prior"].shards_url == shared
     assert arts["trends:more_data"].shards_url not in (shared, None)
     assert arts["trends:more_data"].shards_url.startswith(str(tmp_path / "root" / "trends" / "shards-"))
-    assert resolve("plain", **res).shards_url == str(tmp_path / "root" / "plain" / "shards")
+    plain = resolve("plain", **res)  # a plain experiment's shards are named by its data section too
+    assert plain.shards_url == str(tmp_path / "root" / "plain" / f"shards-{data_hash(plain.cfg)}")
     # everything else stays the point's own
     assert arts["trends:c_lf=3.0"].stage1_dir == tmp_path / "root" / "runs" / "trends:c_lf=3.0" / "stage1"
     ckpt = arts["trends:c_lf=3.0"].stage1_checkpoint

@@ -11,6 +11,7 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
+from PIL import Image
 
 from assets.artifacts import resolve
 from assets.data import ShardsConfig, dataset_shards
@@ -19,6 +20,9 @@ from assets.latents import latent_store, latent_store_checks
 from assets.stage1 import ul_autoencoder, weights_finite
 from assets.stage2 import base_model
 from resources import ComputeResource, ExperimentConfigResource, StorageResource
+from ul_pipeline.config import load_config
+from ul_pipeline.config.sweeps import data_hash, data_sha256
+from ul_pipeline.data import read_manifest
 from ul_pipeline.latents.store import open_store
 from ul_pipeline.train.checkpoint import file_sha256
 
@@ -40,6 +44,12 @@ def metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict:
 def store_dir(root: Path, experiment: str = "smoke") -> Path:
     """The experiment's one latent store (its path carries the encoder's short hash)."""
     (path,) = (root / experiment).glob("latents-*.zarr")
+    return path
+
+
+def shards_dir(root: Path, experiment: str = "smoke") -> Path:
+    """The experiment's one shard set (its folder name carries the hash of its data section)."""
+    (path,) = (root / experiment).glob("shards-*")
     return path
 
 
@@ -123,15 +133,71 @@ def test_dataset_shards_writes_keeps_and_refuses_a_changed_config(tmp_path):
         **resources(tmp_path, overrides))
     out = call(small)
     assert (out.metadata["train_samples"], out.metadata["val_samples"], out.metadata["shards"]) == (120, 30, 4)
-    manifest = tmp_path / "smoke" / "shards" / "manifest.parquet"
+    manifest = Path(out.metadata["shards_url"].path) / "manifest.parquet"
+    assert manifest.parent == shards_dir(tmp_path)
     mtime = manifest.stat().st_mtime_ns
     assert call(small).metadata["status"] == "kept" and manifest.stat().st_mtime_ns == mtime
-    changed = [*small[:1], "data.val_size=40", *small[2:]]
-    with pytest.raises(dg.Failure, match="data.val_size: shards have 30, config has 40"):
-        call(changed)
-    out = call(changed, overwrite=True)
-    assert (out.metadata["status"], out.metadata["val_samples"]) == ("written", 40)
+    # a set in this folder from another data section is refused, never used
+    table = pl.read_parquet(manifest)
+    assert table["data_sha256"][0] == data_sha256(load_config("smoke", overrides=small))
+    table.with_columns(data_sha256=pl.lit("0" * 64)).write_parquet(manifest)
+    with pytest.raises(dg.Failure, match="data section: the shards' hashes to 000000000000, the config's to"):
+        call(small)
+    # a manifest from before data_sha256 (the running study's) is kept when its columns match, refused if not
+    table.drop("data_sha256").write_parquet(manifest)
+    assert call(small).metadata["status"] == "kept"
+    table.drop("data_sha256").with_columns(val_size=pl.lit(40)).write_parquet(manifest)
+    with pytest.raises(dg.Failure, match="data.val_size: shards have 40, config has 30"):
+        call(small)
+    out = call(small, overwrite=True)
+    assert (out.metadata["status"], out.metadata["val_samples"]) == ("written", 30)
+    assert read_manifest(str(manifest.parent)).data_sha256 == table["data_sha256"][0]
 
+
+def image_folder(path: Path, seed: int, count: int = 160) -> str:
+    """`path/<class>/<n>.png`: `count` random 32x32 grey images in two classes."""
+    rng = np.random.default_rng(seed)
+    for n in range(count):
+        (path / f"c{n % 2}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 256, (32, 32), dtype=np.uint8)).save(path / f"c{n % 2}" / f"{n:03d}.png")
+    return str(path)
+
+
+SIZES = ["data.val_size=30", "data.shard_size=50"]
+IMAGES = ["data.source=image_folder", "data.uri={a}", "data.limit=150", *SIZES]
+CLIPS = ["data.source=moving_fashion_mnist", "data.frames=4", "data.limit=40", "data.val_size=8", "data.shard_size=16"]
+CHANGED = {  # what: (first data section, the changed one, samples it holds)
+    "uri": (IMAGES, [*IMAGES, "data.uri={b}"], 150),
+    "source": (IMAGES, ["data.source=fashion_mnist", "data.uri=null", "data.limit=150", *SIZES], 150),
+    "limit_null": (IMAGES, [*IMAGES, "data.limit=null"], 160),
+    "fps": (IMAGES, [*IMAGES, "data.fps=4.0"], 150),
+    "frames": (CLIPS, [*CLIPS, "data.frames=6"], 40),
+}
+
+
+@pytest.mark.parametrize("what", CHANGED)
+def test_dataset_shards_of_another_data_section_are_never_kept(tmp_path, what):
+    """Issue 22: a changed data.source, uri, frames, fps or `limit: null` kept the old shard set (and Stage 1
+    trained on the old images). Now each data section has its own set; the old one stays, untouched."""
+    folders = {"a": image_folder(tmp_path / "a", seed=0), "b": image_folder(tmp_path / "b", seed=1)}
+    old, new, samples = CHANGED[what]
+    old, new = ([o.format(**folders) for o in overrides] for overrides in (old, new))
+    call = lambda overrides: dataset_shards(  # noqa: E731
+        context=dg.build_asset_context(partition_key="smoke"), config=ShardsConfig(),
+        **resources(tmp_path / "root", overrides))
+    first = call(old)
+    assert first.metadata["status"] == "written"
+    before = snapshot(tmp_path / "root" / "smoke")
+
+    out = call(new)
+    assert out.metadata["status"] == "written"
+    assert out.metadata["shards_url"].path != first.metadata["shards_url"].path  # beside the old set, not over it
+    assert out.metadata["train_samples"] + out.metadata["val_samples"] == samples
+    if what != "fps":  # fps only resamples video files: these images come out the same
+        assert out.metadata["manifest_sha256"] != first.metadata["manifest_sha256"]
+    again = call(old)  # the old set is still there, untouched, and still the old section's
+    assert (again.metadata["status"], again.metadata["manifest_sha256"]) == ("kept", first.metadata["manifest_sha256"])
+    assert {k: v for k, v in snapshot(tmp_path / "root" / "smoke").items() if k in before} == before
 
 def started(result: dg.ExecuteInProcessResult, step: str) -> bool:
     return any(e.step_key == step and e.event_type == dg.DagsterEventType.STEP_START for e in result.all_events)
@@ -188,11 +254,11 @@ def test_smoke_reuse_trains_its_own_base_model_on_smoke_latents_without_encoding
         monkeypatch.setattr(target, never)
     monkeypatch.setattr(lifecycle, "encoder_fn", never)
     store, ckpt = store_dir(smoke.root), smoke.runs / "stage1" / "last.pt"
-    before = {**snapshot(store), **snapshot(smoke.root / "smoke" / "shards"), **snapshot(ckpt)}
+    before = {**snapshot(store), **snapshot(shards_dir(smoke.root)), **snapshot(ckpt)}
 
     result = dg.materialize([*ASSETS, *CHECKS], partition_key="smoke_reuse", resources=resources(smoke.root))
     assert result.success
-    assert {**snapshot(store), **snapshot(smoke.root / "smoke" / "shards"), **snapshot(ckpt)} == before
+    assert {**snapshot(store), **snapshot(shards_dir(smoke.root)), **snapshot(ckpt)} == before
     for asset in ("dataset_shards", "ul_autoencoder", "latent_store"):
         meta = metadata(result, asset)
         assert meta["reused_from"] == "smoke" and meta["note"].startswith("reused from smoke"), asset
@@ -247,7 +313,8 @@ def test_smoke_chain_on_an_s3_root(s3_server, tmp_path, monkeypatch):
     sha = metadata(result, "ul_autoencoder")["sha256"]
     assert metadata(result, "latent_store")["latent_store_url"] == f"{root}/smoke/latents-{sha[:12]}.zarr"
     bucket = s3_server.root / root.removeprefix("s3://")  # the served folder behind the bucket
-    assert (bucket / "smoke" / "shards" / "manifest.parquet").is_file()
+    assert metadata(result, "dataset_shards")["shards_url"] == f"{root}/smoke/shards-{data_hash(load_config('smoke'))}"
+    assert (shards_dir(bucket) / "manifest.parquet").is_file()
     assert (bucket / "smoke" / f"latents-{sha[:12]}.zarr" / "zarr.json").is_file()
     assert len(list((bucket / "metrics_history").glob("*.parquet"))) == 1
     assert (tmp_path / "runs" / "smoke" / "stage1" / "last.pt").is_file()  # checkpoints stay local

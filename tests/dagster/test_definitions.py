@@ -78,7 +78,7 @@ def test_storage_resource_paths_local_and_s3(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     local = StorageResource()
     assert local.root_url() == str(tmp_path / "artifacts")  # relative default, resolved to absolute
-    assert local.shards_url("demo") == f"{tmp_path}/artifacts/demo/shards"
+    assert local.shards_url("demo", "0123456789ab") == f"{tmp_path}/artifacts/demo/shards-0123456789ab"
     assert local.latent_store_url("demo", "0123456789ab" + "f" * 52) == f"{tmp_path}/artifacts/demo/latents-0123456789ab.zarr"
     assert local.history_url() == f"{tmp_path}/artifacts/metrics_history"
     assert local.run_dir("demo", "stage1") == tmp_path / "artifacts" / "runs" / "demo" / "stage1"
@@ -89,7 +89,7 @@ def test_storage_resource_paths_local_and_s3(tmp_path, monkeypatch):
     assert StorageResource(root="explicit").root_url() == str(tmp_path / "explicit")  # config beats environment
 
     s3 = StorageResource(root="s3://bucket/prefix/")
-    assert s3.shards_url("demo") == "s3://bucket/prefix/demo/shards"
+    assert s3.shards_url("demo", "0123456789ab") == "s3://bucket/prefix/demo/shards-0123456789ab"
     assert s3.history_url() == "s3://bucket/prefix/metrics_history"
     assert s3.runs_path() == tmp_path / "artifacts" / "runs"  # checkpoints stay local
     assert s3.storage_options() is None  # the default AWS credential chain

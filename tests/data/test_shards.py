@@ -3,6 +3,7 @@
 import gc
 import hashlib
 import io
+import re
 import tarfile
 import time
 from collections import Counter
@@ -16,7 +17,8 @@ from torch.utils.data import DataLoader
 
 from ul_pipeline.data.loader import ShardStream, iter_split, load_split_tensor, train_loader
 from ul_pipeline.data.manifest import MANIFEST_NAME, read_manifest, ShardError
-from ul_pipeline.data.shards import iter_tar_samples, write_shards
+from ul_pipeline.data.shards import iter_tar_samples, split_indices, write_shards
+from ul_pipeline.data.storage import url_to_fs
 from ul_pipeline.data.sources import ArraySource, ShardSource, build_source
 
 SHARDING = dict(shard_size=150, val_size=50, seed=0, resolution=32, channels=1, num_classes=10)
@@ -158,14 +160,55 @@ def test_failed_sharding_leaves_no_manifest(tmp_path, fmnist_400):
     write_shards(good, str(url), **SHARDING)
     with pytest.raises(FileExistsError, match="manifest.parquet exists"):
         write_shards(good, str(url), **SHARDING)
-    with pytest.raises(RuntimeError):  # overwriting: the old manifest goes first
+    before = {p.name: p.read_bytes() for p in url.iterdir()}
+    with pytest.raises(RuntimeError):  # a failed overwrite leaves the old set as it was
         write_shards(source, str(url), overwrite=True, **SHARDING)
-    assert not (url / MANIFEST_NAME).exists()
+    assert {p.name: p.read_bytes() for p in url.iterdir()} == before
 
     wrong_size = ArraySource(images, labels, keys, resolution=28, channels=1)
     with pytest.raises(ValueError, match=r"sample 'k\d+': image uint8 \(1, 28, 28\), expected uint8 \(1, 32, 32\)"):
         write_shards(wrong_size, str(tmp_path / "w"), **SHARDING)
     assert not (tmp_path / "w" / MANIFEST_NAME).exists()
+
+
+def _snapshot(url: str, storage_options) -> dict[str, bytes]:
+    fs, root = url_to_fs(url, storage_options)
+    fs.invalidate_cache()
+    return {p.rsplit("/", 1)[-1]: fs.cat_file(p) for p in fs.ls(root, detail=False)}
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_failed_rewrite_keeps_the_old_set_and_a_rewrite_replaces_it(where, request, tmp_path, fmnist_400):
+    """A rewrite that dies part-way (a bad label in the 2nd train shard) leaves the old set complete and
+    byte-identical; a good rewrite replaces it, and only then are the old tars deleted."""
+    if where == "s3":
+        s3 = request.getfixturevalue("s3_server")
+        url, so = s3.url("shards"), s3.storage_options
+    else:
+        url, so = str(tmp_path / "shards"), None
+    images, labels = fmnist_400
+    keys = [f"k-{i}" for i in range(400)]
+    array = lambda imgs, labs: ArraySource(imgs, labs, keys, resolution=32, channels=1, pad_to=32)  # noqa: E731
+    old = write_shards(array(images, labels), url, storage_options=so, **SHARDING)
+    before = _snapshot(url, so)
+
+    bad_labels = labels.astype(np.int64)
+    bad_labels[split_indices(400, SHARDING["val_size"], SHARDING["seed"])["train"][200]] = 10  # train shard 1
+    with pytest.raises(ValueError, match=r"label 10 outside \[0, 10\)"):
+        write_shards(array(255 - images, bad_labels), url, storage_options=so, overwrite=True, **SHARDING)
+    assert _snapshot(url, so) == before
+    assert read_manifest(url, so).sha256 == old.sha256
+    x, _, got = load_split_tensor(url, "train", storage_options=so)  # readable, every sha256 checked
+    assert len(got) == 350 and np.array_equal(x[:, 0].numpy(), padded(images)[key_index(got)])
+
+    new = write_shards(array(255 - images, labels), url, storage_options=so, overwrite=True, **SHARDING)
+    names = new.table["shard"].to_list()
+    assert all(re.fullmatch(r"(train|val)-\d{6}\.[0-9a-f]{12}\.tar", n) for n in names)  # never the old names
+    assert sorted(_snapshot(url, so)) == sorted([MANIFEST_NAME, *names])  # the old tars are gone
+    x, _, got = load_split_tensor(url, "train", storage_options=so)
+    assert np.array_equal(x[:, 0].numpy(), padded(255 - images)[key_index(got)])
+    again = write_shards(array(images, labels), url, storage_options=so, overwrite=True, **SHARDING)
+    assert again.sha256 == old.sha256 and _snapshot(url, so) == before  # back to the plain names and bytes
 
 
 def _copy_shards(src: str, dst: Path) -> str:

@@ -200,6 +200,29 @@ def test_sigkilled_extraction_resumes_to_the_same_store(tmp_path, shards, refere
     assert_same_store(store, reference_store)
 
 
+def test_extraction_recreates_a_store_whose_creation_crashed(tmp_path, shards, reference_store, monkeypatch):
+    """create_store writes the group and arrays, then `ul` last; a crash in between must not block re-runs."""
+    import ul_pipeline.latents.store as store_module
+
+    class CrashingClock:
+        @staticmethod
+        def now(tz=None):
+            raise Boom("crash inside create_store, after the arrays, before the 'ul' attribute")
+
+    url = str(tmp_path / "latents.zarr")
+    with monkeypatch.context() as m:
+        m.setattr(store_module, "datetime", CrashingClock)
+        with pytest.raises(Boom):
+            extract_latents(shards, "train", url, toy_encoder, META, **EXTRACT)
+    with pytest.raises(LatentStoreError, match="zarr group without the 'ul' attribute"):
+        open_store(url, allow_incomplete=True)
+    with pytest.warns(RuntimeWarning, match=rf"latent store {url}: zarr group without the 'ul' attribute .* recreating"):
+        store = extract_latents(shards, "train", url, toy_encoder, META, **EXTRACT)
+    assert_same_store(store, reference_store)
+    with pytest.raises(LatentStoreError, match=rf"{url} holds latents of encoder e+, not f+"):  # only `ul`-less
+        extract_latents(shards, "train", url, toy_encoder, {**META, "encoder_sha256": "f" * 64}, **EXTRACT)
+
+
 def test_create_store_checks_meta_and_refuses_to_clobber(tmp_path):
     with pytest.raises(LatentStoreError, match=r"meta lacks \['dataset_manifest_sha256', 'split'\]"):
         create_store(str(tmp_path / "a.zarr"), 10, (4, 8, 8), meta=META)

@@ -176,10 +176,16 @@ def nested(overrides: dict[str, Any]) -> dict:
     return out
 
 
-def data_hash(cfg: DictConfig) -> str:
-    """12 hex digits identifying the shards a config's `data` section writes (loader-only keys left out)."""
+def data_sha256(cfg: DictConfig) -> str:
+    """sha256 identifying the shards a config's `data` section writes (loader-only keys left out);
+    the shard manifest records it (column `data_sha256`)."""
     data = {k: v for k, v in to_dict(cfg)["data"].items() if k not in SHARDS_ONLY_DATA_KEYS}
-    return config_hash(data)[:12]
+    return config_hash(data)
+
+
+def data_hash(cfg: DictConfig) -> str:
+    """12 hex digits of `data_sha256`: shards live in `{root}/{experiment or sweep}/shards-{data_hash}`."""
+    return data_sha256(cfg)[:12]
 
 
 def _check_key(key: Any, where: str) -> None:

@@ -1,10 +1,12 @@
 """The shard manifest: one Parquet row per shard, written last; its sha256 identifies the dataset downstream.
 
-`manifest.parquet` (Polars) has one row per shard: split, shard, first_index (position of the
-shard's first sample in its split), samples, bytes, sha256, class_histogram (list of counts per
-class), plus dataset-level columns repeated on every row (format_version, resolution, channels,
-num_classes, seed, val_size, shard_size, sources, and `frames`: 0 for images, the clip length for
-video). A shard set without a manifest is incomplete.
+`manifest.parquet` (Polars) has one row per shard: split, shard (the tar's name, see `shard_name`;
+readers take it from here), first_index (position of the shard's first sample in its split),
+samples, bytes, sha256, class_histogram (list of counts per class), plus dataset-level columns
+repeated on every row (format_version, resolution, channels, num_classes, seed, val_size,
+shard_size, sources, `frames`: 0 for images, the clip length for video, and `data_sha256` when the
+shards were made from a config: the hash of its `data` section, `ul_pipeline.config.sweeps.data_sha256`;
+older manifests lack it). A shard set without a manifest is incomplete.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ MANIFEST_COLUMNS = ("split", "shard", "first_index", "samples", "bytes", "sha256
                     "shard_size", "sources")
 
 OPTIONAL_COLUMNS = {"frames": 0}  # added for video; a manifest without it holds images
+DATA_SHA256_COLUMN = "data_sha256"  # written only for shards made from a config's data section
 
 
 
@@ -35,8 +38,9 @@ class ShardError(ValueError):
     """A shard is missing, corrupt or holds a sample that breaks the manifest; names shard and key."""
 
 
-def shard_name(split: str, index: int) -> str:
-    return f"{split}-{index:06d}.tar"
+def shard_name(split: str, index: int, tag: str | None = None) -> str:
+    """`train-000000.tar`; with a tag (12 hex of the shard's sha256, for a rewrite) `train-000000.<tag>.tar`."""
+    return f"{split}-{index:06d}.tar" if tag is None else f"{split}-{index:06d}.{tag}.tar"
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,11 @@ class ShardManifest:
     @property
     def num_classes(self) -> int:
         return self._scalar("num_classes")
+
+    @property
+    def data_sha256(self) -> str | None:
+        """The hash of the config `data` section that made these shards; None for an older manifest."""
+        return str(self.table[DATA_SHA256_COLUMN][0]) if DATA_SHA256_COLUMN in self.table.columns else None
 
     def shards(self, split: str) -> pl.DataFrame:
         if split not in SPLITS:

@@ -8,11 +8,15 @@ Layout under `out_url` (local path or fsspec URL such as `s3://bucket/prefix`):
                                               video clip `<key>.npy` (uint8 T x C x H x W)
 
 `manifest.parquet` (see `manifest.py`) is written LAST: a shard set without one is incomplete.
-Same inputs -> same bytes (tar headers carry no time or owner).
+Same inputs -> same bytes (tar headers carry no time or owner). Loaders follow the manifest's
+`shard` column, never a listing: a rewrite puts a shard whose bytes change under a new name
+(`train-000000.<12 hex of its sha256>.tar`), so the old set stays complete and valid until the new
+manifest replaces it; tars no manifest names are deleted after that.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -25,13 +29,13 @@ import polars as pl
 from PIL import Image
 
 from ul_pipeline.data.codecs import decode_clip, decode_image, encode_clip, encode_png
-from ul_pipeline.data.manifest import (FORMAT_VERSION, MANIFEST_COLUMNS, MANIFEST_NAME, OPTIONAL_COLUMNS, SPLITS,
-                                      ShardError, ShardManifest, shard_name)
+from ul_pipeline.data.manifest import (DATA_SHA256_COLUMN, FORMAT_VERSION, MANIFEST_COLUMNS, MANIFEST_NAME,
+                                      OPTIONAL_COLUMNS, SPLITS, ShardError, ShardManifest, read_manifest, shard_name)
 from ul_pipeline.data.sample import Sample, expected_shape
 from ul_pipeline.data.storage import StorageOptions, join_url, url_to_fs, write_bytes_atomic
 
 IMAGE_EXTS = ("png", "jpg", "jpeg", "webp", "ppm", "pgm", "bmp")
-_SHARD_NAME = re.compile(r"^(train|val)-\d{6}\.tar$")
+_SHARD_NAME = re.compile(r"^(train|val)-\d{6}(\.[0-9a-f]{12})?\.tar$")  # see manifest.shard_name
 
 
 # ---------------------------------------------------------------------------- the tar format
@@ -177,28 +181,47 @@ def _check_sample(s: Sample, resolution: int, channels: int, num_classes: int, f
         raise ValueError(f"sample '{s.key}': label {s.label} outside [0, {num_classes})")
 
 
+def _published(out_url: str, storage_options: StorageOptions) -> dict[str, str]:
+    """{shard name: sha256} of the complete set at `out_url`; empty when it has no readable manifest."""
+    try:
+        table = read_manifest(out_url, storage_options).table
+    except (FileNotFoundError, ShardError):
+        return {}
+    return dict(zip(table["shard"].to_list(), table["sha256"].to_list()))
+
+
+def _free_name(split: str, index: int, sha256: str, published: dict[str, str]) -> str:
+    """`train-000000.tar`, unless the published set holds other bytes under that name: then a name of
+    these bytes (`train-000000.<sha256[:12]>.tar`), so writing it never changes the published set."""
+    name = shard_name(split, index)
+    return name if published.get(name, sha256) == sha256 else shard_name(split, index, sha256[:12])
+
+
 def write_shards(source_samples, out_url: str, *, shard_size: int, val_size: int, seed: int,
                  resolution: int, channels: int, num_classes: int, limit: Optional[int] = None,
                  storage_options: StorageOptions = None, overwrite: bool = False,
-                 progress: Optional[Callable[[int, int], None]] = None, frames: int = 0) -> ShardManifest:
+                 progress: Optional[Callable[[int, int], None]] = None, frames: int = 0,
+                 data_sha256: Optional[str] = None) -> ShardManifest:
     """Split `source_samples` deterministically and write train/val WebDataset shards + manifest.
 
     `source_samples`: a sequence (len + indexing, read lazily) or any iterable of `Sample` /
     `(key, image uint8 (C, H, W), label[, info])`; with `frames` > 0 each image is a clip
     uint8 (C, frames, H, W). `limit` keeps the first `limit` samples.
-    An existing manifest at `out_url` raises FileExistsError unless `overwrite`; then the old
-    manifest is removed FIRST and stale shards of the old set are deleted after the new one is
-    written. `progress(samples_written, total)` is called after each shard.
+    An existing manifest at `out_url` raises FileExistsError unless `overwrite`; then the old set
+    stays complete until the new manifest replaces it (changed shards get new names, see
+    `_free_name`), and a failure part-way removes what it wrote and leaves the old set as it was.
+    Tars of an older set that the new manifest does not name are deleted after it is written.
+    `progress(samples_written, total)` is called after each shard. `data_sha256` (the hash of the
+    config `data` section these shards are made from) goes into the manifest when given.
     """
     if shard_size <= 0:
         raise ValueError(f"shard_size must be > 0, got {shard_size}")
     fs, root = url_to_fs(out_url, storage_options)
     root = root.rstrip("/")
     manifest_path = f"{root}/{MANIFEST_NAME}"
-    if fs.exists(manifest_path):
-        if not overwrite:
-            raise FileExistsError(f"{join_url(out_url, MANIFEST_NAME)} exists; pass overwrite=True to rewrite the shards")
-        fs.rm(manifest_path)  # from here on the old set no longer looks complete
+    if fs.exists(manifest_path) and not overwrite:
+        raise FileExistsError(f"{join_url(out_url, MANIFEST_NAME)} exists; pass overwrite=True to rewrite the shards")
+    published = _published(out_url, storage_options)  # the set readers see until our manifest lands
     fs.makedirs(root, exist_ok=True)
 
     if not (hasattr(source_samples, "__getitem__") and hasattr(source_samples, "__len__")):
@@ -210,42 +233,55 @@ def write_shards(source_samples, out_url: str, *, shard_size: int, val_size: int
         return s if isinstance(s, Sample) else Sample(*s)
 
     rows, seen_keys, sources, written = [], set(), set(), 0
-    for split, indices in sorted(split_indices(num_samples, val_size, seed).items(), key=lambda kv: SPLITS.index(kv[0])):
-        for shard_index, lo in enumerate(range(0, len(indices), shard_size)):
-            samples = [get(i) for i in indices[lo:lo + shard_size]]
-            histogram = [0] * num_classes
-            for s in samples:
-                _check_sample(s, resolution, channels, num_classes, frames)
-                if s.key in seen_keys:
-                    raise ValueError(f"sample key '{s.key}' appears twice in the source")
-                seen_keys.add(s.key)
-                histogram[int(s.label)] += 1
-                sources.add(str(s.info.get("source", "unknown")))
-            data = tar_bytes(samples)
-            name = shard_name(split, shard_index)
-            write_bytes_atomic(fs, f"{root}/{name}", data)
-            rows.append({"split": split, "shard": name, "first_index": lo, "samples": len(samples),
-                         "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(),
-                         "class_histogram": histogram})
-            written += len(samples)
-            if progress is not None:
-                progress(written, num_samples)
+    try:
+        for split, indices in sorted(split_indices(num_samples, val_size, seed).items(),
+                                     key=lambda kv: SPLITS.index(kv[0])):
+            for shard_index, lo in enumerate(range(0, len(indices), shard_size)):
+                samples = [get(i) for i in indices[lo:lo + shard_size]]
+                histogram = [0] * num_classes
+                for s in samples:
+                    _check_sample(s, resolution, channels, num_classes, frames)
+                    if s.key in seen_keys:
+                        raise ValueError(f"sample key '{s.key}' appears twice in the source")
+                    seen_keys.add(s.key)
+                    histogram[int(s.label)] += 1
+                    sources.add(str(s.info.get("source", "unknown")))
+                data = tar_bytes(samples)
+                sha = hashlib.sha256(data).hexdigest()
+                name = _free_name(split, shard_index, sha, published)
+                write_bytes_atomic(fs, f"{root}/{name}", data)
+                rows.append({"split": split, "shard": name, "first_index": lo, "samples": len(samples),
+                             "bytes": len(data), "sha256": sha, "class_histogram": histogram})
+                written += len(samples)
+                if progress is not None:
+                    progress(written, num_samples)
+    except BaseException:
+        for r in rows:  # ours alone; a name the published set uses holds its own bytes (see _free_name)
+            if r["shard"] not in published:
+                with contextlib.suppress(OSError):  # the original error matters more than a leftover tar
+                    fs.rm(f"{root}/{r['shard']}")
+        raise
 
     dataset = {"format_version": FORMAT_VERSION, "resolution": resolution, "channels": channels,
                "num_classes": num_classes, "seed": seed, "val_size": val_size, "shard_size": shard_size,
                "sources": ",".join(sorted(sources)), "frames": frames}
+    optional = [*OPTIONAL_COLUMNS]
+    if data_sha256 is not None:
+        dataset[DATA_SHA256_COLUMN] = data_sha256
+        optional.append(DATA_SHA256_COLUMN)
     table = pl.DataFrame([{**r, **dataset} for r in rows],
                          schema_overrides={"class_histogram": pl.List(pl.Int64), "first_index": pl.Int64,
                                            "samples": pl.Int64, "bytes": pl.Int64})
-    table = table.select(*MANIFEST_COLUMNS, *OPTIONAL_COLUMNS)
+    table = table.select(*MANIFEST_COLUMNS, *optional)
     buf = io.BytesIO()
     table.write_parquet(buf)
     manifest_bytes = buf.getvalue()
+    write_bytes_atomic(fs, manifest_path, manifest_bytes)  # LAST: now the new set is the complete one
 
     keep = {r["shard"] for r in rows}
-    for path in fs.ls(root, detail=False):  # stale shards of an older, larger set
+    fs.invalidate_cache(root)
+    for path in fs.ls(root, detail=False):  # tars of older sets (or of a crashed write) no manifest names
         name = path.rstrip("/").rsplit("/", 1)[-1]
         if _SHARD_NAME.match(name) and name not in keep:
             fs.rm(path)
-    write_bytes_atomic(fs, manifest_path, manifest_bytes)  # LAST: now the set is complete
     return ShardManifest(out_url, table, hashlib.sha256(manifest_bytes).hexdigest())

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
@@ -22,7 +23,7 @@ import torch
 
 from ul_pipeline import distributed
 from ul_pipeline.latents.store import (
-    LatentStore, LatentStoreError, create_store, finalize_store, open_store, store_exists,
+    LatentStore, LatentStoreError, create_store, finalize_store, open_store, store_exists, store_lacks_meta,
 )
 from ul_pipeline.data.loader import iter_split
 from ul_pipeline.data.manifest import read_manifest
@@ -92,7 +93,8 @@ def extract_latents(shard_url: str, split: str, store_url: str, encode_fn: Encod
     (device placement and scaling are its business). `meta` holds encoder_sha256, stage1_config
     and logsnr_0 (+ any JSON-able extras); dataset_manifest_sha256 and split are added here.
     Resumes an incomplete store of the same encoder and dataset; a complete one is returned
-    untouched; another encoder's store raises unless `overwrite`. `progress(samples_done, total)`
+    untouched; another encoder's store raises unless `overwrite`. A zarr group without the `ul`
+    attribute (a crash inside `create_store`) is recreated, with a warning. `progress(samples_done, total)`
     is called after each block. `store_storage_options` defaults to `storage_options`.
     """
     t0 = time.perf_counter()
@@ -107,13 +109,18 @@ def extract_latents(shard_url: str, split: str, store_url: str, encode_fn: Encod
         raise LatentStoreError(f"latent store {store_url}: meta needs 'encoder_sha256'")
 
     store: Optional[LatentStore] = None
-    if store_exists(store_url, store_so) and not overwrite:
-        store = open_store(store_url, storage_options=store_so, allow_incomplete=True, read_only=False)
-        _check_compatible(store, want)
-        if store.meta["complete"]:
-            return store
-    num_blocks = math.ceil(num_samples / block_size)
     w = distributed.world()
+    if store_exists(store_url, store_so) and not overwrite:
+        if store_lacks_meta(store_url, store_so):  # nothing in it was written by extraction: start afresh
+            if w.is_main:
+                warnings.warn(f"latent store {store_url}: zarr group without the 'ul' attribute (its creation "
+                              f"was interrupted); recreating it", RuntimeWarning, stacklevel=2)
+        else:
+            store = open_store(store_url, storage_options=store_so, allow_incomplete=True, read_only=False)
+            _check_compatible(store, want)
+            if store.meta["complete"]:
+                return store
+    num_blocks = math.ceil(num_samples / block_size)
     with distributed.main_first() as is_main:  # rank 0 creates the store; the others open it after
         if store is None and is_main:
             first = next(iter_split(shard_url, split, storage_options=storage_options, manifest=manifest))

@@ -198,6 +198,16 @@ def store_exists(url: str, storage_options: StorageOptions = None) -> bool:
     return fs.exists(f"{path.rstrip('/')}/zarr.json")
 
 
+def store_lacks_meta(url: str, storage_options: StorageOptions = None) -> bool:
+    """True for a zarr group at `url` without the `ul` attribute: `create_store` died before writing it
+    (it writes `ul` last). False when there is no group, or the group has `ul` (of any encoder)."""
+    try:
+        group = zarr.open_group(zarr_store(url, storage_options, read_only=True), mode="r", zarr_format=3)
+    except (FileNotFoundError, GroupNotFoundError, NodeTypeValidationError):
+        return False
+    return "ul" not in group.attrs
+
+
 def create_store(url: str, num_samples: int, latent_shape: tuple[int, ...], dtype: str = "float32",
                  block_size: int = 1024, meta: Optional[dict[str, Any]] = None, *,
                  storage_options: StorageOptions = None, overwrite: bool = False,
@@ -237,7 +247,7 @@ def create_store(url: str, num_samples: int, latent_shape: tuple[int, ...], dtyp
           "num_samples": int(n), "block_size": int(block_size), "dtype": dtype,
           "channel_mean": None, "channel_std": None,
           "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "complete": False}
-    group.attrs["ul"] = ul
+    group.attrs["ul"] = ul  # LAST: a group without `ul` is a half-created store (store_lacks_meta)
     return LatentStore(url, group, storage_options)
 
 
