@@ -19,6 +19,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
+import torch
+
 from ul_pipeline.versioning import json_sha256
 
 RESULT = "result.json"
@@ -115,7 +117,7 @@ def save_result(results_dir: str | Path, label: str, point: str, config: dict, c
         "point": point, "label": label, "config": result_config(config),
         "config_sha256": json_sha256(result_config(config)), "code_versions": dict(code_versions),
         "commit": git_commit(), "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "wall_seconds": wall_seconds,
+        "wall_seconds": wall_seconds, "torch_threads": torch.get_num_threads(),
         "metrics": {k: v for k, v in metrics.items() if not isinstance(v, str) or not v.startswith("/")},
     }
     tmp = folder / f".{RESULT}.tmp"
