@@ -72,11 +72,47 @@ def export_result(results_dir: str, point, art: ExperimentArtifacts, seconds: fl
                 art.evaluation_dir, wall)
 
 
+def training_reference(sweep, storage, experiment_config, compute):
+    """Inception features of the first eval.kid_reference_size training images of the sweep's shards (cached)."""
+    from ul_pipeline.data import load_split_tensor, read_manifest
+    from ul_pipeline.evaluation.fid import InceptionFeatures
+    from ul_pipeline.evaluation.fid_reference import reference_features
+
+    art = resolve(sweep.points[0].key, storage, experiment_config, compute)
+    k = int(art.cfg.eval.kid_reference_size)
+    if not k:
+        raise ConfigError(f"sweep {sweep.name}: compare needs eval.kid_reference_size > 0 (KID's reference)")
+    images = load_split_tensor(art.shards_url, "train", storage_options=art.storage_options)[0][:k]
+    return reference_features(images, InceptionFeatures(compute.device if compute.device != "auto" else "cpu"),
+                              art.shards_url, split="train", storage_options=art.storage_options,
+                              manifest_sha256=read_manifest(art.shards_url, art.storage_options).sha256)
+
+
+def write_report(sweep, results_dir: str, report_dir: str, res, log: Callable[[str], None]) -> bool:
+    """The comparison of the committed results (table, paired intervals, verdicts, plots) in report_dir."""
+    import numpy as np
+
+    from ul_pipeline.evaluation.comparison import Pair, write_comparison
+
+    results = {p.label: r for p in sweep.points if (r := load_result(results_dir, p.label)) is not None}
+    if not results:
+        log(f"sweep {sweep.name}: no committed results in {results_dir}; no report")
+        return False
+    reference = training_reference(sweep, *res) if sweep.compare else np.zeros((0, 1))
+    summary = write_comparison(results, [Pair(*c) for c in sweep.compare], sweep.repeats, reference, report_dir)
+    log(f"sweep {sweep.name}: report of {len(results)} of {len(sweep.points)} points in {report_dir} "
+        f"(table.md, comparisons.md, kid_vs_bits.png, kid_vs_psnr.png)")
+    for c in summary["comparisons"]:
+        log(f"  {c['a']} vs {c['b']}: {c['verdict']}")
+    return len(results) == len(sweep.points)
+
+
 def run_sweep(sweep: str, defs: Definitions, instance: DagsterInstance, log: Callable[[str], None] = print,
-              results_dir: Optional[str] = None) -> bool:
+              results_dir: Optional[str] = None, report_dir: Optional[str] = None) -> bool:
     """Each point of `sweep` in order (done ones skipped), then its study; True when all succeeded."""
     storage, experiment_config, compute = (defs.resources[k] for k in ("storage", "experiment_config", "compute"))
-    points = load_sweep(sweep, experiment_config.config_dir or CONFIG_DIR).points
+    loaded = load_sweep(sweep, experiment_config.config_dir or CONFIG_DIR)
+    points = loaded.points
     full, t_sweep, failed = defs.resolve_job_def("full"), time.perf_counter(), []
     for i, point in enumerate(points, 1):
         tag = f"[{i}/{len(points)}] {point.key}"
@@ -108,6 +144,9 @@ def run_sweep(sweep: str, defs: Definitions, instance: DagsterInstance, log: Cal
         log(f"sweep {sweep}: {len(failed)} point(s) failed ({', '.join(failed)}); study not materialised. "
             f"Fix them and run again: finished points are skipped.")
         return False
+    if results_dir is not None:  # the study from committed results: also on a machine without the runs
+        return write_report(loaded, results_dir, report_dir or f"docs/{sweep}", (storage, experiment_config, compute),
+                            log)
     result = defs.resolve_job_def("sweep_study").execute_in_process(partition_key=sweep, instance=instance,
                                                                     raise_on_error=False)
     where = storage.run_dir(sweep, "study")
@@ -126,13 +165,14 @@ def main(argv: Optional[list[str]] = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweep", help="the sweep's name, e.g. paper_trends")
     parser.add_argument("--results", help="folder of committed point results (e.g. results/NAME)")
+    parser.add_argument("--report", help="with --results: where the comparison goes (default docs/NAME)")
     args = parser.parse_args(argv)
     from assets.definitions import defs
 
     with instance_from_env() as instance:
         try:
             ok = run_sweep(args.sweep, defs, instance, log=lambda msg: print(msg, flush=True),
-                           results_dir=args.results)
+                           results_dir=args.results, report_dir=args.report)
         except ConfigError as e:
             print(f"config error: {e}", file=sys.stderr)
             return 2

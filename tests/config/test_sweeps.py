@@ -229,3 +229,30 @@ def test_sweep_runner_goes_on_after_a_failed_point_but_skips_the_study(config_di
     assert not run_sweep("trends", fake_defs(res, calls, fail="trends:c_lf=3.0"), instance=None, log=log.append)
     assert calls == [("full", p) for p in POINTS]
     assert "1 point(s) failed (trends:c_lf=3.0); study not materialised" in log[-1]
+
+
+def test_sweep_runner_keeps_committed_results_that_outlive_the_machine(config_dir, tmp_path):
+    """Finished points go to results/; a fresh machine (no runs) skips them; a changed config does not."""
+    res, calls, log = env(tmp_path, config_dir), [], []
+    results, report = tmp_path / "results", tmp_path / "report"
+    assert run_sweep("trends", fake_defs(res, calls), instance=None, log=log.append, results_dir=str(results),
+                     report_dir=str(report))
+    assert calls == [("full", p) for p in POINTS]  # the report replaces the history-based study
+    assert sorted(p.name for p in results.iterdir()) == ["c_lf=1.3", "c_lf=3.0", "more_data", "normal_prior"]
+    assert (report / "table.md").is_file()
+
+    shutil.rmtree(tmp_path / "runs")  # a fresh machine: no checkpoints, no evaluations
+    calls.clear()
+    assert run_sweep("trends", fake_defs(res, calls), instance=None, log=log.append, results_dir=str(results),
+                     report_dir=str(report))
+    assert calls == []
+    assert any(m.startswith("[1/4] trends:c_lf=1.3: committed result") for m in log)
+
+    sweep_file = config_dir / "experiments" / "trends.yaml"
+    sweep_file.write_text(sweep_file.read_text().replace("normal_prior: {stage1.prior: normal}",
+                                                         "normal_prior: {stage1.prior: normal, stage1.bias: 1.0}"))
+    calls.clear()
+    assert run_sweep("trends", fake_defs(res, calls), instance=None, log=log.append, results_dir=str(results),
+                     report_dir=str(report))
+    assert calls == [("full", "trends:normal_prior")]
+    assert any("trends:normal_prior: config differs in stage1" in m for m in log)

@@ -50,6 +50,8 @@ class Sweep:
     origin: str  # the YAML file, for messages
     grid_keys: dict[str, str]  # dotted grid key -> its short name in point keys (c_lf)
     points: tuple[SweepPoint, ...]  # grid points in product order, then variants in file order
+    compare: tuple[tuple[str, str, str], ...] = ()  # (label a, label b, why): planned paired comparisons
+    repeats: tuple[tuple[str, str], ...] = ()  # (label, its training-seed repeat): the seed spread
 
 
 def split_point_key(key: str) -> tuple[str, Optional[str]]:
@@ -113,9 +115,10 @@ def expand(name: str, section: dict, origin: str) -> Sweep:
     """Points of one `sweep:` section: the grid's cartesian product, then the named variants."""
     if POINT_SEP in name:
         raise ConfigError(f"{origin}: a sweep's file name may not contain '{POINT_SEP}'")
-    unknown = set(section) - {"grid", "variants"}
+    unknown = set(section) - {"grid", "variants", "compare", "repeats"}
     if unknown:
-        raise ConfigError(f"{origin}: {SECTION}: unknown key(s) {sorted(unknown)} (allowed: grid, variants)")
+        raise ConfigError(f"{origin}: {SECTION}: unknown key(s) {sorted(unknown)} "
+                          "(allowed: grid, variants, compare, repeats)")
     grid, variants = section.get("grid") or {}, section.get("variants") or {}
     if not isinstance(grid, dict) or not isinstance(variants, dict):
         raise ConfigError(f"{origin}: {SECTION}.grid and {SECTION}.variants must be mappings")
@@ -148,7 +151,21 @@ def expand(name: str, section: dict, origin: str) -> Sweep:
         if p.key in seen:
             raise ConfigError(f"{origin}: {SECTION}: point '{p.key}' appears twice")
         seen.add(p.key)
-    return Sweep(name, origin, short, tuple(points))
+    labels = {p.label for p in points}
+    compare = tuple(_pair(c, labels, f"{origin}: {SECTION}.compare", with_why=True) for c in section.get("compare") or [])
+    repeats = tuple(_pair(r, labels, f"{origin}: {SECTION}.repeats", with_why=False) for r in section.get("repeats") or [])
+    return Sweep(name, origin, short, tuple(points), compare, repeats)
+
+
+def _pair(entry: Any, labels: set[str], where: str, with_why: bool) -> tuple:
+    """A [a, b(, why)] entry naming two points of the sweep."""
+    size = 3 if with_why else 2
+    if not isinstance(entry, list) or len(entry) != size:
+        raise ConfigError(f"{where}: each entry is [a, b{', why' if with_why else ''}], got {entry!r}")
+    unknown = [x for x in entry[:2] if x not in labels]
+    if unknown:
+        raise ConfigError(f"{where}: {unknown} are not points of this sweep (points: {', '.join(sorted(labels))})")
+    return tuple(str(x) for x in entry)
 
 
 def shortest_suffixes(keys: list[str]) -> dict[str, str]:

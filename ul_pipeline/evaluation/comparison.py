@@ -120,8 +120,60 @@ def plot(rows: list[dict[str, Any]], path: str | Path, x: str, xlabel: str, log_
     ax.set_xlabel(xlabel)
     ax.set_ylabel("KID vs 10k training images (lower is better)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     return path
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """The study table as Markdown (KID as value +- SE, times in minutes)."""
+    head = ("point", "family", "bits/pixel", "bits/image", "PSNR", "rFID", "cross-FID", "gFID (N=500)",
+            "KID x1e3 (10k ref)", "wall (min)", "commit")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def f(v, fmt):
+        return "–" if v is None else format(v, fmt)
+    for r in rows:
+        kid = "–" if r["kid_train"] is None else f"{1e3 * r['kid_train']:.2f} ± {1e3 * r['kid_train_se']:.2f}"
+        lines.append("| " + " | ".join([r["point"], r["family"], f(r["bits_per_pixel"], ".3f"), f(r["bits_per_image"], ".0f"),
+                                        f(r["psnr"], ".2f"), f(r["rfid"], ".1f"), f(r["cross_fid"], ".1f"),
+                                        f(r["gfid"], ".1f"), kid, f(None if r["wall_seconds"] is None
+                                                                    else r["wall_seconds"] / 60, ".1f"),
+                                        r["commit"]]) + " |")
+    return "\n".join(lines)
+
+
+def write_comparison(results: dict[str, CommittedResult], pairs: Sequence[Pair], repeats: Sequence[tuple[str, str]],
+                     reference: np.ndarray, out_dir: str | Path, n_boot: int = 1000) -> dict[str, Any]:
+    """table.md, comparisons.md, summary.json and the two plots (KID against bits and against PSNR)."""
+    import json
+    from collections import Counter
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    base = Counter(r.record["config"]["stage2"]["preset"] for r in results.values()).most_common(1)[0][0]
+    rows = study_rows(results, base)
+    comparisons = compare(results, pairs, reference, n_boot=n_boot)
+    spread = seed_spread(results, repeats)
+    for c in comparisons:
+        c["verdict"] = verdict(c, spread)
+    lines = [f"Seed spread of KID (largest |seed 0 - seed 1| over {len(repeats)} repeated points): "
+             + ("not measured yet" if spread is None else f"{spread:.2e}"), "",
+             "| a | b | why | KID(a) - KID(b) [95% paired CI] | rate a / b | verdict |", "|---|---|---|---|---|---|"]
+    for c in comparisons:
+        if "missing" in c:
+            lines.append(f"| {c['a']} | {c['b']} | {c['why']} | – | – | {c['verdict']} |")
+            continue
+        ratio = "–" if c["rate_ratio"] is None else f"{c['rate_ratio']:.2f}"
+        lines.append(f"| {c['a']} | {c['b']} | {c['why']} | {c['kid_diff']:.2e} [{c['kid_low']:.2e}, "
+                     f"{c['kid_high']:.2e}] | {ratio} | {c['verdict']} |")
+    (out_dir / "table.md").write_text(markdown_table(rows) + "\n")
+    (out_dir / "comparisons.md").write_text("\n".join(lines) + "\n")
+    summary = {"rows": rows, "comparisons": comparisons, "seed_spread": spread}
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    plot(rows, out_dir / "kid_vs_bits.png", "bits_per_pixel", "bits/pixel (L_z, held-out)", log_x=True)
+    plot(rows, out_dir / "kid_vs_psnr.png", "psnr", "reconstruction PSNR (dB)")
+    return summary
