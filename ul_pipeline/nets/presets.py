@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Optional
 
 import torch
@@ -34,6 +34,16 @@ class Preset:
     description: str
 
 
+_SMALL = Preset(
+    name="small",
+    latent_channels=4,
+    encoder=dict(channels=[32, 64], blocks=[2, 2], patch=2, out_init_scale=5.0),
+    prior=dict(width=128, depth=2, heads=4),
+    decoder=dict(channels=[32, 64], blocks=[2, 2], width=128, depth=2, heads=4, patch=2),
+    base=dict(widths=[128, 256], blocks=[2, 4], heads=[4, 8]),
+    description="CPU scale: 32x32x{1,3} images -> 8x8x4 latents, same design as paper",
+)
+
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in [
@@ -46,24 +56,9 @@ PRESETS: dict[str, Preset] = {
             base=dict(widths=[32, 64], blocks=[2, 2], heads=[2, 4]),
             description="unit tests: 32x32 -> 8x8 (16x16 -> 4x4) latents, sub-second CPU steps",
         ),
-        Preset(
-            name="small",
-            latent_channels=4,
-            encoder=dict(channels=[32, 64], blocks=[2, 2], patch=2, out_init_scale=5.0),
-            prior=dict(width=128, depth=2, heads=4),
-            decoder=dict(channels=[32, 64], blocks=[2, 2], width=128, depth=2, heads=4, patch=2),
-            base=dict(widths=[128, 256], blocks=[2, 4], heads=[4, 8]),
-            description="CPU scale: 32x32x{1,3} images -> 8x8x4 latents, same design as paper",
-        ),
-        Preset(
-            name="small_narrow_base",
-            latent_channels=4,
-            encoder=dict(channels=[32, 64], blocks=[2, 2], patch=2, out_init_scale=5.0),
-            prior=dict(width=128, depth=2, heads=4),
-            decoder=dict(channels=[32, 64], blocks=[2, 2], width=128, depth=2, heads=4, patch=2),
-            base=dict(widths=[64, 128], blocks=[2, 4], heads=[2, 4]),
-            description="`small` with a base model of half the width: about a quarter of its FLOPs",
-        ),
+        _SMALL,
+        replace(_SMALL, name="small_narrow_base", base=dict(widths=[64, 128], blocks=[2, 4], heads=[2, 4]),
+                description="`small` with a base model of half the width: about a quarter of its FLOPs"),
         Preset(
             name="paper",
             latent_channels=32,
