@@ -9,6 +9,7 @@ Stage 2 and the SIGKILL tests (one machine; two torchrun agents as two nodes) ar
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -126,7 +127,7 @@ def two_node_torchrun(*args: str, restarts: int, timeout: int = 300) -> list[sub
     finally:
         for a in agents:  # each agent leads its own session: end it with its workers
             if a.poll() is None:
-                os.killpg(a.pid, 9)
+                os.killpg(a.pid, signal.SIGKILL)
                 a.wait()
     for a, out in zip(agents, outputs):
         assert a.returncode == 0, f"a torchrun agent failed ({a.returncode}):\n{out[-4000:]}"
