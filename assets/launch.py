@@ -19,6 +19,7 @@ from dagster import AssetExecutionContext, PipesSubprocessClient
 from omegaconf import DictConfig
 
 from ul_pipeline import config as config_lib
+from ul_pipeline.data.storage import credentials_by_name
 
 ENTRY = "assets.pipes_entry"
 REPO = Path(__file__).resolve().parent.parent
@@ -39,7 +40,14 @@ def torchrun_args(compute: DictConfig) -> list[str]:
 
 
 def write_job(stage: str, cfg: DictConfig, folder: Path, **paths: Any) -> Path:
-    """The step's description for every rank: stage, resolved config, paths (0600: it may hold credentials)."""
+    """The step's description for every rank: stage, recorded config, paths, storage options.
+
+    It holds no secret (it outlives a killed step, and on a cluster it sits on a shared filesystem):
+    storage credentials are named (`{"env": "AWS_SECRET_ACCESS_KEY"}`) and reach the ranks through
+    their environment; config values from `${oc.env:...}` keep that text (config.to_dict).
+    """
+    if paths.get("storage_options"):
+        paths["storage_options"] = credentials_by_name(paths["storage_options"])[0]
     folder.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f"{stage}-", suffix=".json", dir=folder)
     with os.fdopen(fd, "w") as f:
@@ -53,7 +61,8 @@ def run_with_torchrun(context: AssetExecutionContext, stage: str, cfg: DictConfi
     job = write_job(stage, cfg, folder, **paths)
     command = [sys.executable, "-m", "torch.distributed.run", *torchrun_args(cfg.compute), "-m", ENTRY, str(job)]
     context.log.info(f"{stage}: {' '.join(command)}")
-    env = {"PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)}
+    env = {"PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p),
+           **credentials_by_name(paths.get("storage_options"))[1]}  # the credentials the job file names
     try:
         invocation = PipesSubprocessClient(cwd=str(REPO), env=env).run(context=context, command=command)
         return dict(invocation.get_materialize_result().metadata or {})

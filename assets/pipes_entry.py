@@ -3,7 +3,8 @@
 Rank 0 alone opens Dagster Pipes (the default message reader expects one writer): it streams the
 step's log lines and reports the materialization once, at the end, after the final checkpoint or
 the store's completion. A group restarted by `torchrun --max-restarts` opens Pipes again and
-resumes from the last checkpoint. The library (ul_pipeline) never sees Dagster.
+resumes from the last checkpoint. The library (ul_pipeline) never sees Dagster. The job file holds
+no secret: storage credentials are named in it and read from this process's environment.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 from ul_pipeline import config as config_lib
 from ul_pipeline import distributed
+from ul_pipeline.data.storage import credentials_from_env
 
 
 def run_step(job: dict, log, progress) -> dict:
@@ -21,7 +23,8 @@ def run_step(job: dict, log, progress) -> dict:
     from assets.progress import TrainingLog
     from ul_pipeline.lifecycle import encode_latents, run_stage1, run_stage2
 
-    cfg, stage, so = config_lib.from_dict(job["config"]), job["stage"], job.get("storage_options")
+    cfg, stage = config_lib.from_dict(job["config"]), job["stage"]
+    so = credentials_from_env(job.get("storage_options"), f"job file {job.get('path')}")
     callbacks = [TrainingLog(log, stage)] if log is not None else []
     if stage == "encode":
         store = encode_latents(job["stage1_checkpoint"], job["shards_url"], job["store_url"], cfg=cfg,

@@ -2,12 +2,15 @@
 
 Every run is a real `torchrun` (torch.distributed.run) of the CLI; tiny nets, 4 steps of the
 smoke config, so each launch takes seconds. Stage 1 and extraction run in the default suite;
-Stage 2 and the SIGKILL test are marked slow (`pytest -m slow tests/test_distributed.py`).
+Stage 2 and the SIGKILL tests (one machine; two torchrun agents as two nodes) are marked slow
+(`pytest -m slow tests/test_distributed.py`).
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -103,6 +106,66 @@ def test_a_rank_killed_mid_run_restarts_and_ends_with_the_uninterrupted_weights(
     assert marker.read_text().startswith("rank 1 killed at samples_seen=96")  # it did die, after the 64 checkpoint
     diff = max_weight_difference(runs / "s1_2rank", runs / "s1_killed")
     assert diff["model"] < TOLERANCE and diff["ema"] < TOLERANCE, diff
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def two_node_torchrun(*args: str, restarts: int, timeout: int = 300) -> list[subprocess.CompletedProcess]:
+    """Two torchrun agents (--nnodes 2, one worker each) meeting on a loopback c10d rendezvous."""
+    agent = [sys.executable, "-m", "torch.distributed.run", "--nnodes=2", "--nproc-per-node=1",
+             "--rdzv-backend=c10d", f"--rdzv-endpoint=127.0.0.1:{free_port()}", "--local-addr=127.0.0.1",
+             f"--max-restarts={restarts}", *args]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    agents = [subprocess.Popen(agent, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True) for _ in range(2)]
+    try:
+        outputs = [a.communicate(timeout=timeout)[0] for a in agents]
+    finally:
+        for a in agents:  # each agent leads its own session: end it with its workers
+            if a.poll() is None:
+                os.killpg(a.pid, signal.SIGKILL)
+                a.wait()
+    for a, out in zip(agents, outputs):
+        assert a.returncode == 0, f"a torchrun agent failed ({a.returncode}):\n{out[-4000:]}"
+    return outputs
+
+
+@pytest.mark.slow  # ~45 s: two agents, four worker starts
+def test_two_nodes_meet_again_after_a_rank_is_killed(runs):
+    """The killed rank's agent restarts for its failure, the other one for the membership change.
+
+    Each agent then has its own TORCHELASTIC_RESTART_COUNT (1 and 0); the restarted group must still
+    meet in the first round after the kill and end with the uninterrupted run's weights.
+    """
+    marker = runs / "killed_2nodes.txt"
+    two_node_torchrun(str(REPO / "tests" / "helpers" / "kill_rank_once.py"), str(marker), "96", "--others-hang",
+                      "stage1", "-e", "smoke", "--shards", str(runs / "shards"), "--out", str(runs / "s1_2nodes"),
+                      *STAGE1, "compute.dist_timeout_s=15", restarts=1)
+    assert marker.read_text().startswith("rank 1 killed at samples_seen=96")
+    starts = marker.with_name(marker.name + ".starts").read_text().splitlines()  # "rank R restart C"
+    assert sorted(line.split()[-1] for line in starts) == ["0", "0", "0", "1"], starts  # met at the first retry
+    diff = max_weight_difference(runs / "s1_2rank", runs / "s1_2nodes")
+    assert diff["model"] < TOLERANCE and diff["ema"] < TOLERANCE, diff
+
+
+def test_a_restarted_group_agrees_on_a_fresh_store_generation_despite_a_dead_groups_keys():
+    import datetime
+    import threading
+
+    store, timeout = torch.distributed.HashStore(), datetime.timedelta(seconds=20)
+    assert distributed._generation(store, 0, 1, timeout) == 1  # the dead group: its keys stay behind
+    store.set("ul/generation_1/hello/1", b"dead rank 1")
+    store.set("ul/generation_1/welcome/1", b"dead rank 1")
+    agreed: list[int] = []
+    late_rank0 = threading.Timer(0.5, lambda: agreed.append(distributed._generation(store, 0, 2, timeout)))
+    late_rank0.start()  # rank 1 starts first and reads the dead group's generation
+    agreed.append(distributed._generation(store, 1, 2, timeout))
+    late_rank0.join()
+    assert agreed == [2, 2]
 
 
 def test_share_splits_the_global_batch_and_refuses_an_uneven_one():

@@ -17,6 +17,8 @@ import contextlib
 import contextvars
 import datetime
 import os
+import time
+import uuid
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -64,12 +66,45 @@ def init(device: torch.device, timeout_s: float = 600.0) -> World:
     backend = "nccl" if device.type == "cuda" else "gloo"
     timeout = datetime.timedelta(seconds=timeout_s)
     store, rank, size = next(dist.rendezvous("env://", timeout=timeout))
-    # a group restarted by torchrun --max-restarts meets in the same store: keys of the dead attempt
-    # (the old ranks' addresses) must not be read by the new one
-    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
-    dist.init_process_group(backend, store=dist.PrefixStore(f"ul/attempt_{attempt}", store), rank=rank,
+    # a group restarted by torchrun --max-restarts meets in the same store (the agent's, kept across
+    # rounds): keys of the dead group (the old ranks' addresses) must not be read by the new one, so
+    # each group meets under a prefix of its own. Not TORCHELASTIC_RESTART_COUNT: it is per agent,
+    # and an agent restarted for another node's failure keeps its count, so the nodes would differ.
+    generation = _generation(store, rank, size, timeout)
+    dist.init_process_group(backend, store=dist.PrefixStore(f"ul/generation_{generation}", store), rank=rank,
                             world_size=size, timeout=timeout)
     return world()
+
+
+def _generation(store: dist.Store, rank: int, size: int, timeout: datetime.timedelta) -> int:
+    """A number all ranks of this group agree on and no earlier group in `store` used.
+
+    Rank 0 takes the next number from a store counter and publishes it; every other rank reads it
+    and answers with a nonce, which rank 0 echoes. A number left by a dead group is never echoed,
+    so a rank that read one keeps reading until this group's rank 0 has published its own.
+    """
+    if rank == 0:
+        generation = store.add("ul/generation", 1)
+        store.set("ul/generation/current", str(generation))
+        for r in range(1, size):
+            hello = f"ul/generation_{generation}/hello/{r}"
+            store.wait([hello], timeout)
+            store.set(f"ul/generation_{generation}/welcome/{r}", store.get(hello))
+        return generation
+    nonce, seen = uuid.uuid4().hex.encode(), None
+    deadline = time.monotonic() + timeout.total_seconds()
+    while time.monotonic() < deadline:
+        if store.check(["ul/generation/current"]):
+            current = int(store.get("ul/generation/current"))
+            if current != seen:
+                seen = current
+                store.set(f"ul/generation_{seen}/hello/{rank}", nonce)
+            welcome = f"ul/generation_{seen}/welcome/{rank}"
+            if store.check([welcome]) and store.get(welcome) == nonce:
+                return seen
+        time.sleep(0.05)
+    raise TimeoutError(f"rank {rank}: rank 0 did not publish this group's store generation within "
+                       f"compute.dist_timeout_s={timeout.total_seconds():g} s (last seen: {seen})")
 
 
 def local_device(device: torch.device) -> torch.device:

@@ -38,6 +38,22 @@ def test_the_slurm_job_script_runs_one_torchrun_per_node_meeting_at_the_head_nod
     assert subprocess.run(["bash", "-n"], input=text, text=True).returncode == 0  # valid bash
 
 
+def test_the_job_script_exports_secrets_by_name_only_and_refuses_their_values(tmp_path):
+    launcher = TorchrunLauncher(nproc_per_node=2, payload_args=["/j/job.json"])
+    with pytest.raises(ValueError, match="extra_env AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY: a secret is not "
+                                         "written into the job script"):
+        script(launcher, extra_env={"PYTHONPATH": "/repo", "AWS_SECRET_ACCESS_KEY": "ul-slurm-secret",
+                                    "AWS_ACCESS_KEY_ID": "ul-slurm-key"})
+    plan = launcher.prepare_execution(ENTRY, "/env/bin/python", str(tmp_path), {"DAGSTER_PIPES_CONTEXT": "ctx"},
+                                      extra_env={"PYTHONPATH": "/repo"})
+    head = plan.payload[:plan.payload.index('if [ -n "${SLURM_JOB_ID:-}" ]; then')]
+    assert "export AWS_SECRET_ACCESS_KEY  # by name: the value comes from the submitting environment" in head
+    env = {"PATH": os.environ["PATH"], "AWS_SECRET_ACCESS_KEY": "ul-slurm-secret"}  # no AWS_SESSION_TOKEN: set -u holds
+    out = subprocess.run(["bash", "-c", "\n".join([*head, 'exec printenv AWS_SECRET_ACCESS_KEY PYTHONPATH'])],
+                         env=env, capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.split() == ["ul-slurm-secret", "/repo"], out.stderr
+
+
 @pytest.mark.slow  # ~20-50 s: a 2-rank torchrun under dagster-slurm
 def test_dagster_slurm_local_mode_trains_stage1_on_two_ranks_and_rank0_reports(tmp_path, fmnist_400_source):
     from dagster_slurm.pipes_clients import LocalPipesClient

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -239,11 +240,34 @@ def validate(cfg: DictConfig) -> None:
 
 
 def to_yaml(cfg: DictConfig) -> str:
-    return OmegaConf.to_yaml(cfg, resolve=True)
+    """The config as `to_dict` writes it, in YAML (metadata, `python -m ul_pipeline config`)."""
+    return OmegaConf.to_yaml(OmegaConf.create(to_dict(cfg)))
 
 
 def to_dict(cfg: DictConfig) -> dict:
-    return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    """The config for the record (checkpoints, stores, job files, metadata): resolved, except values
+    read from the environment, which keep their `${oc.env:NAME}` text (directly or through another
+    key), so a secret never lands on disk; `from_dict` reads them again where the config is loaded."""
+    raw = OmegaConf.to_container(cfg, resolve=False)
+    recorded = _env_as_text(raw)
+    if recorded == raw:  # nothing from the environment
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    return OmegaConf.to_container(OmegaConf.create(recorded), resolve=True)  # type: ignore[return-value]
+
+
+_ENV = re.compile(r"\$\{\s*oc\.env\s*:")
+_UNESCAPED = re.compile(r"(?<!\\)\$\{")
+
+
+def _env_as_text(node: Any) -> Any:
+    """The unresolved config with each string that reads `oc.env` escaped: it resolves to its own text."""
+    if isinstance(node, dict):
+        return {k: _env_as_text(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_env_as_text(v) for v in node]
+    if isinstance(node, str) and _ENV.search(node):
+        return _UNESCAPED.sub(lambda m: "\\${", node)
+    return node
 
 
 def from_dict(d: dict) -> DictConfig:

@@ -49,17 +49,47 @@ def url_to_fs(url: str, storage_options: StorageOptions = None) -> tuple[fsspec.
     return fsspec.core.url_to_fs(str(url), **(storage_options or {}))
 
 
+# the storage options that are credentials, and the variables that carry them between processes
+CREDENTIAL_ENV = {"key": "AWS_ACCESS_KEY_ID", "secret": "AWS_SECRET_ACCESS_KEY", "token": "AWS_SESSION_TOKEN"}
+
+
 def s3_options_from_env(endpoint_url: Optional[str] = None) -> StorageOptions:
     """fsspec S3 options from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and an endpoint (argument,
     else $UL_S3_ENDPOINT_URL); None when nothing is set (the default AWS credential chain)."""
     options: dict[str, Any] = {}
-    key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
+    key, secret = os.environ.get(CREDENTIAL_ENV["key"]), os.environ.get(CREDENTIAL_ENV["secret"])
     if key and secret:
         options.update(key=key, secret=secret)
     endpoint = endpoint_url or os.environ.get("UL_S3_ENDPOINT_URL")
     if endpoint:  # MinIO/rclone-style servers need path-style addressing (buckets are not DNS names)
         options.update(client_kwargs={"endpoint_url": endpoint}, config_kwargs={"s3": {"addressing_style": "path"}})
     return options or None
+
+
+def credentials_by_name(options: StorageOptions) -> tuple[StorageOptions, dict[str, str]]:
+    """(options safe to write to a file, the environment that carries the credentials they leave out).
+
+    Each credential option (CREDENTIAL_ENV) becomes `{"env": NAME}`; `credentials_from_env` puts the
+    value of $NAME back in the process that reads the file.
+    """
+    if not options:
+        return options, {}
+    named = {k: ({"env": CREDENTIAL_ENV[k]} if k in CREDENTIAL_ENV else v) for k, v in options.items()}
+    return named, {CREDENTIAL_ENV[k]: str(v) for k, v in options.items() if k in CREDENTIAL_ENV}
+
+
+def credentials_from_env(options: StorageOptions, where: str) -> StorageOptions:
+    """Options read from a file with each `{"env": NAME}` replaced by $NAME; a missing one names NAME and `where`."""
+    if not options:
+        return options
+    out = dict(options)
+    for k, v in options.items():
+        if isinstance(v, dict) and set(v) == {"env"}:
+            if v["env"] not in os.environ:
+                raise RuntimeError(f"{where}: storage option {k!r} comes from ${v['env']}, which is not set "
+                                   "in this process's environment")
+            out[k] = os.environ[v["env"]]
+    return out
 
 
 def join_url(url: str, *names: str) -> str:
