@@ -65,3 +65,15 @@ def test_an_environment_secret_reaches_the_run_but_no_checkpoint_store_or_metric
     choice = choose_run_dir(run_dir, "stage1", to_dict(cfg), stage_code_version("stage1"),
                             {"dataset_manifest_sha256": manifest.sha256})
     assert choice.status == "reuse"  # the recorded config still equals the run's
+
+
+def test_another_value_behind_an_env_interpolation_is_another_data_set(monkeypatch, tmp_path):
+    """The record keeps the variable's name, but the shards' identity follows its value."""
+    from ul_pipeline.config import load_config
+    from ul_pipeline.config.sweeps import data_hash
+
+    monkeypatch.setenv("UL_TEST_DATA_URI", str(tmp_path / "a"))
+    a = data_hash(load_config("smoke", ["data.source=image_folder", "data.uri=${oc.env:UL_TEST_DATA_URI}"]))
+    monkeypatch.setenv("UL_TEST_DATA_URI", str(tmp_path / "b"))
+    b = data_hash(load_config("smoke", ["data.source=image_folder", "data.uri=${oc.env:UL_TEST_DATA_URI}"]))
+    assert a != b

@@ -26,7 +26,7 @@ from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from ul_pipeline.config.schema import CONFIG_DIR, ConfigError, ExperimentConfig, config_hash, to_dict
+from ul_pipeline.config.schema import CONFIG_DIR, ConfigError, ExperimentConfig, config_hash
 
 SECTION = "sweep"  # the top-level YAML key; not part of the config schema
 POINT_SEP = ":"  # between the sweep name and the point, and between grid assignments
@@ -195,8 +195,11 @@ def nested(overrides: dict[str, Any]) -> dict:
 
 def data_sha256(cfg: DictConfig) -> str:
     """sha256 identifying the shards a config's `data` section writes (loader-only keys left out);
-    the shard manifest records it (column `data_sha256`)."""
-    data = {k: v for k, v in to_dict(cfg)["data"].items() if k not in SHARDS_ONLY_DATA_KEYS}
+    the shard manifest records it (column `data_sha256`). Values are resolved, also those read from
+    the environment: another DATA_URI behind `${oc.env:DATA_URI}` is another data set (only this
+    digest of them is stored, never the value)."""
+    resolved = OmegaConf.to_container(cfg.data, resolve=True)
+    data = {k: v for k, v in resolved.items() if k not in SHARDS_ONLY_DATA_KEYS}
     return config_hash(data)
 
 
