@@ -11,6 +11,7 @@ from typing import Any
 import torch
 
 import ul_pipeline
+from ul_pipeline.data.storage import write_file_atomic
 
 CHECKPOINT_FORMAT = 1
 # keys that may change between a run and its resumption (length and cadence, not science)
@@ -47,13 +48,10 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
-    """Write atomically (tmp file, then rename): a crash never leaves a half-written checkpoint."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({"format": CHECKPOINT_FORMAT, "code_version": code_version(), **payload}, tmp)
-    os.replace(tmp, path)
-    return path
+    """Write atomically and durably (a unique fsynced temporary file, then a rename): a crash or a
+    concurrent writer never leaves a half-written checkpoint under `path`."""
+    ckpt = {"format": CHECKPOINT_FORMAT, "code_version": code_version(), **payload}
+    return write_file_atomic(path, lambda f: torch.save(ckpt, f))
 
 
 def load_checkpoint(path: str | os.PathLike, kind: str | None = None, map_location: str = "cpu") -> dict:

@@ -1,0 +1,77 @@
+"""Checkpoints you can trust: concurrent writers, durable writes."""
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import torch
+
+from ul_pipeline.data import storage
+from ul_pipeline.train.checkpoint import load_checkpoint, save_checkpoint
+
+REPO = Path(__file__).resolve().parents[2]
+STEPS, SIZE = 40, 1 << 20  # saves per writer, floats per checkpoint (4 MB)
+WRITER = textwrap.dedent("""
+    import sys, time
+    from pathlib import Path
+    import torch
+    from ul_pipeline.train import checkpoint
+    checkpoint.code_version = lambda: "test"  # no git calls: the writes follow each other closely
+    path, meet = Path(sys.argv[1]), Path(sys.argv[2])
+    writer, steps, size = map(int, sys.argv[3:])
+    for step in range(steps):
+        (meet / f"{writer}-{step}").touch()  # wait for the other writer: both save step `step` at once
+        while not (meet / f"{3 - writer}-{step}").exists():
+            time.sleep(0.001)
+        value = float(1000 * writer + step)
+        checkpoint.save_checkpoint(path, {"kind": "test", "model": {"w": torch.full((size,), value)}, "value": value})
+""")
+
+
+def test_two_writers_and_a_reader_of_one_checkpoint_never_collide(tmp_path):
+    """Two processes save last.pt at the same moments while this one reads it: every read is one whole write."""
+    path, meet = tmp_path / "run" / "last.pt", tmp_path / "meet"
+    meet.mkdir()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    writers = [subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(meet), str(i), str(STEPS), str(SIZE)],
+                                env=env, stderr=subprocess.PIPE, text=True) for i in (1, 2)]
+    reads = 0
+    try:
+        while any(w.poll() is None for w in writers) and all(w.poll() in (None, 0) for w in writers):
+            if path.exists():
+                ckpt = load_checkpoint(path, kind="test")  # raises CheckpointError on a torn or missing file
+                assert torch.equal(ckpt["model"]["w"], torch.full((SIZE,), ckpt["value"]))  # one write's bytes
+                reads += 1
+            else:
+                time.sleep(0.01)
+    finally:
+        for w in writers:  # a crashed writer leaves the other waiting for it
+            if w.poll() is None and any(other.poll() for other in writers):
+                w.kill()
+            w.wait()
+    errors = [w.stderr.read() for w in writers]
+    assert [w.returncode for w in writers] == [0, 0], errors
+    assert reads > 0
+    last = load_checkpoint(path, kind="test")["value"]
+    assert last in (1000.0 + STEPS - 1, 2000.0 + STEPS - 1)  # the last write of one of the two
+    assert sorted(p.name for p in path.parent.iterdir()) == ["last.pt"]  # no temporary file left behind
+
+
+def test_atomic_writes_fsync_the_file_before_the_rename_and_the_folder_after(tmp_path, monkeypatch):
+    events = []
+    real_fsync, real_replace = os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: (events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))),
+                                                 real_fsync(fd)))
+    monkeypatch.setattr(os, "replace", lambda a, b: (events.append(("replace", str(a), str(b))), real_replace(a, b)))
+    for write in (lambda p: save_checkpoint(p, {"kind": "test", "model": {"w": torch.ones(3)}}),
+                  lambda p: storage.write_bytes_atomic(storage.url_to_fs(str(p))[0], str(p), b"bytes")):
+        events.clear()
+        path = tmp_path / "sub" / "file.bin"
+        write(path)
+        (_, tmp, dest), = [e for e in events if e[0] == "replace"]
+        assert dest == str(path) and Path(tmp).parent == path.parent
+        order = [events.index(e) for e in (("fsync", tmp), ("replace", tmp, dest), ("fsync", str(path.parent)))]
+        assert order == sorted(order)  # the file is durable before the rename, the rename before we go on
