@@ -13,7 +13,7 @@ from assets.progress import TrainingLog
 from assets.stage1 import checkpoint_metadata, ul_autoencoder
 from resources import ComputeResource, ExperimentConfigResource, StorageResource
 from ul_pipeline.lifecycle import run_stage2
-from ul_pipeline.train.checkpoint import load_checkpoint
+from ul_pipeline.train.checkpoint import read_checkpoint
 from ul_pipeline.versioning import stage_code_version
 
 STAGE2_METRICS = ("loss_nats", "elbo_diffusion_nats")
@@ -39,11 +39,11 @@ def base_model(context: AssetExecutionContext, storage: StorageResource, compute
         checkpoint = run_stage2(art.cfg, art.latent_store_url, art.stage2_dir, expect_encoder_sha256=encoder_sha256,
                                 storage_options=art.storage_options,
                                 callbacks=[TrainingLog(context.log, "stage2")]).checkpoint
-    ckpt = load_checkpoint(checkpoint, kind="stage2")
+    ckpt, sha256 = read_checkpoint(checkpoint, kind="stage2")
     curves = training_curves_png(ckpt["history"], art.stage2_dir / "training_curves.png",
                                  f"{art.experiment}: Stage 2 (base model)")
     extra = {"latents_from": art.owner} if art.reused else {}
-    meta = checkpoint_metadata(checkpoint, ckpt, STAGE2_METRICS)
+    meta = checkpoint_metadata(checkpoint, ckpt, sha256, STAGE2_METRICS)
     return MaterializeResult(data_version=DataVersion(meta["sha256"]), metadata={
         **meta, **extra, **reported, "run_status": choice.status, "run_note": MetadataValue.text(choice.describe()),
         "latent_store_url": path_md(art.latent_store_url), "encoder_sha256": encoder_sha256,

@@ -1,5 +1,6 @@
-"""Checkpoints you can trust: concurrent writers, durable writes."""
+"""Checkpoints you can trust: concurrent writers, one read per load, durable writes."""
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -7,9 +8,14 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
+from ul_pipeline.config import load_config
 from ul_pipeline.data import storage
+from ul_pipeline.latents.standardize import Standardization
+from ul_pipeline.stage1.training import load_stage1, train_stage1
+from ul_pipeline.stage2.training import load_base_model, train_stage2
 from ul_pipeline.train.checkpoint import load_checkpoint, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
@@ -58,6 +64,43 @@ def test_two_writers_and_a_reader_of_one_checkpoint_never_collide(tmp_path):
     last = load_checkpoint(path, kind="test")["value"]
     assert last in (1000.0 + STEPS - 1, 2000.0 + STEPS - 1)  # the last write of one of the two
     assert sorted(p.name for p in path.parent.iterdir()) == ["last.pt"]  # no temporary file left behind
+
+
+@pytest.fixture(scope="module")
+def smoke_checkpoints(tmp_path_factory):
+    """A real one-step Stage-1 and Stage-2 checkpoint (the latter with a latent standardization)."""
+    root = tmp_path_factory.mktemp("ckpts")
+    cfg = load_config("smoke", ["stage1.train.total_samples=16", "stage2.train.total_samples=16"])
+    images = torch.randint(0, 256, (32, 1, 32, 32), dtype=torch.uint8)
+    s1 = train_stage1(cfg, images, root / "s1", extra={"dataset_manifest_sha256": "0" * 64}).checkpoint
+    s2 = train_stage2(cfg, torch.randn(32, 4, 8, 8), torch.randint(0, 10, (32,)), root / "s2",
+                      standardization=Standardization((0.1, -0.2, 0.0, 0.3), 1.5),
+                      extra={"encoder_sha256": "0" * 64, "encode_seconds": None}).checkpoint
+    return {"stage1": s1, "stage2": s2}
+
+
+@pytest.mark.parametrize("kind, load", [("stage1", load_stage1), ("stage2", load_base_model)])
+def test_the_recorded_sha256_is_that_of_the_weights_loaded(smoke_checkpoints, tmp_path, monkeypatch, kind, load):
+    """A writer replaces the file right after the weights were read: the hash must still be of those weights."""
+    path = tmp_path / "last.pt"
+    ckpt = torch.load(smoke_checkpoints[kind], weights_only=True)
+    save_checkpoint(path, ckpt)
+    first = hashlib.sha256(path.read_bytes()).hexdigest()
+    other = tmp_path / "other.pt"
+    save_checkpoint(other, {**ckpt, "ema": {k: v + 1 if v.is_floating_point() else v for k, v in ckpt["ema"].items()}})
+    real_load = torch.load
+
+    def load_then_swap(*args, **kwargs):
+        out = real_load(*args, **kwargs)
+        if other.exists():
+            os.replace(other, path)  # another run's checkpoint lands between the weights and the hash
+        return out
+
+    monkeypatch.setattr(torch, "load", load_then_swap)
+    model, _, meta = load(path)
+    assert not other.exists()  # the swap happened
+    loaded_first = all(torch.equal(v, ckpt["ema"][k]) for k, v in model.state_dict().items())
+    assert loaded_first and meta["sha256"] == first
 
 
 def test_atomic_writes_fsync_the_file_before_the_rename_and_the_folder_after(tmp_path, monkeypatch):

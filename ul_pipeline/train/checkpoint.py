@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import subprocess
 from pathlib import Path
@@ -54,20 +55,33 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     return write_file_atomic(path, lambda f: torch.save(ckpt, f))
 
 
-def load_checkpoint(path: str | os.PathLike, kind: str | None = None, map_location: str = "cpu") -> dict:
-    """Load and check format and kind ('stage1' | 'stage2'); errors name the file."""
+def read_checkpoint(path: str | os.PathLike, kind: str | None = None, map_location: str = "cpu"
+                    ) -> tuple[dict, str]:
+    """(checkpoint, sha256 of its bytes) from ONE read of the file, so the hash is that of the weights loaded.
+
+    Checks format and kind ('stage1' | 'stage2'); errors name the file.
+    """
     path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint not found: {path}") from None
+    except OSError as e:
+        raise CheckpointError(f"checkpoint {path} is unreadable ({type(e).__name__}: {e})") from e
+    try:
+        ckpt = torch.load(io.BytesIO(data), map_location=map_location, weights_only=False)
     except Exception as e:  # torch raises several types for truncated/corrupt zip files
         raise CheckpointError(f"checkpoint {path} is unreadable ({type(e).__name__}: {e})") from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a ul_pipeline checkpoint of format {CHECKPOINT_FORMAT}")
     if kind is not None and ckpt.get("kind") != kind:
         raise CheckpointError(f"{path} holds a '{ckpt.get('kind')}' checkpoint, expected '{kind}'")
-    return ckpt
+    return ckpt, hashlib.sha256(data).hexdigest()
+
+
+def load_checkpoint(path: str | os.PathLike, kind: str | None = None, map_location: str = "cpu") -> dict:
+    """`read_checkpoint` without the hash."""
+    return read_checkpoint(path, kind, map_location)[0]
 
 
 def config_differences(stored: dict, current: dict, prefix: str = "") -> list[str]:
