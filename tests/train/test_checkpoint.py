@@ -1,4 +1,4 @@
-"""Checkpoints you can trust: concurrent writers, one read per load, durable writes."""
+"""Checkpoints you can trust: concurrent writers, one read per load, no code run on load, durable writes."""
 
 import hashlib
 import os
@@ -8,6 +8,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -16,7 +17,7 @@ from ul_pipeline.data import storage
 from ul_pipeline.latents.standardize import Standardization
 from ul_pipeline.stage1.training import load_stage1, train_stage1
 from ul_pipeline.stage2.training import load_base_model, train_stage2
-from ul_pipeline.train.checkpoint import load_checkpoint, save_checkpoint
+from ul_pipeline.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[2]
 STEPS, SIZE = 40, 1 << 20  # saves per writer, floats per checkpoint (4 MB)
@@ -66,6 +67,36 @@ def test_two_writers_and_a_reader_of_one_checkpoint_never_collide(tmp_path):
     assert sorted(p.name for p in path.parent.iterdir()) == ["last.pt"]  # no temporary file left behind
 
 
+class RunsCodeOnLoad:
+    """Unpickling this calls open(marker, 'w'): a stand-in for any code a crafted file could run."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (str(self.marker), "w")
+
+
+def test_a_crafted_checkpoint_is_refused_without_running_its_code(tmp_path):
+    path, marker = tmp_path / "evil.pt", tmp_path / "code_ran"
+    torch.save({"format": 1, "kind": "stage1", "payload": RunsCodeOnLoad(marker)}, path)
+    with pytest.raises(CheckpointError, match=f"refusing checkpoint {path}"):
+        load_checkpoint(path, kind="stage1")
+    assert not marker.exists()
+
+
+def test_payload_values_are_saved_as_plain_types_or_refused(tmp_path):
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"kind": "test", "np_float": np.float64(0.5), "np_int": np.int64(3),
+                           "where": tmp_path / "shards", "nested": [{"x": np.float32(2.0)}]})
+    ckpt = torch.load(path, weights_only=True)
+    assert ckpt["np_float"] == 0.5 and type(ckpt["np_float"]) is float and type(ckpt["np_int"]) is int
+    assert ckpt["where"] == str(tmp_path / "shards") and ckpt["nested"] == [{"x": 2.0}]
+    with pytest.raises(CheckpointError, match=r"\['extra'\] is a RunsCodeOnLoad"):
+        save_checkpoint(tmp_path / "other.pt", {"kind": "test", "extra": RunsCodeOnLoad(tmp_path / "m")})
+    assert not (tmp_path / "other.pt").exists()
+
+
 @pytest.fixture(scope="module")
 def smoke_checkpoints(tmp_path_factory):
     """A real one-step Stage-1 and Stage-2 checkpoint (the latter with a latent standardization)."""
@@ -77,6 +108,12 @@ def smoke_checkpoints(tmp_path_factory):
                       standardization=Standardization((0.1, -0.2, 0.0, 0.3), 1.5),
                       extra={"encoder_sha256": "0" * 64, "encode_seconds": None}).checkpoint
     return {"stage1": s1, "stage2": s2}
+
+
+def test_real_checkpoints_load_with_weights_only(smoke_checkpoints):
+    for kind, path in smoke_checkpoints.items():
+        ckpt = torch.load(path, weights_only=True)
+        assert ckpt["kind"] == kind and ckpt["step"] == 1
 
 
 @pytest.mark.parametrize("kind, load", [("stage1", load_stage1), ("stage2", load_base_model)])

@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import pickle
 import subprocess
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 import ul_pipeline
@@ -51,15 +53,33 @@ def file_sha256(path: str | os.PathLike) -> str:
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     """Write atomically and durably (a unique fsynced temporary file, then a rename): a crash or a
     concurrent writer never leaves a half-written checkpoint under `path`."""
-    ckpt = {"format": CHECKPOINT_FORMAT, "code_version": code_version(), **payload}
+    path = Path(path)
+    ckpt = plain_types({"format": CHECKPOINT_FORMAT, "code_version": code_version(), **payload}, str(path))
     return write_file_atomic(path, lambda f: torch.save(ckpt, f))
+
+
+def plain_types(value: Any, where: str) -> Any:
+    """`value` with numpy scalars and paths made plain, so `torch.load(weights_only=True)` can read it back."""
+    if isinstance(value, dict):
+        return {k: plain_types(v, f"{where}[{k!r}]") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(plain_types(v, f"{where}[{i}]") for i, v in enumerate(value))
+    if isinstance(value, np.generic):  # before float: np.float64 is a float subclass that pickles as numpy
+        return value.item()
+    if value is None or isinstance(value, (torch.Tensor, torch.Size, str, bool, int, float, torch.dtype)):
+        return value
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise CheckpointError(f"{where} is a {type(value).__name__}: a checkpoint holds only tensors and plain "
+                          "Python values (it is loaded with weights_only=True)")
 
 
 def read_checkpoint(path: str | os.PathLike, kind: str | None = None, map_location: str = "cpu"
                     ) -> tuple[dict, str]:
     """(checkpoint, sha256 of its bytes) from ONE read of the file, so the hash is that of the weights loaded.
 
-    Checks format and kind ('stage1' | 'stage2'); errors name the file.
+    Loaded with `weights_only=True`: tensors and plain Python values only, so a crafted file cannot
+    run code. Checks format and kind ('stage1' | 'stage2'); errors name the file.
     """
     path = Path(path)
     try:
@@ -69,7 +89,11 @@ def read_checkpoint(path: str | os.PathLike, kind: str | None = None, map_locati
     except OSError as e:
         raise CheckpointError(f"checkpoint {path} is unreadable ({type(e).__name__}: {e})") from e
     try:
-        ckpt = torch.load(io.BytesIO(data), map_location=map_location, weights_only=False)
+        ckpt = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:  # weights_only refuses any other object; keep torch's reason line
+        why = next((line.strip().split(" Please use")[0] for line in str(e).splitlines() if "Unsupported" in line), "")
+        raise CheckpointError(f"refusing checkpoint {path}: it holds objects other than tensors and plain "
+                              f"Python values, as only a crafted or foreign file does. {why}") from None
     except Exception as e:  # torch raises several types for truncated/corrupt zip files
         raise CheckpointError(f"checkpoint {path} is unreadable ({type(e).__name__}: {e})") from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
