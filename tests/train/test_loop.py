@@ -88,6 +88,31 @@ def test_learning_rate_warms_up_holds_and_cools_down_to_zero():
     assert loop.lr_factor(1000, no_cooldown) == 1.0
 
 
+class NanGradientAfter(Recorder):
+    """A finite loss whose gradient turns non-finite from call `n` on: d sqrt(u)/du at u = 0 times 0 is NaN."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.n, self.calls = n, 0
+
+    def __call__(self, model, batch):
+        loss, metrics = super().__call__(model, batch)
+        self.calls += 1
+        if self.calls >= self.n:
+            loss = loss + torch.sqrt((model.weight - model.weight.detach()).square().sum())  # + 0, grad NaN
+        return loss, metrics
+
+
+def test_non_finite_weights_are_never_saved_and_the_last_good_checkpoint_stays(tmp_path):
+    torch.manual_seed(0)
+    with pytest.raises(FloatingPointError, match=f"non-finite weights at step 3 .* run folder {tmp_path}"):
+        train(nn.Linear(4, 4), NanGradientAfter(3), batches, train_cfg(checkpoint_every_samples=8), tmp_path,
+              kind="test", config={})
+    kept = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert kept["step"] == 2
+    assert all(torch.isfinite(t).all() for part in ("model", "ema") for t in kept[part].values())
+
+
 HOLDER = """
 import sys
 from ul_pipeline.train.run_lock import run_folder_lock

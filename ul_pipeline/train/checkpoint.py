@@ -52,8 +52,18 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
     """Write atomically and durably (a unique fsynced temporary file, then a rename): a crash or a
-    concurrent writer never leaves a half-written checkpoint under `path`."""
+    concurrent writer never leaves a half-written checkpoint under `path`.
+
+    Non-finite weights (`model` or `ema`) are never written: FloatingPointError, and the previous
+    checkpoint stays. (A non-finite gradient with a finite loss turns the weights into NaN.)
+    """
     path = Path(path)
+    bad = [f"{part}.{name}" for part in ("model", "ema") for name in non_finite_tensors(payload.get(part) or {})]
+    if bad:
+        raise FloatingPointError(f"refusing to save {path}: non-finite weights at step {payload.get('step')} "
+                                 f"(samples_seen={payload.get('samples_seen')}) in {', '.join(bad[:5])}"
+                                 f"{' ...' if len(bad) > 5 else ''}; the last good checkpoint of run folder "
+                                 f"{path.parent} is kept")
     ckpt = plain_types({"format": CHECKPOINT_FORMAT, "code_version": code_version(), **payload}, str(path))
     return write_file_atomic(path, lambda f: torch.save(ckpt, f))
 
@@ -72,6 +82,12 @@ def plain_types(value: Any, where: str) -> Any:
         return os.fspath(value)
     raise CheckpointError(f"{where} is a {type(value).__name__}: a checkpoint holds only tensors and plain "
                           "Python values (it is loaded with weights_only=True)")
+
+
+def non_finite_tensors(state_dict: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors of a state dict that hold a NaN or an infinity."""
+    return [k for k, v in state_dict.items()
+            if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
 
 
 def read_checkpoint(path: str | os.PathLike, kind: str | None = None, map_location: str = "cpu"

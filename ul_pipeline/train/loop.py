@@ -176,6 +176,7 @@ def train(model: nn.Module, loss_fn: LossFn, batches: Callable[[int], Iterator[t
     loss computation through torch.compile.
 
     Rank 0 locks run_dir for the whole run: a second run of the folder fails at once (RunFolderBusy).
+    Non-finite weights are never saved (save_checkpoint: FloatingPointError, the last good one stays).
     """
     if precision not in ("fp32", "bf16"):
         raise ValueError(f"precision must be fp32 or bf16 (resolve 'auto' with resolve_precision), got {precision!r}")
