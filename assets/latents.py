@@ -32,6 +32,7 @@ def store_metadata(art: ExperimentArtifacts, store: LatentStore) -> dict:
     return {"latent_store_url": path_md(art.latent_store_url), "num_samples": int(m["num_samples"]),
             "latent_shape": MetadataValue.json(list(m["latent_shape"])), "dtype": m["dtype"], "split": m["split"],
             "complete": bool(m["complete"]), "encoder_sha256": m["encoder_sha256"],
+            "stage1_complete": m.get("stage1_complete"),  # False: encoded by an unfinished checkpoint
             "dataset_manifest_sha256": m["dataset_manifest_sha256"],
             "channel_mean": MetadataValue.json(m.get("channel_mean")),
             "channel_std": MetadataValue.json(m.get("channel_std"))}
@@ -64,7 +65,7 @@ def latent_store(context: AssetExecutionContext, storage: StorageResource, compu
         reported = {}
         store = encode_latents(art.stage1_checkpoint, art.shards_url, art.latent_store_url, cfg=art.cfg,
                                storage_options=art.storage_options, store_storage_options=art.storage_options,
-                               progress=progress_log(context.log, "encoding"))
+                               progress=progress_log(context.log, "encoding"), warn=context.log.warning)
     return MaterializeResult(metadata={**store_metadata(art, store), "wall_seconds": time.perf_counter() - t0,
                                        "config": config_md(art.cfg), **reported},
                              data_version=store_data_version(store))

@@ -124,6 +124,16 @@ def load_checkpoint(path: str | os.PathLike, kind: str | None = None, map_locati
     return read_checkpoint(path, kind, map_location)[0]
 
 
+def unfinished_note(path: str | os.PathLike, ckpt: dict) -> str | None:
+    """A warning when a checkpoint's run has not reached its total_samples (complete is False), else None."""
+    if ckpt.get("complete", True):
+        return None
+    stage = ckpt.get("kind", "")
+    total = ckpt.get("config", {}).get(stage, {}).get("train", {}).get("total_samples", "?")
+    return (f"checkpoint {path} is unfinished (samples_seen {ckpt.get('samples_seen')} of {total}): "
+            "its numbers describe a model still in training")
+
+
 def config_differences(stored: dict, current: dict, prefix: str = "") -> list[str]:
     """Dotted keys whose values differ between two resolved config dicts."""
     keys = sorted(set(stored) | set(current))
