@@ -10,7 +10,7 @@ from assets.artifacts import ExperimentArtifacts, resolve
 from assets.data import dataset_shards
 from assets.launch import is_distributed, run_with_torchrun
 from assets.metadata import config_md, path_md
-from assets.partitions import EXPERIMENTS
+from assets.partitions import EXPERIMENTS, GPU_POOL
 from assets.progress import progress_log
 from assets.stage1 import ul_autoencoder
 from resources import ComputeResource, ExperimentConfigResource, StorageResource
@@ -39,7 +39,7 @@ def store_metadata(art: ExperimentArtifacts, store: LatentStore) -> dict:
 
 
 @asset(group_name="latents", partitions_def=EXPERIMENTS, deps=[dataset_shards, ul_autoencoder], kinds={"zarr"},
-       code_version=stage_code_version("encode"))
+       code_version=stage_code_version("encode"), pool=GPU_POOL)
 def latent_store(context: AssetExecutionContext, storage: StorageResource, compute: ComputeResource,
                  experiment_config: ExperimentConfigResource) -> MaterializeResult:
     """Zarr store of the Stage-1 encoder's z_clean for every training image (Stage 2's data)."""

@@ -10,7 +10,7 @@ from assets.artifacts import ExperimentArtifacts, resolve
 from assets.data import dataset_shards
 from assets.launch import is_distributed, run_with_torchrun
 from assets.metadata import config_md, floats, image_md, path_md, training_curves_png
-from assets.partitions import EXPERIMENTS
+from assets.partitions import EXPERIMENTS, GPU_POOL
 from assets.progress import TrainingLog
 from resources import ComputeResource, ExperimentConfigResource, StorageResource
 from ul_pipeline.lifecycle import run_stage1
@@ -44,7 +44,7 @@ def reused_stage1(art: ExperimentArtifacts) -> dict:
 
 
 @asset(group_name="stage1", partitions_def=EXPERIMENTS, deps=[dataset_shards], kinds={"pytorch"},
-       code_version=stage_code_version("stage1"))
+       code_version=stage_code_version("stage1"), pool=GPU_POOL)
 def ul_autoencoder(context: AssetExecutionContext, storage: StorageResource, compute: ComputeResource,
                    experiment_config: ExperimentConfigResource) -> MaterializeResult:
     """Stage-1 checkpoint: encoder, diffusion prior and diffusion decoder trained together."""

@@ -8,7 +8,7 @@ from assets.artifacts import resolve
 from assets.latents import latent_store
 from assets.launch import is_distributed, run_with_torchrun
 from assets.metadata import config_md, image_md, path_md, training_curves_png
-from assets.partitions import EXPERIMENTS
+from assets.partitions import EXPERIMENTS, GPU_POOL
 from assets.progress import TrainingLog
 from assets.stage1 import checkpoint_metadata, ul_autoencoder
 from resources import ComputeResource, ExperimentConfigResource, StorageResource
@@ -20,7 +20,7 @@ STAGE2_METRICS = ("loss_nats", "elbo_diffusion_nats")
 
 
 @asset(group_name="stage2", partitions_def=EXPERIMENTS, deps=[latent_store, ul_autoencoder], kinds={"pytorch"},
-       code_version=stage_code_version("stage2"))
+       code_version=stage_code_version("stage2"), pool=GPU_POOL)
 def base_model(context: AssetExecutionContext, storage: StorageResource, compute: ComputeResource,
                experiment_config: ExperimentConfigResource) -> MaterializeResult:
     """Stage-2 checkpoint: the base model, a sigmoid-weighted diffusion model on the cached latents."""
