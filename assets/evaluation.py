@@ -30,7 +30,7 @@ def evaluation(context: AssetExecutionContext, storage: StorageResource, compute
     art = resolve(context.partition_key, storage, experiment_config, compute)
     result = evaluate(art.stage1_checkpoint, art.shards_url, art.evaluation_dir, base_checkpoint=art.base_checkpoint,
                       cfg=art.cfg, storage_options=art.storage_options, history_url=storage.history_url(),
-                      log=context.log.info)
+                      log=context.log.info, warn=context.log.warning)
     grids = {f"{k}_image": image_md(result[k], k.replace("_", " ")) for k in ("reconstruction_grid", "sample_grid")
              if k in result}
     grids.update({k: gif_md(result[k], k.replace("_", " ")) for k in VIDEO_GIFS if k in result})
@@ -38,6 +38,7 @@ def evaluation(context: AssetExecutionContext, storage: StorageResource, compute
         grids["fvd_protocol"] = MetadataValue.json(result["fvd_protocol"])
     return MaterializeResult(metadata={
         **floats(result, EVAL_METRICS), "num_samples": int(result["num_samples"]),
+        **{k: bool(result[k]) for k in ("stage1_complete", "base_complete") if k in result},  # False: unfinished
         "steps": int(result["steps"]), "decoder_steps": int(result["decoder_steps"]),
         "guidance": float(result["guidance"]), "metrics": metrics_table_md(result), **grids,
         **{k: path_md(result[k]) for k in ("reconstruction_grid", "sample_grid") if k in result},

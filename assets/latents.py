@@ -10,7 +10,7 @@ from assets.artifacts import ExperimentArtifacts, resolve
 from assets.data import dataset_shards
 from assets.launch import is_distributed, run_with_torchrun
 from assets.metadata import config_md, path_md
-from assets.partitions import EXPERIMENTS
+from assets.partitions import EXPERIMENTS, GPU_POOL
 from assets.progress import progress_log
 from assets.stage1 import ul_autoencoder
 from resources import ComputeResource, ExperimentConfigResource, StorageResource
@@ -32,13 +32,14 @@ def store_metadata(art: ExperimentArtifacts, store: LatentStore) -> dict:
     return {"latent_store_url": path_md(art.latent_store_url), "num_samples": int(m["num_samples"]),
             "latent_shape": MetadataValue.json(list(m["latent_shape"])), "dtype": m["dtype"], "split": m["split"],
             "complete": bool(m["complete"]), "encoder_sha256": m["encoder_sha256"],
+            "stage1_complete": m.get("stage1_complete"),  # False: encoded by an unfinished checkpoint
             "dataset_manifest_sha256": m["dataset_manifest_sha256"],
             "channel_mean": MetadataValue.json(m.get("channel_mean")),
             "channel_std": MetadataValue.json(m.get("channel_std"))}
 
 
 @asset(group_name="latents", partitions_def=EXPERIMENTS, deps=[dataset_shards, ul_autoencoder], kinds={"zarr"},
-       code_version=stage_code_version("encode"))
+       code_version=stage_code_version("encode"), pool=GPU_POOL)
 def latent_store(context: AssetExecutionContext, storage: StorageResource, compute: ComputeResource,
                  experiment_config: ExperimentConfigResource) -> MaterializeResult:
     """Zarr store of the Stage-1 encoder's z_clean for every training image (Stage 2's data)."""
@@ -64,7 +65,7 @@ def latent_store(context: AssetExecutionContext, storage: StorageResource, compu
         reported = {}
         store = encode_latents(art.stage1_checkpoint, art.shards_url, art.latent_store_url, cfg=art.cfg,
                                storage_options=art.storage_options, store_storage_options=art.storage_options,
-                               progress=progress_log(context.log, "encoding"))
+                               progress=progress_log(context.log, "encoding"), warn=context.log.warning)
     return MaterializeResult(metadata={**store_metadata(art, store), "wall_seconds": time.perf_counter() - t0,
                                        "config": config_md(art.cfg), **reported},
                              data_version=store_data_version(store))

@@ -28,7 +28,8 @@ def run_step(job: dict, log, progress) -> dict:
     callbacks = [TrainingLog(log, stage)] if log is not None else []
     if stage == "encode":
         store = encode_latents(job["stage1_checkpoint"], job["shards_url"], job["store_url"], cfg=cfg,
-                               storage_options=so, store_storage_options=so, progress=progress)
+                               storage_options=so, store_storage_options=so, progress=progress,
+                               warn=log.warning if log is not None else None)
         return {"world_size": distributed.world().size, "num_samples": int(store.meta["num_samples"]),
                 "encode_seconds": float(store.meta.get("encode_seconds") or 0.0),
                 "complete": bool(store.meta["complete"])}

@@ -10,21 +10,21 @@ from assets.artifacts import ExperimentArtifacts, resolve
 from assets.data import dataset_shards
 from assets.launch import is_distributed, run_with_torchrun
 from assets.metadata import config_md, floats, image_md, path_md, training_curves_png
-from assets.partitions import EXPERIMENTS
+from assets.partitions import EXPERIMENTS, GPU_POOL
 from assets.progress import TrainingLog
 from resources import ComputeResource, ExperimentConfigResource, StorageResource
 from ul_pipeline.lifecycle import run_stage1
-from ul_pipeline.train.checkpoint import CheckpointError, file_sha256, load_checkpoint
+from ul_pipeline.train.checkpoint import CheckpointError, load_checkpoint, read_checkpoint
 from ul_pipeline.versioning import stage_code_version
 
 STAGE1_METRICS = ("loss_nats", "latent_nats", "decoder_nats", "prior_terminal_nats", "bits_per_pixel",
                   "bits_per_image", "bits_per_latent_dim")
 
 
-def checkpoint_metadata(path, ckpt: dict, metrics: tuple[str, ...]) -> dict:
-    """Path, hash, progress and the last logged losses of a checkpoint."""
+def checkpoint_metadata(path, ckpt: dict, sha256: str, metrics: tuple[str, ...]) -> dict:
+    """Path, hash (`read_checkpoint`'s: of the bytes `ckpt` came from), progress and the last logged losses."""
     history = ckpt.get("history") or [{}]
-    return {"checkpoint": path_md(path), "sha256": file_sha256(path), "samples_seen": int(ckpt["samples_seen"]),
+    return {"checkpoint": path_md(path), "sha256": sha256, "samples_seen": int(ckpt["samples_seen"]),
             "step": int(ckpt["step"]), "complete": bool(ckpt.get("complete")),
             "code_version": str(ckpt.get("code_version")),
             "stage_code_version": str(ckpt.get("stage_code_version")), **floats(history[-1], metrics)}
@@ -35,16 +35,16 @@ def reused_stage1(art: ExperimentArtifacts) -> dict:
     path = art.stage1_checkpoint
     if not path.exists():
         raise art.missing("Stage-1 checkpoint", f"{path} does not exist", "ul_autoencoder")
-    ckpt = load_checkpoint(path, kind="stage1")
+    ckpt, sha256 = read_checkpoint(path, kind="stage1")
     if not ckpt.get("complete"):
         raise art.missing("Stage-1 checkpoint", f"{path} is unfinished (samples_seen {ckpt['samples_seen']} of "
                           f"{ckpt['config']['stage1']['train']['total_samples']})", "ul_autoencoder")
-    return {**checkpoint_metadata(path, ckpt, STAGE1_METRICS), "reused_from": art.owner,
+    return {**checkpoint_metadata(path, ckpt, sha256, STAGE1_METRICS), "reused_from": art.owner,
             "note": MetadataValue.text(art.reuse_note("Stage-1 checkpoint", path))}
 
 
 @asset(group_name="stage1", partitions_def=EXPERIMENTS, deps=[dataset_shards], kinds={"pytorch"},
-       code_version=stage_code_version("stage1"))
+       code_version=stage_code_version("stage1"), pool=GPU_POOL)
 def ul_autoencoder(context: AssetExecutionContext, storage: StorageResource, compute: ComputeResource,
                    experiment_config: ExperimentConfigResource) -> MaterializeResult:
     """Stage-1 checkpoint: encoder, diffusion prior and diffusion decoder trained together."""
@@ -65,10 +65,10 @@ def ul_autoencoder(context: AssetExecutionContext, storage: StorageResource, com
         reported = {}
         checkpoint = run_stage1(art.cfg, art.shards_url, art.stage1_dir, storage_options=art.storage_options,
                                 callbacks=[TrainingLog(context.log, "stage1")]).checkpoint
-    ckpt = load_checkpoint(checkpoint, kind="stage1")
+    ckpt, sha256 = read_checkpoint(checkpoint, kind="stage1")
     curves = training_curves_png(ckpt["history"], art.stage1_dir / "training_curves.png",
                                  f"{art.experiment}: Stage 1 (encoder + prior + decoder)")
-    meta = checkpoint_metadata(checkpoint, ckpt, STAGE1_METRICS)
+    meta = checkpoint_metadata(checkpoint, ckpt, sha256, STAGE1_METRICS)
     return MaterializeResult(metadata={
         **meta, "wall_seconds": time.perf_counter() - t0, "run_status": choice.status,
         "run_note": MetadataValue.text(choice.describe()),

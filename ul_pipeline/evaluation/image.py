@@ -28,9 +28,8 @@ from ul_pipeline.evaluation.history import append_metrics_row
 from ul_pipeline.evaluation.quality import feature_metrics
 from ul_pipeline.train.loop import autocast, resolve_device, resolve_precision
 from ul_pipeline.stage1.training import load_stage1
-
-
 from ul_pipeline.stage2.training import load_base_model
+from ul_pipeline.train.checkpoint import unfinished_note
 
 
 def save_grid(images_uint8: torch.Tensor, path: str | Path, nrow: int = 8) -> Path:
@@ -48,7 +47,7 @@ def evaluate(stage1_checkpoint: str | Path, shards_url: str, out_dir: str | Path
              base_checkpoint: str | Path | None = None, cfg: DictConfig | None = None,
              storage_options: StorageOptions = None, history_url: str | None = None,
              log: Callable[[str], None] = print, seed: int = 0,
-             features: FeatureExtractor | None = None) -> dict[str, Any]:
+             features: FeatureExtractor | None = None, warn: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Bits/pixel on held-out data, PSNR and rFID of reconstructions, gFID/KID of samples, grids.
 
     `cfg` supplies eval.* and sample.* (default: the Stage-1 checkpoint's). Every number is
@@ -57,7 +56,10 @@ def evaluate(stage1_checkpoint: str | Path, shards_url: str, out_dir: str | Path
     stored in the checkpoints. `features` is the FID/KID feature network (default: TF-Inception on
     the evaluation device); the real images' features are cached beside the shards (see
     ul_pipeline.evaluation.fid_reference), so only the first evaluation of a dataset pays for them.
+    An unfinished checkpoint (`complete` False) is evaluated with a warning through `warn` (default:
+    `log`) and `stage1_complete` / `base_complete` False in the result.
     """
+    warn = warn or (lambda message: log(f"WARNING: {message}"))
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
 
@@ -97,6 +99,7 @@ def evaluate(stage1_checkpoint: str | Path, shards_url: str, out_dir: str | Path
         "decoder_steps": smp.decoder_steps, "steps": smp.steps, "guidance": smp.guidance,
         "sampler_precision": precision, "eta": smp.eta, "decoder_eta": smp.decoder_eta,
         "c_lf": float(stage1_cfg.stage1.c_lf), "bias": float(stage1_cfg.stage1.bias),
+        "stage1_complete": _complete(stage1_checkpoint, s1_meta, warn),
     }
 
     if len(ul.image_shape) == 4:  # clips (C, T, H, W): per-frame metrics, FVD, frame strips and GIFs
@@ -106,6 +109,7 @@ def evaluate(stage1_checkpoint: str | Path, shards_url: str, out_dir: str | Path
         if base_checkpoint is not None:
             base, _, b_meta = load_base_model(base_checkpoint, device=device)
             result["base_sha256"] = b_meta["sha256"]
+            result["base_complete"] = _complete(base_checkpoint, b_meta, warn)
         evaluate_video(ul, cfg, base, images, labels, out_dir, device, g, result, timed, log)
         return _finish_evaluation(result, timings, t0, out_dir, history_url, storage_options, log)
 
@@ -149,6 +153,7 @@ def evaluate(stage1_checkpoint: str | Path, shards_url: str, out_dir: str | Path
             raise ValueError(f"base model {base_checkpoint} was trained on latents of encoder "
                              f"{b_meta['encoder_sha256']}, not {stage1_checkpoint} ({s1_meta['sha256']})")
         result["base_sha256"] = b_meta["sha256"]
+        result["base_complete"] = _complete(base_checkpoint, b_meta, warn)
         for key, stored in (("stage2_train_seconds", "train_seconds"), ("encode_seconds", "encode_seconds")):
             if b_meta.get(stored) is not None:
                 result[key] = float(b_meta[stored])
@@ -184,6 +189,14 @@ def evaluate(stage1_checkpoint: str | Path, shards_url: str, out_dir: str | Path
                         out_dir=out_dir, storage_options=storage_options, features=features, timed=timed,
                         progress=every_fifth, log=log)
     return _finish_evaluation(result, timings, t0, out_dir, history_url, storage_options, log)
+
+
+def _complete(path: str | Path, meta: dict, warn: Callable[[str], None]) -> bool:
+    """Whether a checkpoint's run finished; warns when it did not."""
+    note = unfinished_note(path, meta)
+    if note is not None:
+        warn(note)
+    return note is None
 
 
 def _finish_evaluation(result: dict[str, Any], timings: dict[str, float], t0: float, out_dir: Path,

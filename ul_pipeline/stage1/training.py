@@ -14,7 +14,7 @@ from ul_pipeline import config as config_lib
 from ul_pipeline.data.augment import random_hflip
 from ul_pipeline.evaluation.metrics import to_float
 from ul_pipeline.stage1.model import UnifiedLatents
-from ul_pipeline.train.checkpoint import file_sha256, load_checkpoint
+from ul_pipeline.train.checkpoint import read_checkpoint
 from ul_pipeline.train.flops import stage1_train_flops
 from ul_pipeline.train.loop import Callback, TrainResult, train
 from ul_pipeline.train.runtime import load_weights, setup_compute, share_of
@@ -69,10 +69,10 @@ def train_stage1(cfg: DictConfig, images: Tensor, run_dir: str | Path,
 def load_stage1(path: str | Path, device: str | torch.device = "cpu", ema: bool = True
                 ) -> tuple[UnifiedLatents, DictConfig, dict]:
     """(model in eval mode with EMA weights, its stored config, the checkpoint dict minus weights)."""
-    ckpt = load_checkpoint(path, kind="stage1")
+    ckpt, sha256 = read_checkpoint(path, kind="stage1")  # one read: the hash is that of these weights
     cfg = config_lib.from_dict(ckpt["config"])
     model = UnifiedLatents.from_config(cfg)
     load_weights(model, ckpt["ema" if ema else "model"], path)
     meta = {k: v for k, v in ckpt.items() if k not in ("model", "ema", "optimizer")}
-    meta["sha256"] = file_sha256(path)
+    meta["sha256"] = sha256
     return model.to(device).eval(), cfg, meta

@@ -15,7 +15,7 @@ from ul_pipeline.data.augment import pick_mirror
 from ul_pipeline.latents.standardize import Standardization
 from ul_pipeline.stage2.build import build_stage2_model
 from ul_pipeline.stage2.model import BaseModel
-from ul_pipeline.train.checkpoint import file_sha256, load_checkpoint
+from ul_pipeline.train.checkpoint import read_checkpoint
 from ul_pipeline.train.flops import stage2_train_flops
 from ul_pipeline.train.loop import Callback, TrainResult, train
 from ul_pipeline.train.runtime import load_weights, setup_compute, share_of
@@ -60,11 +60,11 @@ def train_stage2(cfg: DictConfig, z_clean: Tensor, labels: Tensor, run_dir: str 
 def load_base_model(path: str | Path, device: str | torch.device = "cpu", ema: bool = True
                     ) -> tuple[BaseModel, DictConfig, dict]:
     """(base model in eval mode with EMA weights, its stored config, the checkpoint dict minus weights)."""
-    ckpt = load_checkpoint(path, kind="stage2")
+    ckpt, sha256 = read_checkpoint(path, kind="stage2")  # one read: the hash is that of these weights
     cfg = config_lib.from_dict(ckpt["config"])
     model = build_stage2_model(cfg, tuple(ckpt["latent_shape"]),
                                Standardization.from_dict(ckpt.get("latent_standardization")))
     load_weights(model, ckpt["ema" if ema else "model"], path)
     meta = {k: v for k, v in ckpt.items() if k not in ("model", "ema", "optimizer")}
-    meta["sha256"] = file_sha256(path)
+    meta["sha256"] = sha256
     return model.to(device).eval(), cfg, meta

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+import pickle
 import subprocess
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 import ul_pipeline
+from ul_pipeline.data.storage import write_file_atomic
 
 CHECKPOINT_FORMAT = 1
 # keys that may change between a run and its resumption (length and cadence, not science)
@@ -68,29 +72,87 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> Path:
-    """Write atomically (tmp file, then rename): a crash never leaves a half-written checkpoint."""
+    """Write atomically and durably (a unique fsynced temporary file, then a rename): a crash or a
+    concurrent writer never leaves a half-written checkpoint under `path`.
+
+    Non-finite weights (`model` or `ema`) are never written: FloatingPointError, and the previous
+    checkpoint stays. (A non-finite gradient with a finite loss turns the weights into NaN.)
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({"format": CHECKPOINT_FORMAT, "code_version": code_version(), **payload}, tmp)
-    os.replace(tmp, path)
-    return path
+    bad = [f"{part}.{name}" for part in ("model", "ema") for name in non_finite_tensors(payload.get(part) or {})]
+    if bad:
+        raise FloatingPointError(f"refusing to save {path}: non-finite weights at step {payload.get('step')} "
+                                 f"(samples_seen={payload.get('samples_seen')}) in {', '.join(bad[:5])}"
+                                 f"{' ...' if len(bad) > 5 else ''}; the last good checkpoint of run folder "
+                                 f"{path.parent} is kept")
+    ckpt = plain_types({"format": CHECKPOINT_FORMAT, "code_version": code_version(), **payload}, str(path))
+    return write_file_atomic(path, lambda f: torch.save(ckpt, f))
 
 
-def load_checkpoint(path: str | os.PathLike, kind: str | None = None, map_location: str = "cpu") -> dict:
-    """Load and check format and kind ('stage1' | 'stage2'); errors name the file."""
+def plain_types(value: Any, where: str) -> Any:
+    """`value` with numpy scalars and paths made plain, so `torch.load(weights_only=True)` can read it back."""
+    if isinstance(value, dict):
+        return {k: plain_types(v, f"{where}[{k!r}]") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(plain_types(v, f"{where}[{i}]") for i, v in enumerate(value))
+    if isinstance(value, np.generic):  # before float: np.float64 is a float subclass that pickles as numpy
+        return value.item()
+    if value is None or isinstance(value, (torch.Tensor, torch.Size, str, bool, int, float, torch.dtype)):
+        return value
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise CheckpointError(f"{where} is a {type(value).__name__}: a checkpoint holds only tensors and plain "
+                          "Python values (it is loaded with weights_only=True)")
+
+
+def non_finite_tensors(state_dict: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the floating-point tensors of a state dict that hold a NaN or an infinity."""
+    return [k for k, v in state_dict.items()
+            if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
+
+
+def read_checkpoint(path: str | os.PathLike, kind: str | None = None, map_location: str = "cpu"
+                    ) -> tuple[dict, str]:
+    """(checkpoint, sha256 of its bytes) from ONE read of the file, so the hash is that of the weights loaded.
+
+    Loaded with `weights_only=True`: tensors and plain Python values only, so a crafted file cannot
+    run code. Checks format and kind ('stage1' | 'stage2'); errors name the file.
+    """
     path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"checkpoint not found: {path}")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint not found: {path}") from None
+    except OSError as e:
+        raise CheckpointError(f"checkpoint {path} is unreadable ({type(e).__name__}: {e})") from e
+    try:
+        ckpt = torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as e:  # weights_only refuses any other object; keep torch's reason line
+        why = next((line.strip().split(" Please use")[0] for line in str(e).splitlines() if "Unsupported" in line), "")
+        raise CheckpointError(f"refusing checkpoint {path}: it holds objects other than tensors and plain "
+                              f"Python values, as only a crafted or foreign file does. {why}") from None
     except Exception as e:  # torch raises several types for truncated/corrupt zip files
         raise CheckpointError(f"checkpoint {path} is unreadable ({type(e).__name__}: {e})") from e
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a ul_pipeline checkpoint of format {CHECKPOINT_FORMAT}")
     if kind is not None and ckpt.get("kind") != kind:
         raise CheckpointError(f"{path} holds a '{ckpt.get('kind')}' checkpoint, expected '{kind}'")
-    return ckpt
+    return ckpt, hashlib.sha256(data).hexdigest()
+
+
+def load_checkpoint(path: str | os.PathLike, kind: str | None = None, map_location: str = "cpu") -> dict:
+    """`read_checkpoint` without the hash."""
+    return read_checkpoint(path, kind, map_location)[0]
+
+
+def unfinished_note(path: str | os.PathLike, ckpt: dict) -> str | None:
+    """A warning when a checkpoint's run has not reached its total_samples (complete is False), else None."""
+    if ckpt.get("complete", True):
+        return None
+    stage = ckpt.get("kind", "")
+    total = ckpt.get("config", {}).get(stage, {}).get("train", {}).get("total_samples", "?")
+    return (f"checkpoint {path} is unfinished (samples_seen {ckpt.get('samples_seen')} of {total}): "
+            "its numbers describe a model still in training")
 
 
 def config_differences(stored: dict, current: dict, prefix: str = "") -> list[str]:

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from ul_pipeline import distributed
 from ul_pipeline.train.checkpoint import check_resumable, load_checkpoint, save_checkpoint
+from ul_pipeline.train.run_lock import run_folder_lock
 from ul_pipeline.train.seeding import derive_seed
 
 LossFn = Callable[[nn.Module, tuple[Tensor, ...]], tuple[Tensor, dict[str, float]]]
@@ -173,11 +174,25 @@ def train(model: nn.Module, loss_fn: LossFn, batches: Callable[[int], Iterator[t
     stay fp32; the loss math casts network outputs to fp32). `flops_per_example` (training FLOPs
     of one example, ~3x forward) adds `gflops_per_s` to the logged metrics. `compile` runs the
     loss computation through torch.compile.
+
+    Rank 0 locks run_dir for the whole run: a second run of the folder fails at once (RunFolderBusy).
+    Non-finite weights are never saved (save_checkpoint: FloatingPointError, the last good one stays).
     """
     if precision not in ("fp32", "bf16"):
         raise ValueError(f"precision must be fp32 or bf16 (resolve 'auto' with resolve_precision), got {precision!r}")
+    with run_folder_lock(run_dir) if distributed.world().is_main else nullcontext():
+        return _train(model, loss_fn, batches, train_cfg, Path(run_dir), kind=kind, config=config, device=device,
+                      precision=precision, callbacks=callbacks, extra=extra, lr_multipliers=lr_multipliers,
+                      flops_per_example=flops_per_example, compile=compile)
+
+
+def _train(model: nn.Module, loss_fn: LossFn, batches: Callable[[int], Iterator[tuple[Tensor, ...]]],
+           train_cfg: Any, run_dir: Path, *, kind: str, config: dict, device: torch.device | str,
+           precision: str, callbacks: Iterable[Callback], extra: dict | None,
+           lr_multipliers: dict[str, Callable[[int], float]] | None, flops_per_example: float | None,
+           compile: bool) -> TrainResult:
+    """`train` inside the run folder's lock."""
     device = torch.device(device)
-    run_dir = Path(run_dir)
     ckpt_path = run_dir / "last.pt"
     w = distributed.world()
     callbacks = list(callbacks) if w.is_main else []  # logs, progress, Dagster: rank 0 only
