@@ -41,7 +41,7 @@ def test_a_key_interpolating_an_environment_key_is_recorded_as_text_too(monkeypa
 def test_an_environment_secret_reaches_the_run_but_no_checkpoint_store_or_metrics(tmp_path, monkeypatch,
                                                                                   fmnist_400_source):
     """~6 s: shards, Stage 1, extraction and evaluation in-process on tiny nets."""
-    from ul_pipeline.data import read_manifest, write_shards
+    from ul_pipeline.data import write_shards
     from ul_pipeline.evaluation.image import evaluate
     from ul_pipeline.lifecycle import encode_latents, make_shards, run_stage1
     from ul_pipeline.versioning import choose_run_dir, stage_code_version
