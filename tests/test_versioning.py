@@ -14,6 +14,7 @@ from assets.latents import latent_store
 from assets.stage1 import ul_autoencoder
 from assets.stage2 import base_model
 from resources import ComputeResource, ExperimentConfigResource, StorageResource
+from ul_pipeline.config import to_dict
 from ul_pipeline.latents.store import open_store
 from ul_pipeline.train.checkpoint import file_sha256, save_checkpoint
 from ul_pipeline.versioning import choose_run_dir, run_identity, stage_code_version
@@ -149,7 +150,7 @@ def test_only_the_config_a_stage_consumes_decides_reuse_and_resume(tmp_path):
 
 def test_unfinished_run_resumes_whatever_the_code_version(tmp_path):
     fake_run(tmp_path / "s1", complete=False, code="old")
-    choice = choose_run_dir(tmp_path / "s1", "stage1", CONFIG, "new")
+    choice = choose_run_dir(tmp_path / "s1", "stage1", CONFIG, "new", {"dataset_manifest_sha256": "m"})
     assert choice.status == "resume" and choice.run_dir == tmp_path / "s1"
     assert choose_run_dir(tmp_path / "none", "stage1", CONFIG, "new").status == "new"
 
@@ -200,3 +201,59 @@ def test_retrained_stage1_makes_latents_and_base_model_stale_in_dagster(tmp_path
     assert base["latent_store_url"] == second.latent_store_url  # the base model knows its store
     assert base["encoder_sha256"] == file_sha256(second.stage1_checkpoint)
     assert second.base_checkpoint != first.base_checkpoint
+
+
+def test_a_direct_resume_that_names_no_inputs_is_refused_when_the_checkpoint_has_them(tmp_path):
+    """train_stage1 called without `extra` once resumed on any data and erased the recorded manifest."""
+    from tests.stage1.test_model import StopAt
+    from ul_pipeline.config import load_config
+    from ul_pipeline.stage1.training import train_stage1
+    from ul_pipeline.train.checkpoint import CheckpointError
+
+    cfg = load_config("smoke", ["stage1.train.total_samples=64", "stage1.train.batch_size=16",
+                                "stage1.train.checkpoint_every_samples=16", "compute.precision=fp32"])
+    images = torch.randint(0, 256, (32, 1, 32, 32), dtype=torch.uint8)
+    with pytest.raises(KeyboardInterrupt):
+        train_stage1(cfg, images, tmp_path / "s1", [StopAt(1)], extra={"dataset_manifest_sha256": "m1"})
+    with pytest.raises(CheckpointError, match=r"dataset_manifest_sha256: checkpoint has 'm1', this run names none"):
+        train_stage1(cfg, images, tmp_path / "s1")
+
+
+def test_stage2_on_a_store_of_the_same_encoder_over_other_shards_starts_afresh(tmp_path):
+    from types import SimpleNamespace
+
+    from ul_pipeline.config import load_config
+    from ul_pipeline.lifecycle import stage2_run
+
+    cfg = load_config("smoke")
+    save_checkpoint(tmp_path / "stage2" / "last.pt", {
+        "kind": "stage2", "complete": False, "config": to_dict(cfg), "stage_code_version": stage_code_version("stage2"),
+        "encoder_sha256": "e" * 64, "dataset_manifest_sha256": "a" * 64})
+    other = SimpleNamespace(meta={"encoder_sha256": "e" * 64, "dataset_manifest_sha256": "b" * 64})
+    choice = stage2_run(cfg, other, tmp_path / "stage2")
+    assert choice.status == "afresh" and choice.run_dir != tmp_path / "stage2"
+    same = SimpleNamespace(meta={"encoder_sha256": "e" * 64, "dataset_manifest_sha256": "a" * 64})
+    assert stage2_run(cfg, same, tmp_path / "stage2").status == "resume"
+
+
+def test_package_inits_count_in_the_code_version():
+    """Importing ul_pipeline.stage1.model runs ul_pipeline/stage1/__init__.py: an edit there is an edit to Stage 1."""
+    from ul_pipeline.versioning import STAGE_ROOTS, import_closure
+
+    closure = set(import_closure(STAGE_ROOTS["stage1"]))
+    assert {"ul_pipeline", "ul_pipeline.stage1", "ul_pipeline.nets", "ul_pipeline.train"} <= closure
+
+
+def test_stage1_refuses_shards_written_from_another_data_section(tmp_path, fmnist_400_source):
+    from ul_pipeline.config import load_config
+    from ul_pipeline.config.sweeps import data_sha256
+    from ul_pipeline.data.shards import write_shards
+    from ul_pipeline.lifecycle import run_stage1
+
+    cfg = load_config("smoke", ["stage1.train.total_samples=16", "stage1.train.batch_size=16"])
+    other = load_config("smoke", ["data.seed=1"])
+    url = str(tmp_path / "shards")
+    write_shards(fmnist_400_source, url, shard_size=150, val_size=50, seed=1, resolution=32, channels=1,
+                 num_classes=10, data_sha256=data_sha256(other))
+    with pytest.raises(ValueError, match=r"written from another data section"):
+        run_stage1(cfg, url, tmp_path / "s1")

@@ -19,7 +19,7 @@ from ul_pipeline import config as config_lib
 from ul_pipeline import distributed
 from ul_pipeline.latents.extract import extract_latents
 from ul_pipeline.data import load_split_tensor, read_manifest, write_shards
-from ul_pipeline.latents.store import open_store
+from ul_pipeline.latents.store import LatentStoreError, open_store
 from ul_pipeline.data.sources import build_source
 from ul_pipeline.data.storage import StorageOptions
 from ul_pipeline.latents.encode import encoder_fn
@@ -53,6 +53,10 @@ def check_shards_match(cfg: DictConfig, manifest) -> None:
     if want != have:
         raise ValueError(f"shards {manifest.url} hold (resolution, channels, classes, frames) {have}; "
                          f"config data.resolution/data.channels/data.num_classes/data.frames say {want}")
+    made_from, data = manifest.data_sha256, data_sha256(cfg)
+    if made_from is not None and made_from != data:
+        raise ValueError(f"shards {manifest.url} were written from another data section (data_sha256 "
+                         f"{made_from[:12]}, this config's is {data[:12]}): point at the shards of this config")
 
 
 def stage1_run(cfg: DictConfig, shards_url: str, run_dir: str | Path, *,
@@ -118,6 +122,10 @@ def run_stage2(cfg: DictConfig, store_url: str, run_dir: str | Path, *, expect_e
                 else torch.from_numpy(np.asarray(store.z_logvar[:], dtype=np.float32)))
     z_clean_hflip = (None if store.z_clean_hflip is None  # data.hflip: each draw picks image or mirror
                      else torch.from_numpy(np.asarray(store.z_clean_hflip[:], dtype=np.float32)))
+    bad = int((~torch.isfinite(z_clean)).flatten(1).any(1).sum()) + int(((labels < 0) | (labels >= cfg.data.num_classes)).sum())
+    if bad:
+        raise LatentStoreError(f"latent store {store_url} says complete but {bad} samples have non-finite latents or "
+                               "labels out of range (a missing or damaged chunk): re-encode it (delete the store)")
     standardization = store.standardization() if cfg.stage2.standardize else None
     return train_stage2(cfg, z_clean, labels, run_dir, callbacks, z_logvar=z_logvar, z_clean_hflip=z_clean_hflip,
                         standardization=standardization,
@@ -130,4 +138,5 @@ def run_stage2(cfg: DictConfig, store_url: str, run_dir: str | Path, *, expect_e
 def stage2_run(cfg: DictConfig, store, run_dir: str | Path) -> RunChoice:
     """Where Stage 2 of `cfg` on this opened latent store trains (see ul_pipeline.versioning)."""
     return choose_run_dir(run_dir, "stage2", config_lib.to_dict(cfg), stage_code_version("stage2"),
-                          {"encoder_sha256": store.meta["encoder_sha256"]})
+                          {"encoder_sha256": store.meta["encoder_sha256"],
+                           "dataset_manifest_sha256": store.meta.get("dataset_manifest_sha256")})

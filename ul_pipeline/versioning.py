@@ -96,7 +96,8 @@ def import_closure(roots: tuple[str, ...]) -> list[str]:
         if m not in modules:
             raise KeyError(f"{m} is not a module of ul_pipeline")
         seen.add(m)
-        todo += sorted(imported_modules(m, modules[m], modules) - seen)
+        parents = {m.rsplit(".", i)[0] for i in range(1, m.count(".") + 1)}  # importing a.b.c runs a/__init__, a/b/__init__
+        todo += sorted((imported_modules(m, modules[m], modules) | (parents & set(modules))) - seen)
     return sorted(seen)
 
 

@@ -55,7 +55,8 @@ def shards_dir(root: Path, experiment: str = "smoke") -> Path:
 
 def snapshot(path: Path) -> dict[str, tuple[int, str]]:
     """Every file under `path` (or the file itself): (mtime_ns, sha256)."""
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*")  # writers' locks aside
+                                                 if p.is_file() and not p.name.endswith(".lock"))
     return {str(p): (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest()) for p in files}
 
 

@@ -344,3 +344,15 @@ def test_resharding_existing_shards(tmp_path, local_shards, fmnist_400):
     assert np.array_equal(y.numpy(), fmnist_400[1][idx])
     with pytest.raises(ValueError, match="needs data.uri"):
         build_source("image_folder", None, resolution=32, channels=1)
+
+
+def test_a_second_writer_of_one_local_shard_set_fails_at_once_naming_the_first(tmp_path, fmnist_400_source):
+    from ul_pipeline.data.storage import ArtifactBusy, exclusive_lock
+
+    url = str(tmp_path / "fmnist")
+    write_shards(fmnist_400_source, url, **SHARDING)
+    before = {p.name: p.read_bytes() for p in Path(url).iterdir()}
+    with exclusive_lock(str(tmp_path / ".fmnist.lock"), "the first writer"):  # a concurrent overwrite holds the set
+        with pytest.raises(ArtifactBusy, match=r"shard set .*fmnist is in use"):
+            write_shards(fmnist_400_source, url, **{**SHARDING, "seed": 1}, overwrite=True)
+    assert {p.name: p.read_bytes() for p in Path(url).iterdir()} == before

@@ -67,7 +67,7 @@ def assert_same_store(a, b):
     assert np.array_equal(a.z_clean[:], b.z_clean[:])
     assert np.array_equal(a.labels[:], b.labels[:])
     assert a.key_list() == b.key_list()
-    strip = lambda m: {k: v for k, v in m.items() if k not in ("created_at", "encode_seconds")}  # noqa: E731
+    strip = lambda m: {k: v for k, v in m.items() if k not in ("created_at", "encode_seconds", "creation_id")}  # noqa: E731
     assert strip(a.meta) == strip(b.meta)
 
 

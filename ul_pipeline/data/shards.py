@@ -32,7 +32,7 @@ from ul_pipeline.data.codecs import decode_clip, decode_image, encode_clip, enco
 from ul_pipeline.data.manifest import (DATA_SHA256_COLUMN, FORMAT_VERSION, MANIFEST_COLUMNS, MANIFEST_NAME,
                                       OPTIONAL_COLUMNS, SPLITS, ShardError, ShardManifest, read_manifest, shard_name)
 from ul_pipeline.data.sample import Sample, expected_shape
-from ul_pipeline.data.storage import StorageOptions, join_url, url_to_fs, write_bytes_atomic
+from ul_pipeline.data.storage import StorageOptions, is_local, join_url, local_writer_lock, url_to_fs, write_bytes_atomic
 
 IMAGE_EXTS = ("png", "jpg", "jpeg", "webp", "ppm", "pgm", "bmp")
 _SHARD_NAME = re.compile(r"^(train|val)-\d{6}(\.[0-9a-f]{12})?\.tar$")  # see manifest.shard_name
@@ -197,7 +197,17 @@ def _free_name(split: str, index: int, sha256: str, published: dict[str, str]) -
     return name if published.get(name, sha256) == sha256 else shard_name(split, index, sha256[:12])
 
 
-def write_shards(source_samples, out_url: str, *, shard_size: int, val_size: int, seed: int,
+def write_shards(source_samples, out_url: str, **kwargs) -> ShardManifest:
+    """Split `source_samples` deterministically and write train/val WebDataset shards + manifest
+    (`_write_shards` has the arguments). One writer at a time: on a local filesystem the set is
+    locked (`<out_url>.lock`) for the whole write, and a second writer fails at once naming the
+    first; object stores have no locks, so run one writer per set there (the assets do)."""
+    fs, root = url_to_fs(out_url, kwargs.get("storage_options"))
+    with local_writer_lock(fs, root, f"shard set {out_url}"):
+        return _write_shards(source_samples, out_url, **kwargs)
+
+
+def _write_shards(source_samples, out_url: str, *, shard_size: int, val_size: int, seed: int,
                  resolution: int, channels: int, num_classes: int, limit: Optional[int] = None,
                  storage_options: StorageOptions = None, overwrite: bool = False,
                  progress: Optional[Callable[[int, int], None]] = None, frames: int = 0,
@@ -280,8 +290,8 @@ def write_shards(source_samples, out_url: str, *, shard_size: int, val_size: int
 
     keep = {r["shard"] for r in rows}
     fs.invalidate_cache(root)
-    for path in fs.ls(root, detail=False):  # tars of older sets (or of a crashed write) no manifest names
-        name = path.rstrip("/").rsplit("/", 1)[-1]
-        if _SHARD_NAME.match(name) and name not in keep:
+    for path in fs.ls(root, detail=False):  # tars of the set we replaced; locally (we hold the lock) also
+        name = path.rstrip("/").rsplit("/", 1)[-1]  # those of a crashed write, which no manifest names
+        if _SHARD_NAME.match(name) and name not in keep and (name in published or is_local(fs)):
             fs.rm(path)
     return ShardManifest(out_url, table, hashlib.sha256(manifest_bytes).hexdigest())

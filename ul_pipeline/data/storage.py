@@ -7,11 +7,14 @@ endpoints travel as fsspec `storage_options`, e.g. for S3
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
+import socket
 import uuid
 import weakref
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, Optional
+from typing import Any, BinaryIO, Callable, Iterator, Optional
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -177,3 +180,46 @@ def _after_fork_in_child() -> None:
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(before=_before_fork, after_in_parent=_inherited_clients.clear,
                         after_in_child=_after_fork_in_child)
+
+
+class ArtifactBusy(RuntimeError):
+    """Another process is writing this artifact (a run folder, a shard set, a latent store)."""
+
+
+@contextlib.contextmanager
+def exclusive_lock(lock_path: str | os.PathLike, what: str, busy: type[ArtifactBusy] = ArtifactBusy,
+                   doing: str = "writing it") -> Iterator[Path]:
+    """Hold an exclusive, non-blocking flock on `lock_path` for the `with` block; ArtifactBusy (naming
+    `what` and the holder's pid and host) at once when another process holds it. The kernel drops
+    the lock when its process ends however it ends, so a crash never leaves a stale lock."""
+    path = Path(lock_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "an unknown process"
+            raise busy(f"{what} is in use: {holder} is {doing} (lock {path}). Wait for it to finish, "
+                       "or stop it; two writers would overwrite each other.") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        try:
+            yield path
+        finally:
+            os.ftruncate(fd, 0)  # the next holder writes its own pid; the empty file may stay
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def local_writer_lock(fs, path: str, what: str) -> Iterator[None]:
+    """`exclusive_lock` on `.<name>.lock` beside a local artifact `<name>` (hidden, so globs over the
+    artifacts never see it); nothing on object stores (one writer at a time there)."""
+    if not is_local(fs):
+        yield
+        return
+    parent, _, name = path.rstrip("/").rpartition("/")
+    with exclusive_lock(f"{parent or '.'}/.{name}.lock", what):
+        yield

@@ -28,7 +28,7 @@ from ul_pipeline.latents.store import (
 from ul_pipeline.data.loader import iter_split
 from ul_pipeline.data.manifest import read_manifest
 from ul_pipeline.data.sources import Sample
-from ul_pipeline.data.storage import StorageOptions
+from ul_pipeline.data.storage import StorageOptions, local_writer_lock, url_to_fs
 
 # uint8 (B, C, H, W) -> z_clean float (B, c, h, w), or (z_clean, z_logvar) for a learned encoder variance,
 # or {"z_clean": ..., other latent arrays such as "z_clean_hflip": ...} (each (B, c, h, w))
@@ -83,7 +83,30 @@ def _blocks(samples: Iterator[Sample], sizes: list[int], where: str) -> Iterator
                [s.key for s in chunk])
 
 
-def extract_latents(shard_url: str, split: str, store_url: str, encode_fn: EncodeFn, meta: dict[str, Any], *,
+def extract_latents(shard_url: str, split: str, store_url: str, encode_fn: EncodeFn, meta: dict[str, Any],
+                    **kwargs) -> LatentStore:
+    """Encode every sample of `split` into the store at `store_url` and return it, complete
+    (`_extract_latents` has the arguments). One extraction per store: a local store is locked
+    (`<store>.lock`) for the whole run, and every block write checks that the store is still the
+    one this run created or opened, so a store recreated under it is never finished with a mixture."""
+    so = kwargs.get("store_storage_options", kwargs.get("storage_options"))
+    fs, path = url_to_fs(store_url, so)
+    if distributed.world().is_main:
+        with local_writer_lock(fs, path, f"latent store {store_url}"):
+            return _extract_latents(shard_url, split, store_url, encode_fn, meta, **kwargs)
+    return _extract_latents(shard_url, split, store_url, encode_fn, meta, **kwargs)
+
+
+def _same_store(store_url: str, storage_options, creation_id: Optional[str]) -> None:
+    """LatentStoreError when the store at store_url is no longer the one with `creation_id`."""
+    now = open_store(store_url, storage_options=storage_options, allow_incomplete=True).meta.get("creation_id")
+    if now != creation_id:
+        raise LatentStoreError(f"latent store {store_url} was recreated by another process while this extraction "
+                               f"wrote it (creation {creation_id} -> {now}); stopping without finishing it. "
+                               "Re-run the extraction alone.")
+
+
+def _extract_latents(shard_url: str, split: str, store_url: str, encode_fn: EncodeFn, meta: dict[str, Any], *,
                     block_size: int = 1024, batch_size: int = 256, dtype: str = "float32",
                     storage_options: StorageOptions = None, store_storage_options: StorageOptions = None,
                     progress: Optional[Callable[[int, int], None]] = None, overwrite: bool = False) -> LatentStore:
@@ -132,6 +155,7 @@ def extract_latents(shard_url: str, split: str, store_url: str, encode_fn: Encod
                                  with_logvar="z_logvar" in probe, extra_latents=extra)
     if store is None:
         store = open_store(store_url, storage_options=store_so, allow_incomplete=True, read_only=False)
+    creation_id = store.meta.get("creation_id")
     mine = np.array_split(np.arange(num_blocks), w.size)[w.rank]  # this rank's contiguous range
     done = store.done_blocks()
     report = progress if w.is_main else None
@@ -152,12 +176,14 @@ def extract_latents(shard_url: str, split: str, store_url: str, encode_fn: Encod
         for b, (images, labels, keys) in zip(run, _blocks(samples, sizes, f"{shard_url} split '{split}'")):
             zs = _encode_block(encode_fn, images, batch_size, f"{store_url} block {b} (samples {keys[0]}..{keys[-1]})")
             z, z_logvar = zs.pop("z_clean"), zs.pop("z_logvar", None)
+            _same_store(store_url, store_so, creation_id)
             store.write_block(b, z, labels, keys, z_logvar, extra=zs)
             done[b] = True
             if report is not None:
                 report(samples_done(), num_samples)
     distributed.barrier()  # every rank's blocks are written
     if w.is_main:
+        _same_store(store_url, store_so, creation_id)
         seconds = float(store.meta.get("encode_seconds") or 0.0) + time.perf_counter() - t0
         store.group.attrs["ul"] = {**store.meta, "encode_seconds": seconds}  # summed over resumed runs
         finalize_store(store)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import math
+import uuid
 import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -246,7 +247,8 @@ def create_store(url: str, num_samples: int, latent_shape: tuple[int, ...], dtyp
     ul = {**meta, "format_version": FORMAT_VERSION, "latent_shape": list(latent),
           "num_samples": int(n), "block_size": int(block_size), "dtype": dtype,
           "channel_mean": None, "channel_std": None,
-          "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "complete": False}
+          "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "complete": False,
+          "creation_id": uuid.uuid4().hex}  # which creation this is: a writer checks it before every block
     group.attrs["ul"] = ul  # LAST: a group without `ul` is a half-created store (store_lacks_meta)
     return LatentStore(url, group, storage_options)
 

@@ -170,8 +170,9 @@ def config_differences(stored: dict, current: dict, prefix: str = "") -> list[st
 
 def input_differences(ckpt: dict, inputs: dict) -> list[str]:
     """How the inputs a checkpoint was trained on differ from `inputs` (only INPUT_KEYS count)."""
-    return [f"{k}: checkpoint has {ckpt.get(k)!r}, this run has {v!r}" for k, v in inputs.items()
-            if k in INPUT_KEYS and v is not None and ckpt.get(k) != v]
+    return [f"{k}: checkpoint has {ckpt.get(k)!r}, this run " + (f"has {inputs.get(k)!r}" if inputs.get(k) else
+                                                                 "names none (pass it, e.g. extra={...})")
+            for k in INPUT_KEYS if ckpt.get(k) is not None and inputs.get(k) != ckpt.get(k)]
 
 
 def check_resumable(ckpt: dict, config: dict, path: str | os.PathLike, kind: str | None = None,
