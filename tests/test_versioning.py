@@ -105,18 +105,27 @@ def test_an_unfinished_run_never_resumes_on_other_inputs(tmp_path):
     assert choose_run_dir(tmp_path / "stage2", "stage2", CONFIG, "v", {"encoder_sha256": "A" * 64}).status == "resume"
 
 
-def test_the_loop_refuses_to_resume_on_other_inputs(tmp_path):
-    """A direct call (no choose_run_dir) on a folder whose unfinished run saw other shards is refused."""
+def interrupted_stage1(run_dir: Path, manifest: str = "m1"):
+    """(cfg, images) of a Stage-1 run on shards `manifest`, killed after its first checkpoint in run_dir."""
     from tests.stage1.test_model import StopAt
     from ul_pipeline.config import load_config
     from ul_pipeline.stage1.training import train_stage1
-    from ul_pipeline.train.checkpoint import CheckpointError
 
     cfg = load_config("smoke", ["stage1.train.total_samples=64", "stage1.train.batch_size=16",
                                 "stage1.train.checkpoint_every_samples=16", "compute.precision=fp32"])
     images = torch.randint(0, 256, (32, 1, 32, 32), dtype=torch.uint8)
     with pytest.raises(KeyboardInterrupt):
-        train_stage1(cfg, images, tmp_path / "s1", [StopAt(1)], extra={"dataset_manifest_sha256": "m1"})
+        train_stage1(cfg, images, run_dir, [StopAt(1)], extra={"dataset_manifest_sha256": manifest})
+    return cfg, images
+
+
+def test_the_loop_refuses_to_resume_on_other_inputs(tmp_path):
+    """A direct call (no choose_run_dir) on a folder whose unfinished run saw other shards is refused."""
+    from ul_pipeline.config import load_config
+    from ul_pipeline.stage1.training import train_stage1
+    from ul_pipeline.train.checkpoint import CheckpointError
+
+    cfg, images = interrupted_stage1(tmp_path / "s1")
     with pytest.raises(CheckpointError, match=r"trained on other inputs:\n  dataset_manifest_sha256: "
                                               r"checkpoint has 'm1', this run has 'm2'"):
         train_stage1(cfg, images, tmp_path / "s1", extra={"dataset_manifest_sha256": "m2"})
@@ -205,16 +214,10 @@ def test_retrained_stage1_makes_latents_and_base_model_stale_in_dagster(tmp_path
 
 def test_a_direct_resume_that_names_no_inputs_is_refused_when_the_checkpoint_has_them(tmp_path):
     """train_stage1 called without `extra` once resumed on any data and erased the recorded manifest."""
-    from tests.stage1.test_model import StopAt
-    from ul_pipeline.config import load_config
     from ul_pipeline.stage1.training import train_stage1
     from ul_pipeline.train.checkpoint import CheckpointError
 
-    cfg = load_config("smoke", ["stage1.train.total_samples=64", "stage1.train.batch_size=16",
-                                "stage1.train.checkpoint_every_samples=16", "compute.precision=fp32"])
-    images = torch.randint(0, 256, (32, 1, 32, 32), dtype=torch.uint8)
-    with pytest.raises(KeyboardInterrupt):
-        train_stage1(cfg, images, tmp_path / "s1", [StopAt(1)], extra={"dataset_manifest_sha256": "m1"})
+    cfg, images = interrupted_stage1(tmp_path / "s1")
     with pytest.raises(CheckpointError, match=r"dataset_manifest_sha256: checkpoint has 'm1', this run names none"):
         train_stage1(cfg, images, tmp_path / "s1")
 
