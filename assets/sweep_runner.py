@@ -77,13 +77,14 @@ def training_reference(sweep, storage, experiment_config, compute):
     from ul_pipeline.data import load_split_tensor, read_manifest
     from ul_pipeline.evaluation.fid import InceptionFeatures
     from ul_pipeline.evaluation.fid_reference import reference_features
+    from ul_pipeline.train.loop import resolve_device
 
     art = resolve(sweep.points[0].key, storage, experiment_config, compute)
     k = int(art.cfg.eval.kid_reference_size)
     if not k:
         raise ConfigError(f"sweep {sweep.name}: compare needs eval.kid_reference_size > 0 (KID's reference)")
     images = load_split_tensor(art.shards_url, "train", storage_options=art.storage_options)[0][:k]
-    return reference_features(images, InceptionFeatures(compute.device if compute.device != "auto" else "cpu"),
+    return reference_features(images, InceptionFeatures(resolve_device(compute.device or "auto")),
                               art.shards_url, split="train", storage_options=art.storage_options,
                               manifest_sha256=read_manifest(art.shards_url, art.storage_options).sha256)
 
