@@ -27,7 +27,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = {
     "ul": [],
-    "normal_rate_standardized": ["stage1.prior=normal", "stage1.target_bits_per_pixel=0.2", "stage2.standardize=true"],
+    "normal_rate_standardized": ["stage1.prior=normal", "stage1.encoder_noise=learned",
+                                 "stage1.target_bits_per_pixel=0.2", "stage2.standardize=true"],
     "kl_vae": ["stage1.prior=normal", "stage1.decoder_loss=mse", "stage1.encoder_noise=learned",
                "stage1.latent_weight=0.001", "stage1.c_lf=1.0", "stage2.standardize=true"],
 }

@@ -42,9 +42,32 @@ def test_state_travels_in_the_state_dict_so_a_resumed_run_continues_exactly():
 def test_the_model_uses_the_controlled_beta_and_only_when_asked():
     fixed = UnifiedLatents.from_config(load_config("smoke", ["stage1.prior=normal", "stage1.latent_weight=0.5"]))
     assert fixed.rate is None and "rate.log_beta" not in fixed.state_dict()
-    cfg = load_config("smoke", ["stage1.prior=normal", "stage1.latent_weight=0.5", "stage1.target_bits_per_pixel=0.2"])
+    cfg = load_config("smoke", ["stage1.prior=normal", "stage1.latent_weight=0.5", "stage1.target_bits_per_pixel=0.8"])
     model = UnifiedLatents.from_config(cfg)
     assert model.rate.beta == pytest.approx(0.5) and "rate.log_beta" in model.state_dict()
     model.rate.log_beta.fill_(math.log(3.0))
     x = torch.rand(2, *model.image_shape) * 2 - 1
     assert model.loss_terms(x, torch.Generator().manual_seed(0)).latent_weight == pytest.approx(3.0)
+
+
+def test_beta_stays_bounded_when_the_target_cannot_be_reached():
+    c = RateController(0.1, gain=0.05, beta0=1.0)
+    run(c, lambda beta: 0.7, 5000)  # a rate floor above the target: beta would grow without end
+    assert c.beta == pytest.approx(1e4)
+
+
+def test_a_target_below_the_normal_priors_floor_with_fixed_noise_is_refused_before_training():
+    """KL(N(m, s0^2) || N(0, 1)) >= (s0^2 - log s0^2 - 1) / 2 per dim: 0.72 bits/pixel for 4x8x8 latents at lambda0 = 5."""
+    from ul_pipeline.config import ConfigError
+    from ul_pipeline.stage1.model import rate_floor_bits_per_pixel
+
+    var0 = 1 / (1 + math.exp(5.0))
+    floor = rate_floor_bits_per_pixel("normal", "fixed", 5.0, (4, 8, 8), (1, 32, 32))
+    assert floor == pytest.approx(0.5 * (var0 - math.log(var0) - 1) * 256 / math.log(2) / 1024)
+    assert floor == pytest.approx(0.7238, abs=1e-4)  # what a run at target 0.335 got stuck at
+    assert rate_floor_bits_per_pixel("normal", "learned", 5.0, (4, 8, 8), (1, 32, 32)) == 0.0
+    with pytest.raises(ConfigError, match=r"stage1.target_bits_per_pixel': 0.335 is below .* \(0\.7238 bits/pixel"):
+        UnifiedLatents.from_config(load_config("smoke", ["stage1.prior=normal", "stage1.target_bits_per_pixel=0.335"]))
+    model = UnifiedLatents.from_config(load_config("smoke", ["stage1.prior=normal", "stage1.encoder_noise=learned",
+                                                             "stage1.target_bits_per_pixel=0.335"]))
+    assert model.rate.target == 0.335

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -52,6 +53,16 @@ class Stage1Terms:
         }
 
 
+def rate_floor_bits_per_pixel(prior: str, encoder_noise: str, logsnr_0: float, latent_shape, image_shape) -> float:
+    """The least L_z a prior can charge: for a N(0, I) prior with fixed noise sigma0^2 = sigmoid(-logsnr_0),
+    (sigma0^2 - log sigma0^2 - 1) / 2 nats per latent dimension (at z_clean = 0); 0 otherwise."""
+    if prior != "normal" or encoder_noise != "fixed":
+        return 0.0
+    var0 = 1.0 / (1.0 + math.exp(logsnr_0))
+    nats = 0.5 * (var0 - math.log(var0) - 1.0) * math.prod(latent_shape)
+    return float(metrics.bits_per_pixel(nats, tuple(image_shape)))
+
+
 class UnifiedLatents(nn.Module):
     """Encoder + encoding noise + prior + decoder with the UL objective; encode, reconstruct, decode.
 
@@ -86,6 +97,13 @@ class UnifiedLatents(nn.Module):
         decoder = build_decoder(s1.decoder_loss, decoder_net, image_shape, schedule, s1.c_lf, s1.bias, s1.mse_sigma)
         rate = None
         if s1.target_bits_per_pixel > 0:
+            floor = rate_floor_bits_per_pixel(s1.prior, s1.encoder_noise, s1.logsnr_0, encoder.latent_shape, image_shape)
+            if s1.target_bits_per_pixel <= floor:
+                raise config_lib.ConfigError(
+                    f"config key 'stage1.target_bits_per_pixel': {s1.target_bits_per_pixel} is below what a "
+                    f"{s1.prior} prior with {s1.encoder_noise} encoder noise can reach here ({floor:.4f} bits/pixel: "
+                    "KL(N(m, sigma0^2) || N(0, 1)) >= (sigma0^2 - log sigma0^2 - 1) / 2 nats per latent dimension); "
+                    "use stage1.encoder_noise=learned to let the variance grow")
             rate = RateController(s1.target_bits_per_pixel, s1.rate_gain, beta0=s1.latent_weight,
                                   hold_steps=s1.encoder_hold_samples // s1.train.batch_size)
         return cls(encoder, prior, decoder, image_shape, noise=noise, logsnr_0=s1.logsnr_0,

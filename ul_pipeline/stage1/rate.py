@@ -22,6 +22,9 @@ from torch import nn
 from ul_pipeline import distributed
 
 
+LOG_BETA_BOUND = math.log(1e4)  # beta stays in [1e-4, 1e4]: an unreachable target cannot blow the loss up
+
+
 class RateController(nn.Module):
     """Multiplicative control of beta toward `target_bits_per_pixel` (see the module docstring)."""
 
@@ -44,6 +47,6 @@ class RateController(nn.Module):
         rate = distributed.mean_over_ranks({"rate": float(bits_per_pixel)})["rate"]
         if int(self.steps) >= self.hold_steps:
             error = max(-1.0, min(1.0, (rate - self.target) / self.target))
-            self.log_beta += self.gain * error
+            self.log_beta.copy_((self.log_beta + self.gain * error).clamp(-LOG_BETA_BOUND, LOG_BETA_BOUND))
         self.steps += 1
         return self.beta
