@@ -20,7 +20,7 @@ import numpy as np
 from ul_pipeline.evaluation import statistics
 from ul_pipeline.evaluation.results import CommittedResult
 
-FAMILIES = {"ul": "UL (diffusion prior + diffusion decoder)", "normal": "normal prior + diffusion decoder",
+FAMILIES = {"ul": "UL (diffusion prior + diffusion decoder)", "normal": "VAE: normal prior + learned variance + diffusion decoder",
             "kl_vae": "KL-VAE (normal prior + MSE decoder)", "narrow_base": "UL store, quarter-FLOP base model"}
 TABLE_METRICS = ("bits_per_pixel", "bits_per_image", "psnr", "rfid", "cross_fid", "gfid", "kid_train", "kid_train_se")
 
