@@ -83,7 +83,7 @@ def training_reference(sweep, storage, experiment_config, compute):
     k = int(art.cfg.eval.kid_reference_size)
     if not k:
         raise ConfigError(f"sweep {sweep.name}: compare needs eval.kid_reference_size > 0 (KID's reference)")
-    images = load_split_tensor(art.shards_url, "train", storage_options=art.storage_options)[0][:k]
+    images = load_split_tensor(art.shards_url, "train", storage_options=art.storage_options, limit=k)[0]
     return reference_features(images, InceptionFeatures(resolve_device(compute.device or "auto")),
                               art.shards_url, split="train", storage_options=art.storage_options,
                               manifest_sha256=read_manifest(art.shards_url, art.storage_options).sha256)

@@ -49,17 +49,17 @@ def iter_split(url: str, split: str, *, start: int = 0, storage_options: Storage
             raise ShardError(f"shard {shard_url}: {seen} samples, manifest says {count}")
 
 
-def load_split_tensor(url: str, split: str, *, storage_options: StorageOptions = None
+def load_split_tensor(url: str, split: str, *, storage_options: StorageOptions = None, limit: Optional[int] = None
                       ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     """(images uint8 (N, C, H, W) or clips (N, C, T, H, W), labels int64 (N,), keys) of a whole
-    split, in manifest order."""
+    split, or of its first `limit` samples (only their shards are read), in manifest order."""
     manifest = read_manifest(url, storage_options)
-    n = manifest.num_samples(split)
+    n = manifest.num_samples(split) if limit is None else min(limit, manifest.num_samples(split))
     images = np.empty((n, *expected_shape(manifest.resolution, manifest.channels, manifest.frames)),
                       dtype=np.uint8)
     labels = np.empty((n,), dtype=np.int64)
     keys: list[str] = []
-    for i, s in enumerate(iter_split(url, split, storage_options=storage_options, manifest=manifest)):
+    for i, s in zip(range(n), iter_split(url, split, storage_options=storage_options, manifest=manifest)):
         images[i], labels[i] = s.image, s.label
         keys.append(s.key)
     return torch.from_numpy(images), torch.from_numpy(labels), keys

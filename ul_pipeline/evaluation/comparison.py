@@ -51,7 +51,7 @@ def study_rows(results: dict[str, CommittedResult], base_preset: str) -> list[di
         m = r.metrics
         rows.append({"point": label, "family": family(r.record["config"], base_preset),
                      **{k: m.get(k) for k in TABLE_METRICS}, "wall_seconds": r.record.get("wall_seconds"),
-                     "commit": (r.record.get("commit") or "")[:10]})
+                     "commit": (r.record.get("commit") or "").split("+")[-1][:10]})
     return rows
 
 
@@ -62,12 +62,15 @@ def load_features(r: CommittedResult) -> np.ndarray:
 def compare(results: dict[str, CommittedResult], pairs: Sequence[Pair], reference: np.ndarray,
             n_boot: int = 1000, seed: int = 0) -> list[dict[str, Any]]:
     """Paired bootstrap intervals of KID(a) - KID(b) (and FID against the training reference) per pair."""
-    out = []
+    out, features = [], {}
     for p in pairs:
         if p.a not in results or p.b not in results:
             out.append({"a": p.a, "b": p.b, "why": p.why, "missing": [x for x in (p.a, p.b) if x not in results]})
             continue
-        fa, fb = load_features(results[p.a]), load_features(results[p.b])
+        for x in (p.a, p.b):  # a point in several pairs is read once
+            if x not in features:
+                features[x] = load_features(results[x])
+        fa, fb = features[p.a], features[p.b]
         kid = statistics.paired_bootstrap_kid_difference(reference, fa, fb, n_boot=n_boot, seed=seed)
         ra, rb = (results[x].metrics.get("bits_per_pixel") for x in (p.a, p.b))
         out.append({"a": p.a, "b": p.b, "why": p.why, "kid_diff": kid.estimate, "kid_low": kid.low,

@@ -61,10 +61,10 @@ def feature_metrics(result: dict[str, Any], images: torch.Tensor, recon: torch.T
     k = int(cfg.eval.kid_reference_size)
     if k:
         with timed("features_train_reference"):
-            train, _, _ = load_split_tensor(shards_url, "train", storage_options=storage_options)
+            train, _, _ = load_split_tensor(shards_url, "train", storage_options=storage_options, limit=k)
             if len(train) < k:
                 raise ValueError(f"eval.kid_reference_size={k}: {shards_url} has only {len(train)} training images")
-            f_train = reference_features(train[:k], features, shards_url, split="train",
+            f_train = reference_features(train, features, shards_url, split="train",
                                          manifest_sha256=manifest_sha256, storage_options=storage_options, log=log,
                                          progress=progress("training reference features"))
         est = statistics.kid(f_train, f_gen)

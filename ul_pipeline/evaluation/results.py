@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any, Optional
 
 import torch
 
+from ul_pipeline.train.checkpoint import code_version
 from ul_pipeline.versioning import json_sha256
 
 RESULT = "result.json"
@@ -49,18 +49,6 @@ class CommittedResult:
 def result_config(config: dict) -> dict:
     """What a result depends on: the resolved config without `compute` (where it ran) and `name`."""
     return {k: v for k, v in config.items() if k not in ("compute", "name")}
-
-
-def git_commit(repo: Path | None = None) -> Optional[str]:
-    """The checked-out commit (with '+dirty' for uncommitted changes), or None outside a git checkout."""
-    try:
-        cwd = repo or Path(__file__).resolve().parents[2]
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True).stdout
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
-                               capture_output=True, text=True, check=True).stdout.strip()
-        return sha.strip() + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 def point_folder(results_dir: str | Path, label: str) -> Path:
@@ -116,7 +104,8 @@ def save_result(results_dir: str | Path, label: str, point: str, config: dict, c
     record = {
         "point": point, "label": label, "config": result_config(config),
         "config_sha256": json_sha256(result_config(config)), "code_versions": dict(code_versions),
-        "commit": git_commit(), "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "commit": code_version(),  # package version + git commit (.dirty for local changes)
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "wall_seconds": wall_seconds, "torch_threads": torch.get_num_threads(),
         "metrics": {k: v for k, v in metrics.items() if not isinstance(v, str) or not v.startswith("/")},
     }
