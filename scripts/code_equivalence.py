@@ -113,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.write and args.results and entries:
         path = Path(args.results) / "equivalent_code.json"
         known = json.loads(path.read_text()) if path.exists() else []
-        known += [e for e in entries if (e["stage"], e["new"]) not in {(k["stage"], k["new"]) for k in known}]
+        seen = {(k["stage"], k["new"], k["old"]) for k in known}
+        known += [e for e in entries if (e["stage"], e["new"], e["old"]) not in seen]
         path.write_text(json.dumps(known, indent=2) + "\n")
         print(f"wrote {len(entries)} entries to {path}")
     return 0 if all(all(r["old"][s] == r["new"][s] for r in runs.values()) for s in ("stage1", "encode", "stage2")) else 1

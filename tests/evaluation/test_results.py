@@ -45,6 +45,10 @@ def test_a_code_version_declared_equivalent_with_evidence_is_accepted(tmp_path):
     path.write_text(json.dumps([{"stage": "stage2", "old": "s2v", "new": "new", "evidence": "smoke weights equal"}]))
     assert stale_reasons(r, CONFIG, {**CODE, "stage2": "new"}) == []
     assert stale_reasons(r, CONFIG, {**CODE, "stage2": "other"}) != []
+    # one new version may compute like several older ones (points committed at different commits)
+    path.write_text(json.dumps([{"stage": "stage2", "old": "s2v", "new": "new", "evidence": "e"},
+                                {"stage": "stage2", "old": "s2w", "new": "new", "evidence": "e"}]))
+    assert stale_reasons(r, CONFIG, {**CODE, "stage2": "new"}) == []
 
 
 def test_the_comparison_applies_the_rule_and_draws_both_plots(tmp_path):

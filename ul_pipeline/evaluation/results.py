@@ -64,15 +64,15 @@ def load_result(results_dir: str | Path, label: str) -> Optional[CommittedResult
     return CommittedResult(folder, json.loads(path.read_text()))
 
 
-def _equivalences(results_dir: Path) -> dict[str, dict[str, str]]:
-    """{stage: {new code version: old code version}} declared in equivalent_code.json."""
+def _equivalences(results_dir: Path) -> dict[str, dict[str, set[str]]]:
+    """{stage: {new code version: the old ones it computes like}} declared in equivalent_code.json."""
     path = Path(results_dir) / EQUIVALENT
-    out: dict[str, dict[str, str]] = {s: {} for s in STAGES}
+    out: dict[str, dict[str, set[str]]] = {s: {} for s in STAGES}
     if path.exists():
         for entry in json.loads(path.read_text()):
             if not entry.get("evidence"):
                 raise ValueError(f"{path}: entry {entry} names no evidence (the test that showed equal outputs)")
-            out[entry["stage"]][entry["new"]] = entry["old"]
+            out[entry["stage"]].setdefault(entry["new"], set()).add(entry["old"])
     return out
 
 
@@ -86,7 +86,7 @@ def stale_reasons(result: CommittedResult, config: dict, code_versions: dict[str
     same = _equivalences(result.folder.parent)
     for stage in STAGES:
         have, want = result.record.get("code_versions", {}).get(stage), code_versions.get(stage)
-        if have != want and same.get(stage, {}).get(want) != have:
+        if have != want and have not in same.get(stage, {}).get(want, set()):
             reasons.append(f"{stage} code version {have} -> {want}")
     return reasons
 
