@@ -109,11 +109,21 @@ def write_report(sweep, results_dir: str, report_dir: str, res, log: Callable[[s
 
 
 def run_sweep(sweep: str, defs: Definitions, instance: DagsterInstance, log: Callable[[str], None] = print,
-              results_dir: Optional[str] = None, report_dir: Optional[str] = None) -> bool:
-    """Each point of `sweep` in order (done ones skipped), then its study; True when all succeeded."""
+              results_dir: Optional[str] = None, report_dir: Optional[str] = None,
+              only: Optional[list[str]] = None) -> bool:
+    """Each point of `sweep` in order (done ones skipped), then its study; True when all succeeded.
+
+    `only`: run just these point labels (in the sweep's order) and no study, e.g. to run two points in
+    two processes at once; the study is made by a later run without `only`."""
     storage, experiment_config, compute = (defs.resources[k] for k in ("storage", "experiment_config", "compute"))
     loaded = load_sweep(sweep, experiment_config.config_dir or CONFIG_DIR)
     points = loaded.points
+    if only:
+        unknown = sorted(set(only) - {p.label for p in points})
+        if unknown:
+            raise ConfigError(f"sweep {sweep}: no point(s) {', '.join(unknown)}; "
+                              f"its points: {', '.join(p.label for p in points)}")
+        points = [p for p in points if p.label in only]
     full, t_sweep, failed = defs.resolve_job_def("full"), time.perf_counter(), []
     for i, point in enumerate(points, 1):
         tag = f"[{i}/{len(points)}] {point.key}"
@@ -145,6 +155,9 @@ def run_sweep(sweep: str, defs: Definitions, instance: DagsterInstance, log: Cal
         log(f"sweep {sweep}: {len(failed)} point(s) failed ({', '.join(failed)}); study not materialised. "
             f"Fix them and run again: finished points are skipped.")
         return False
+    if only:
+        log(f"sweep {sweep}: {', '.join(only)} done; run without --points for the study")
+        return True
     if results_dir is not None:  # the study from committed results: also on a machine without the runs
         return write_report(loaded, results_dir, report_dir or f"docs/{sweep}", (storage, experiment_config, compute),
                             log)
@@ -167,13 +180,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("sweep", help="the sweep's name, e.g. paper_trends")
     parser.add_argument("--results", help="folder of committed point results (e.g. results/NAME)")
     parser.add_argument("--report", help="with --results: where the comparison goes (default docs/NAME)")
+    parser.add_argument("--points", help="comma-separated point labels: run only these, and no study")
     args = parser.parse_args(argv)
     from assets.definitions import defs
 
     with instance_from_env() as instance:
         try:
             ok = run_sweep(args.sweep, defs, instance, log=lambda msg: print(msg, flush=True),
-                           results_dir=args.results, report_dir=args.report)
+                           results_dir=args.results, report_dir=args.report,
+                           only=args.points.split(",") if args.points else None)
         except ConfigError as e:
             print(f"config error: {e}", file=sys.stderr)
             return 2

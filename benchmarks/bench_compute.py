@@ -1,9 +1,10 @@
 """Training-step throughput of every network in fp32 and bf16 autocast, against the device's matmul peak.
 
     python benchmarks/bench_compute.py [--device cpu|cuda] [--presets tiny,small] [--batch-size 64]
-                                       [--warmup 3] [--steps 30]
+                                       [--networks base] [--warmup 3] [--steps 30]
 
-For each preset (`tiny`, `small`; `paper` on CUDA only) and each network (encoder, prior, decoder,
+For each preset (`tiny`, `small`; `paper` on CUDA only; any of SHAPES on request, e.g. `small_narrow_base`
+for the latent study's quarter-FLOP base model) and each network (encoder, prior, decoder,
 base model) and the whole Stage-1 step (encoder + prior + decoder with the UL loss), one training
 step is forward + backward + AdamW on random data (the speed does not depend on the values). It
 prints samples/s, the achieved GFLOP/s (3 x the forward FLOPs counted by ul_pipeline.nets, 2 per
@@ -30,7 +31,8 @@ from ul_pipeline.stage1 import UnifiedLatents  # noqa: E402
 from ul_pipeline.train.flops import BACKWARD_FACTOR, forward_flops, stage1_calls, stage2_calls  # noqa: E402
 
 # (image shape, classes, default batch) per preset: the demo's Fashion-MNIST shape, the paper's ImageNet-512
-SHAPES = {"tiny": ((1, 32, 32), 10, 64), "small": ((1, 32, 32), 10, 64), "paper": ((3, 512, 512), 1000, 8)}
+SHAPES = {"tiny": ((1, 32, 32), 10, 64), "small": ((1, 32, 32), 10, 64), "small_narrow_base": ((1, 32, 32), 10, 64),
+          "paper": ((3, 512, 512), 1000, 8)}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
@@ -115,6 +117,8 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu | cuda | cuda:N")
     parser.add_argument("--presets", default=None, help="comma-separated (default: tiny,small; plus paper on CUDA)")
     parser.add_argument("--batch-size", type=int, default=None, help="examples per step (default: 64; paper 8)")
+    parser.add_argument("--networks", default=None,
+                        help="comma-separated subset of encoder,prior,decoder,base,stage-1 step (default: all)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed steps per measurement")
     parser.add_argument("--steps", type=int, default=30, help="timed steps per measurement")
     args = parser.parse_args()
@@ -133,6 +137,8 @@ def main() -> None:
     for preset in presets:
         batch = args.batch_size or SHAPES[preset][2]
         for net_name, module, loss_fn, fwd_flops in workloads(preset, batch, device):
+            if args.networks and net_name not in args.networks.split(","):
+                continue
             train_flops = BACKWARD_FACTOR * fwd_flops  # per example
             cells, rates = [], {}
             for precision in DTYPES:

@@ -256,3 +256,16 @@ def test_sweep_runner_keeps_committed_results_that_outlive_the_machine(config_di
                      report_dir=str(report))
     assert calls == [("full", "trends:normal_prior")]
     assert any("trends:normal_prior: config differs in stage1" in m for m in log)
+
+
+def test_sweep_runner_runs_only_the_named_points_and_no_study(config_dir, tmp_path):
+    """Two processes can split a sweep: each runs its points, neither makes the study; a typo is refused."""
+    res, calls, log = env(tmp_path, config_dir), [], []
+    assert run_sweep("trends", fake_defs(res, calls), instance=None, log=log.append,
+                     only=["more_data", "c_lf=1.3"])
+    assert calls == [("full", "trends:c_lf=1.3"), ("full", "trends:more_data")]  # the sweep's order, no study
+    calls.clear()
+    assert run_sweep("trends", fake_defs(res, calls), instance=None, log=log.append)
+    assert calls == [("full", "trends:c_lf=3.0"), ("full", "trends:normal_prior"), ("sweep_study", "trends")]
+    with pytest.raises(ConfigError, match="no point.*c_lf=9.*its points: c_lf=1.3"):
+        run_sweep("trends", fake_defs(res, calls), instance=None, log=log.append, only=["c_lf=9"])
