@@ -100,7 +100,8 @@ class Stage2Config:
     logsnr_min: float = -15.0  # base-model schedule start; its end is tied to stage1.logsnr_0
     label_dropout: float = 0.1  # probability a label is replaced by the null class (for CFG)
     context_frames: int = 0  # video: first frames given as context (whole groups of the time patch); 0 = none
-    context_dropout: float = 0.1  # video: probability the context is withheld (CFG, unconditional clips)
+    context_dropout: float = 0.1  # video: probability the context is withheld; one uniform per clip drives this and
+    # label_dropout, so both go together (the guidance branch) with probability min(label_dropout, context_dropout)
     standardize: bool = False  # train on (z - the store's latent_shift) / latent_scale (per-channel mean, one
     # scale over all training latents), undone exactly before decoding: for KL-regularised latents, as
     # Stable Diffusion's scale_by_std. UL keeps its own scale (its prior priced it). Images only
