@@ -6,8 +6,9 @@ per-frame PSNRs, the two grids are frame strips: one clip per row) plus frame_fi
 `fvd_protocol`, and animated GIFs.
 
 Generated clips continue held-out clips: their first `stage2.context_frames` frames are encoded
-(the rest of each clip replaced by copies of the last context frame, so no future frame leaks into
-the context latents through the encoder's non-causal convs), the base model samples the remaining
+(the rest of each clip replaced by copies of the last context frame, `latents.encode.context_clip`,
+so no future frame leaks into the context latents through the encoder's non-causal convs; Stage 2
+trained on the same encoding, the store's z_clean_context), the base model samples the remaining
 latent frames, and the decoder renders the whole clip. FVD and frame-FID compare whole clips
 (context frames included; the protocol says so) with the held-out clips.
 """
@@ -24,6 +25,7 @@ import torch
 from PIL import Image
 
 from ul_pipeline.evaluation import metrics
+from ul_pipeline.latents.encode import context_clip
 
 FRAME_FID_STRIDE = 4  # frame-FID uses every 4th frame of each clip: Inception costs ~0.09 s per frame on 2 cores
 
@@ -72,9 +74,9 @@ def save_gif(clips: torch.Tensor, path: str | Path, fps: float = 8.0, ncol: int 
 
 def context_z0(ul, clips: torch.Tensor, context_frames: int, context_latents: int,
                generator: torch.Generator | None = None) -> torch.Tensor:
-    """z0 of the first `context_latents` latent frames, encoded from the context frames only."""
-    x = metrics.to_float(clips)
-    x[:, :, context_frames:] = x[:, :, context_frames - 1:context_frames]  # repeat the last context frame
+    """z0 of the first `context_latents` latent frames, encoded from the context frames only (the
+    clip padded with its last context frame: the z_clean_context Stage 2 trained on), in fp32."""
+    x = metrics.to_float(context_clip(clips, context_frames))
     return ul.posterior(x).sample_z0(generator)[:, :, :context_latents]
 
 

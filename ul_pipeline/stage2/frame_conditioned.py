@@ -8,7 +8,10 @@ context_frames / time_patch latent frames are the context. With 16 frames -> 4 l
 a 5th frame would share latent frame 1 with frames 6-8 that are to be generated.
 
 Context lives in z0 space, the base model's output space: in training the context frames of the
-network input are z0 = alpha0 z_clean + sigma0 eps (what the decoder reads), the rest is z_t, and
+network input are z0 = alpha0 z_clean + sigma0 eps (what the decoder reads) with z_clean taken from
+the encoding of the clip padded after its context frames (`context_z_clean`, the latent store's
+z_clean_context), which is what sampling encodes (ul_pipeline/latents/encode.py says why); the
+whole clip's latents would carry the frames to be generated into the context. The rest is z_t, and
 only the generated frames enter the loss. The network is told which frames are context
 (`BaseViT(context=True)`). Classifier-free guidance subtracts one branch,
 v = (1 + w) v(z | context, label) - w v(z | no context, null label), so that branch is what must be
@@ -71,8 +74,12 @@ class FrameConditionedBaseModel(BaseModel):
         return frames[None, :] & use[:, None]
 
     def loss_terms(self, z_clean: Tensor, labels: Tensor, generator: torch.Generator | None = None,
-                   z_logvar: Tensor | None = None) -> Stage2Terms:
-        """Sigmoid-weighted eps-MSE on the generated frames only; context frames hold a z0 draw."""
+                   z_logvar: Tensor | None = None, context_z_clean: Tensor | None = None) -> Stage2Terms:
+        """Sigmoid-weighted eps-MSE on the generated frames only; context frames hold a z0 draw of
+        `context_z_clean` (shaped like z_clean; its first context_latents frames are used). Without it
+        the context is z_clean's own first frames (unit tests; training passes the store's)."""
+        if z_logvar is not None and context_z_clean is not None:
+            raise ValueError("FrameConditionedBaseModel: context_z_clean with a learned encoder variance is not supported")
         if z_logvar is not None:
             z_clean = z_clean + torch.exp(0.5 * z_logvar) * distributed.randn(z_clean.shape, generator=generator,
                                                                         device=z_clean.device)
@@ -86,7 +93,9 @@ class FrameConditionedBaseModel(BaseModel):
         mask = self._frame_mask(b, ~drop_context, z_clean.device)  # (B, t)
         where = mask[:, None, :, None, None]  # (B, 1, t, 1, 1)
         alpha0, sigma0 = alpha_sigma(torch.tensor(self.schedule.logsnr_max, device=z_clean.device))
-        z0 = alpha0 * z_clean + sigma0 * distributed.randn(z_clean.shape, generator=generator, device=z_clean.device)
+        k = self.context_latents
+        given = z_clean if context_z_clean is None else torch.cat([context_z_clean[:, :, :k], z_clean[:, :, k:]], 2)
+        z0 = alpha0 * given + sigma0 * distributed.randn(z_clean.shape, generator=generator, device=z_clean.device)
         noised = add_noise(z_clean, self.schedule, generator)
         x_in = torch.where(where, z0, noised.x_t)  # (B, C, t, h, w)
         eps_hat = noised.eps_hat(self.net(x_in, noised.logsnr, labels, mask))
