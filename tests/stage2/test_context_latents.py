@@ -14,31 +14,12 @@ from ul_pipeline.evaluation.video import context_z0
 from ul_pipeline.latents.encode import context_clip
 from ul_pipeline.latents.store import LatentStoreError, open_store
 from ul_pipeline.stage1.training import load_stage1
+from tests.conftest import VIDEO_FAST
 from tests.stage2.test_frame_conditioned import LATENT, RecordingNet
 from ul_pipeline.stage2.frame_conditioned import FrameConditionedBaseModel
 
-FAST = ["data.limit=40", "data.val_size=8", "data.shard_size=16", "stage1.train.total_samples=16",
-        "stage1.train.batch_size=8", "stage1.train.warmup_samples=8", "stage1.train.checkpoint_every_samples=16",
-        "stage1.train.log_every_samples=8", "stage2.train.total_samples=16", "stage2.train.batch_size=8",
-        "encode.batch_size=16", "encode.block_size=16", "compute.device=cpu"]
-
-
-@pytest.fixture(scope="module")
-def encoded(tmp_path_factory):
-    """(cfg, shards, Stage-1 checkpoint, store URL) of a briefly trained smoke_video encoder."""
-    torch.set_num_threads(1)
-    root = tmp_path_factory.mktemp("context_latents")
-    cfg = load_config("smoke_video", FAST)
-    shards = str(root / "shards")
-    lifecycle.make_shards(cfg, shards)
-    s1 = lifecycle.run_stage1(cfg, shards, root / "stage1").checkpoint
-    store_url = str(root / "latents.zarr")
-    lifecycle.encode_latents(s1, shards, store_url, cfg=cfg)
-    return cfg, shards, s1, store_url
-
-
-def test_training_context_equals_the_context_sampling_encodes(encoded, monkeypatch):
-    cfg, shards, s1, store_url = encoded
+def test_training_context_equals_the_context_sampling_encodes(video_encoded, monkeypatch):
+    cfg, shards, s1, store_url = video_encoded
     store = open_store(store_url)
     assert store.meta["context_frames"] == 4 and store.z_clean_context.shape == store.z_clean.shape
     seen = {}
@@ -82,10 +63,10 @@ def test_the_model_puts_the_given_context_not_the_whole_clip_latents_on_context_
     assert noise.abs().max() < 6 and 0.8 < noise.std() < 1.2
 
 
-def test_a_store_without_the_context_encoding_is_refused_by_name(encoded, tmp_path):
-    cfg, shards, s1, _ = encoded
+def test_a_store_without_the_context_encoding_is_refused_by_name(video_encoded, tmp_path):
+    cfg, shards, s1, _ = video_encoded
     old_url = str(tmp_path / "old.zarr")  # as written before z_clean_context: no context encoding
-    lifecycle.encode_latents(s1, shards, old_url, cfg=load_config("smoke_video", [*FAST, "stage2.context_frames=0"]))
+    lifecycle.encode_latents(s1, shards, old_url, cfg=load_config("smoke_video", [*VIDEO_FAST, "stage2.context_frames=0"]))
     assert open_store(old_url).z_clean_context is None and "context_frames" not in open_store(old_url).meta
     with pytest.raises(LatentStoreError, match=f"latent store {old_url} has no z_clean_context.*delete the store"):
         lifecycle.run_stage2(cfg, old_url, tmp_path / "stage2")
