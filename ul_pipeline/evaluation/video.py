@@ -26,6 +26,7 @@ from PIL import Image
 
 from ul_pipeline.evaluation import metrics
 from ul_pipeline.latents.encode import context_clip
+from ul_pipeline.train.loop import autocast
 
 FRAME_FID_STRIDE = 4  # frame-FID uses every 4th frame of each clip: Inception costs ~0.09 s per frame on 2 cores
 
@@ -82,8 +83,12 @@ def context_z0(ul, clips: torch.Tensor, context_frames: int, context_latents: in
 
 def evaluate_video(ul, cfg, base, clips: torch.Tensor, labels: torch.Tensor, out_dir: Path, device,
                    generator: torch.Generator, result: dict[str, Any], timed: Callable,
-                   log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Fill `result` with the video metrics of `ul` (and samples of `base`, when given) on held-out clips."""
+                   log: Callable[[str], None] = print, precision: str = "fp32") -> dict[str, Any]:
+    """Fill `result` with the video metrics of `ul` (and samples of `base`, when given) on held-out clips.
+
+    The samplers run as the image evaluation's do and as `result` records them: sample.eta for the
+    base model, sample.decoder_eta for the decoder, under `precision` (bf16 autocast or fp32); bits
+    and the context encoding stay fp32 (the context as the latent store encoded it)."""
     ev, smp = cfg.eval, cfg.sample
     n = len(clips)
     batches = [slice(i, min(n, i + smp.batch_size)) for i in range(0, n, smp.batch_size)]
@@ -96,9 +101,9 @@ def evaluate_video(ul, cfg, base, clips: torch.Tensor, labels: torch.Tensor, out
     result["bits_per_latent_dim"] = metrics.bits_per_latent_dim(result["latent_nats"], ul.latent_shape)
     log(f"bits per frame pixel {result['bits_per_pixel']:.4f} on {n} held-out clips")
 
-    with timed("reconstruct"):
-        recon = torch.cat([metrics.to_uint8(ul.reconstruct(metrics.to_float(clips[s].to(device)),
-                                                           smp.decoder_steps, generator=generator)).cpu()
+    with timed("reconstruct"), autocast(precision, device):
+        recon = torch.cat([metrics.to_uint8(ul.reconstruct(metrics.to_float(clips[s].to(device)), smp.decoder_steps,
+                                                           generator=generator, eta=smp.decoder_eta)).cpu()
                            for s in batches])
     per_frame = frame_psnr(clips, recon)  # (N, T)
     result["psnr"] = per_frame.mean().item()
@@ -111,17 +116,20 @@ def evaluate_video(ul, cfg, base, clips: torch.Tensor, labels: torch.Tensor, out
 
     samples = None
     if base is not None:
-        ctx_frames = int(cfg.stage2.get("context_frames", 0))
         k_lat = int(getattr(base, "context_latents", 0))
-        result["context_frames"] = ctx_frames if k_lat else 0
+        ctx_frames = k_lat * (clips.shape[2] // ul.latent_shape[1])  # the base model's own context, in frames
+        result["context_frames"] = ctx_frames
         with timed("sample"):
             out = []
             for s in batches:
                 kwargs = {}
-                if k_lat:
+                if k_lat:  # fp32, outside autocast: the encoding Stage 2 trained on (z_clean_context)
                     kwargs["context_z0"] = context_z0(ul, clips[s].to(device), ctx_frames, k_lat, generator)
-                z0 = base.sample_z0(labels[s].to(device), smp.steps, smp.guidance, generator=generator, **kwargs)
-                out.append(metrics.to_uint8(ul.decode(z0, smp.decoder_steps, generator=generator)).cpu())
+                with autocast(precision, device):
+                    z0 = base.sample_z0(labels[s].to(device), smp.steps, smp.guidance, generator=generator,
+                                        eta=smp.eta, **kwargs)
+                    out.append(metrics.to_uint8(ul.decode(z0, smp.decoder_steps, generator=generator,
+                                                          eta=smp.decoder_eta)).cpu())
             samples = torch.cat(out)
         kk = min(ev.grid_size, n, 16)
         result["sample_grid"] = str(frame_strip(samples[:kk], out_dir / "samples.png"))

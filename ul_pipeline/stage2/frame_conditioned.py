@@ -106,9 +106,10 @@ class FrameConditionedBaseModel(BaseModel):
     def sample_z0(self, labels: Tensor, steps: int, guidance: float = 0.0,
                   generator: torch.Generator | None = None,
                   progress: Callable[[int, int], None] | None = None,
-                  context_z0: Tensor | None = None) -> Tensor:
+                  context_z0: Tensor | None = None, eta: float = 1.0) -> Tensor:
         """z0 (B, C, t, h, w); with `context_z0` (B, C, k, h, w), k = context_latents, its frames are
-        kept fixed and the rest continues them. `guidance` w guides label and context together."""
+        kept fixed and the rest continues them. `guidance` w guides label and context together;
+        `eta` as in ancestral_sample (1 ancestral, 0 DDIM)."""
         b, k = labels.shape[0], self.context_latents
         if context_z0 is None:
             mask = self._frame_mask(b, torch.zeros(b, dtype=torch.bool, device=labels.device), labels.device)
@@ -134,7 +135,7 @@ class FrameConditionedBaseModel(BaseModel):
             v_cond, v_uncond = v.chunk(2)
             return (1.0 + guidance) * v_cond - guidance * v_uncond
 
-        z0 = ancestral_sample(denoise, (b, *self.latent_shape), self.schedule, steps, final="noisy",
+        z0 = ancestral_sample(denoise, (b, *self.latent_shape), self.schedule, steps, final="noisy", eta=eta,
                               generator=generator, device=labels.device, progress=progress)
         return with_context(z0)
 
