@@ -115,7 +115,8 @@ class _FakeStage1:
 
 @pytest.mark.parametrize("flags, want", [
     ([], {"base": (7, 2.5, 0.3), "decoder": (5, 0.7)}),  # the Stage-1 checkpoint's sample.* (was guidance 0, eta 1)
-    (["--guidance", "0", "--eta", "1", "--decoder-eta", "0", "--steps", "3"], {"base": (3, 0.0, 1.0), "decoder": (5, 0.0)}),
+    (["--guidance", "0", "--eta", "1", "--decoder-eta", "0", "--steps", "3"],
+     {"base": (3, 0.0, 1.0), "decoder": (5, 0.0)}),  # flags override single values
     (["-e", "smoke", "sample.guidance=1.5", "sample.eta=0.0", "sample.steps=9", "sample.decoder_steps=6"],
      {"base": (9, 1.5, 0.0), "decoder": (6, 1.0)}),  # -e and its overrides, as `evaluate`
 ])

@@ -201,7 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--decoder-steps", type=int, default=None)
     c.add_argument("--guidance", type=float, default=None, help="default: the config's sample.guidance")
     c.add_argument("--eta", type=float, default=None, help="base sampler noise (default: sample.eta)")
-    c.add_argument("--decoder-eta", type=float, default=None, help="decoder sampler noise (default: sample.decoder_eta)")
+    c.add_argument("--decoder-eta", type=float, default=None,
+                   help="decoder sampler noise (default: sample.decoder_eta)")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--out", default="samples.png")
     c = command("reconstruct", cmd_reconstruct, "reconstruct held-out images: x -> z0 -> decoder", False)

@@ -48,7 +48,8 @@ def video_base(video_encoded, tmp_path_factory):
 
     cfg, shards, s1, store_url = video_encoded
     torch.set_num_threads(1)
-    return cfg, shards, s1, lifecycle.run_stage2(cfg, store_url, tmp_path_factory.mktemp("video_base") / "s2").checkpoint
+    s2 = lifecycle.run_stage2(cfg, store_url, tmp_path_factory.mktemp("video_base") / "s2").checkpoint
+    return cfg, shards, s1, s2
 
 
 def test_video_evaluation_runs_the_sampler_it_records(video_base, tmp_path, monkeypatch):

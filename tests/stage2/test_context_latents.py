@@ -39,7 +39,7 @@ def test_training_context_equals_the_context_sampling_encodes(video_encoded, mon
         sampled = ul.posterior(to_float(context_clip(clips, 4))).z_clean[:, :, :k]  # the same encoding, no noise
         whole_clip = ul.posterior(to_float(clips)).z_clean[:, :, :k]  # what Stage 2 trained on before
     assert sampled.shape == trained_on.shape == (len(clips), store.latent_shape[0], k, *store.latent_shape[2:])
-    assert torch.allclose(trained_on, sampled, rtol=0, atol=1e-6)  # the same pixels through the same encoder (bitwise here)
+    assert torch.allclose(trained_on, sampled, rtol=0, atol=1e-6)  # same pixels, same encoder (bitwise here)
     assert torch.allclose(trained_on, sampled_from_z0, rtol=0, atol=1e-6)  # z0 arithmetic rounds a little
     # the test can fail: the whole clip's latent frame 0 carries the later frames and differs clearly
     assert (whole_clip - trained_on).abs().max() > 0.1 * trained_on.abs().mean()
@@ -66,7 +66,8 @@ def test_the_model_puts_the_given_context_not_the_whole_clip_latents_on_context_
 def test_a_store_without_the_context_encoding_is_refused_by_name(video_encoded, tmp_path):
     cfg, shards, s1, _ = video_encoded
     old_url = str(tmp_path / "old.zarr")  # as written before z_clean_context: no context encoding
-    lifecycle.encode_latents(s1, shards, old_url, cfg=load_config("smoke_video", [*VIDEO_FAST, "stage2.context_frames=0"]))
+    no_context = load_config("smoke_video", [*VIDEO_FAST, "stage2.context_frames=0"])
+    lifecycle.encode_latents(s1, shards, old_url, cfg=no_context)
     assert open_store(old_url).z_clean_context is None and "context_frames" not in open_store(old_url).meta
     with pytest.raises(LatentStoreError, match=f"latent store {old_url} has no z_clean_context.*delete the store"):
         lifecycle.run_stage2(cfg, old_url, tmp_path / "stage2")

@@ -79,7 +79,8 @@ class FrameConditionedBaseModel(BaseModel):
         `context_z_clean` (shaped like z_clean; its first context_latents frames are used). Without it
         the context is z_clean's own first frames (unit tests; training passes the store's)."""
         if z_logvar is not None and context_z_clean is not None:
-            raise ValueError("FrameConditionedBaseModel: context_z_clean with a learned encoder variance is not supported")
+            raise ValueError("FrameConditionedBaseModel: context_z_clean with a learned encoder variance "
+                             "is not supported")
         if z_logvar is not None:
             z_clean = z_clean + torch.exp(0.5 * z_logvar) * distributed.randn(z_clean.shape, generator=generator,
                                                                         device=z_clean.device)
