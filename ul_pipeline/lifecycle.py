@@ -101,7 +101,12 @@ def encode_latents(stage1_checkpoint: str | Path, shards_url: str, store_url: st
                   "encode_code_version": stage_code_version("encode"), "stage1_complete": note is None}
     hflip = bool(stage1_cfg.data.hflip)  # the encoder's own training data decides, not the caller's config
     store_meta["hflip"] = hflip
-    return extract_latents(shards_url, split, store_url, encoder_fn(model, device, enc.batch_size, hflip), store_meta,
+    # video frame prediction: also the encoding of the context as sampling gives it (ul_pipeline/latents/encode.py)
+    context_frames = int((cfg or stage1_cfg).stage2.context_frames) if len(model.image_shape) == 4 else 0
+    if context_frames:
+        store_meta["context_frames"] = context_frames
+    encode = encoder_fn(model, device, enc.batch_size, hflip, context_frames)
+    return extract_latents(shards_url, split, store_url, encode, store_meta,
                            block_size=enc.block_size, batch_size=enc.batch_size, dtype=enc.dtype,
                            storage_options=storage_options, store_storage_options=store_storage_options,
                            progress=progress)
@@ -122,17 +127,35 @@ def run_stage2(cfg: DictConfig, store_url: str, run_dir: str | Path, *, expect_e
                 else torch.from_numpy(np.asarray(store.z_logvar[:], dtype=np.float32)))
     z_clean_hflip = (None if store.z_clean_hflip is None  # data.hflip: each draw picks image or mirror
                      else torch.from_numpy(np.asarray(store.z_clean_hflip[:], dtype=np.float32)))
+    z_clean_context = _context_latents(cfg, store)
     bad = int((~torch.isfinite(z_clean)).flatten(1).any(1).sum()) + int(((labels < 0) | (labels >= cfg.data.num_classes)).sum())
+    if z_clean_context is not None:
+        bad += int((~torch.isfinite(z_clean_context)).flatten(1).any(1).sum())
     if bad:
         raise LatentStoreError(f"latent store {store_url} says complete but {bad} samples have non-finite latents or "
                                "labels out of range (a missing or damaged chunk): re-encode it (delete the store)")
     standardization = store.standardization() if cfg.stage2.standardize else None
     return train_stage2(cfg, z_clean, labels, run_dir, callbacks, z_logvar=z_logvar, z_clean_hflip=z_clean_hflip,
-                        standardization=standardization,
+                        z_clean_context=z_clean_context, standardization=standardization,
                         extra={"latent_store_url": store_url, "encoder_sha256": store.meta["encoder_sha256"],
                                "dataset_manifest_sha256": store.meta.get("dataset_manifest_sha256"),
                                "encode_seconds": store.meta.get("encode_seconds"),
                                "stage_code_version": stage_code_version("stage2")})
+
+
+def _context_latents(cfg: DictConfig, store) -> torch.Tensor | None:
+    """The store's z_clean_context when cfg.stage2.context_frames > 0 (None otherwise); a LatentStoreError naming
+    the store when it has none for that context (a store written before it, or for another context_frames)."""
+    context_frames = int(cfg.stage2.get("context_frames", 0))
+    if not context_frames:
+        return None
+    if store.z_clean_context is None or store.meta.get("context_frames") != context_frames:
+        have = "no z_clean_context" if store.z_clean_context is None else \
+            f"z_clean_context for context_frames={store.meta.get('context_frames')}"
+        raise LatentStoreError(f"latent store {store.url} has {have}, and stage2.context_frames={context_frames} "
+                               "trains on the context as sampling encodes it (the clip padded after its context "
+                               "frames), not on the whole clip's latents: delete the store and encode again")
+    return torch.from_numpy(np.asarray(store.z_clean_context[:], dtype=np.float32))
 
 
 def stage2_run(cfg: DictConfig, store, run_dir: str | Path) -> RunChoice:

@@ -24,17 +24,23 @@ from ul_pipeline.train.runtime import load_weights, setup_compute, share_of
 def train_stage2(cfg: DictConfig, z_clean: Tensor, labels: Tensor, run_dir: str | Path,
                  callbacks: Iterable[Callback] = (), extra: dict | None = None,
                  z_logvar: Tensor | None = None, z_clean_hflip: Tensor | None = None,
-                 standardization: Standardization | None = None) -> TrainResult:
+                 z_clean_context: Tensor | None = None, standardization: Standardization | None = None) -> TrainResult:
     """Train the base model on cached z_clean (N, C, h, w) with int labels (N,); resumes from run_dir.
 
     `z_logvar` (N, C, h, w): a learned encoder variance; each draw then uses z_clean + s eps.
     `z_clean_hflip` (N, C, h, w): latents of the mirrored images (data.hflip); each draw picks one.
+    `z_clean_context` (N, C, t, h, w): video frame prediction (stage2.context_frames), required there: the
+    encoding of each clip padded after its context frames; its first latent frames are the context.
     `standardization`: the store's latent shift and scale (stage2.standardize); the checkpoint keeps it.
     """
     device, precision = setup_compute(cfg)
     latent_shape = tuple(z_clean.shape[1:])
     torch.manual_seed(cfg.stage2.train.seed)
     model = build_stage2_model(cfg, latent_shape, standardization)
+    if getattr(model, "context_latents", 0) and (z_clean_context is None or z_clean_context.shape != z_clean.shape):
+        raise ValueError(f"stage2.context_frames={cfg.stage2.context_frames}: train_stage2 needs z_clean_context "
+                         f"shaped like z_clean {tuple(z_clean.shape)} (the latent store's), got "
+                         f"{None if z_clean_context is None else tuple(z_clean_context.shape)}")
     scale = 1.0 / math.prod(latent_shape)
 
     def loss_fn(m: BaseModel, batch):
@@ -42,11 +48,12 @@ def train_stage2(cfg: DictConfig, z_clean: Tensor, labels: Tensor, run_dir: str 
         if "z_clean_hflip" in extra:  # the image's latent or its mirror's, drawn afresh each step
             z = pick_mirror(z, extra["z_clean_hflip"].float())
         z_lv = extra["z_logvar"].float() if "z_logvar" in extra else None
-        terms = m.loss_terms(z, batch[1].long(), z_logvar=z_lv)
+        context = {"context_z_clean": extra["z_clean_context"].float()} if "z_clean_context" in extra else {}
+        terms = m.loss_terms(z, batch[1].long(), z_logvar=z_lv, **context)
         return terms.weighted_nats.mean() * scale, terms.summary()
 
     tc = cfg.stage2.train
-    named = {"z_logvar": z_logvar, "z_clean_hflip": z_clean_hflip}
+    named = {"z_logvar": z_logvar, "z_clean_hflip": z_clean_hflip, "z_clean_context": z_clean_context}
     names = [k for k, v in named.items() if v is not None]
     arrays = (z_clean, labels, *(named[k] for k in names))
     batches = share_of(tc, *arrays)
