@@ -3,8 +3,9 @@
     python -m assets.sweep_runner NAME        # NAME: configs/experiments/NAME.yaml with a `sweep:` section
     python -m assets.sweep_runner NAME --results results/NAME   # and keep finished points in the repository
 
-A point is done when `{runs}/{point}/evaluation/metrics.json` exists and its `stage1_sha256` and
-`base_sha256` are the sha256 of the point's current checkpoints; it is then skipped. Any other
+A point is done when `{runs}/{point}/evaluation/metrics.json` exists, records the hash of the point's
+current config (`config_sha256`, compute.* aside), and its `stage1_sha256` and `base_sha256` are the
+sha256 of the point's current checkpoints (which carry the stages' code versions); it is then skipped. Any other
 point runs the `full` job in this process (unfinished stages resume from their checkpoints). So a
 killed sweep, run again, goes on with its first unfinished point. A failed point does not stop the
 others, but the study (job `sweep_study`) is materialised only when every point succeeded.
@@ -30,17 +31,20 @@ from assets.artifacts import ExperimentArtifacts, resolve
 from ul_pipeline.config import CONFIG_DIR, ConfigError
 from ul_pipeline.config.sweeps import load_sweep
 from ul_pipeline.config import load_config, to_dict
-from ul_pipeline.evaluation.results import load_result, save_result, stale_reasons
+from ul_pipeline.evaluation.results import load_result, result_config, save_result, stale_reasons
 from ul_pipeline.train.checkpoint import file_sha256
-from ul_pipeline.versioning import stage_code_version
+from ul_pipeline.versioning import json_sha256, stage_code_version
 
 
 def pending_reason(art: ExperimentArtifacts) -> Optional[str]:
-    """Why the point must run, or None when its evaluation was made on its current checkpoints."""
+    """Why the point must run, or None when its evaluation was made from its current config on its current
+    checkpoints (whose hashes cover the stages' code and config: a changed one trains in a new run folder)."""
     metrics_path = art.evaluation_dir / "metrics.json"
     if not metrics_path.exists():
         return f"no {metrics_path}"
     metrics = json.loads(metrics_path.read_text())
+    if metrics.get("config_sha256") != json_sha256(result_config(to_dict(art.cfg))):
+        return f"{metrics_path} was made from another config (or before evaluations recorded theirs)"
     for key, checkpoint in (("stage1_sha256", art.stage1_checkpoint), ("base_sha256", art.base_checkpoint)):
         if not checkpoint.exists():
             return f"no {checkpoint}"

@@ -15,7 +15,9 @@ from assets.data import ShardsConfig, dataset_shards
 from assets.partitions import EXPERIMENTS, SWEEP_OF_POINT, SWEEPS, sweep_of_point
 from assets.sweep_runner import run_sweep
 from resources import ComputeResource, ExperimentConfigResource, StorageResource
-from ul_pipeline.config import ConfigError, experiment_names, load_config
+from ul_pipeline.config import ConfigError, experiment_names, load_config, to_dict
+from ul_pipeline.evaluation.results import result_config
+from ul_pipeline.versioning import json_sha256
 from ul_pipeline.config.sweeps import data_hash, load_sweep, sweep_names, sweep_points
 
 REPO = Path(__file__).resolve().parents[2]
@@ -198,7 +200,9 @@ class FakeJob:
                 ckpt.write_bytes(f"{partition_key} {key}".encode())
                 shas[key] = hashlib.sha256(ckpt.read_bytes()).hexdigest()
             art.evaluation_dir.mkdir(parents=True, exist_ok=True)
-            (art.evaluation_dir / "metrics.json").write_text(json.dumps({"experiment": partition_key, **shas}))
+            config_sha256 = json_sha256(result_config(to_dict(art.cfg)))
+            (art.evaluation_dir / "metrics.json").write_text(json.dumps({"experiment": partition_key, **shas,
+                                                                         "config_sha256": config_sha256}))
         return SimpleNamespace(success=partition_key != self.fail, run_id=f"run-{len(self.calls)}")
 
 
@@ -222,6 +226,13 @@ def test_sweep_runner_skips_evaluated_points_and_resumes_after_a_kill(config_dir
     (tmp_path / "runs" / "trends:c_lf=3.0" / "stage2" / "last.pt").write_bytes(b"retrained")
     assert run_sweep("trends", fake_defs(res, calls), instance=None, log=log.append)
     assert calls == [("full", "trends:c_lf=3.0"), ("sweep_study", "trends")]
+
+    calls.clear()  # so does a config its evaluation was not made from (an eval key: the checkpoints stay)
+    metrics = tmp_path / "runs" / "trends:more_data" / "evaluation" / "metrics.json"
+    metrics.write_text(metrics.read_text().replace('"config_sha256": "', '"config_sha256": "0'))
+    assert run_sweep("trends", fake_defs(res, calls), instance=None, log=log.append)
+    assert calls == [("full", "trends:more_data"), ("sweep_study", "trends")]
+    assert any("trends:more_data: running job full" in m and "made from another config" in m for m in log)
 
 
 def test_sweep_runner_goes_on_after_a_failed_point_but_skips_the_study(config_dir, tmp_path):

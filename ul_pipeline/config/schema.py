@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,9 @@ from typing import Any, Optional
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+# the experiments (and Dagster's partitions): the repository's configs/, or $UL_CONFIG_DIR (your own folder with a
+# base.yaml and experiments/*.yaml), read when the package is imported
+CONFIG_DIR = Path(os.environ.get("UL_CONFIG_DIR") or Path(__file__).resolve().parents[2] / "configs").resolve()
 
 
 DATA_SOURCES = ("fashion_mnist", "image_folder", "shards", "moving_fashion_mnist", "video_folder")

@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import os
 import socket
+import time
 import uuid
 import weakref
 from pathlib import Path
@@ -222,4 +223,39 @@ def local_writer_lock(fs, path: str, what: str) -> Iterator[None]:
         return
     parent, _, name = path.rstrip("/").rpartition("/")
     with exclusive_lock(f"{parent or '.'}/.{name}.lock", what):
+        yield
+
+
+@contextlib.contextmanager
+def creation_lock(url: str, what: str, storage_options: StorageOptions = None, timeout_s: float = 24 * 3600,
+                  log: Optional[Callable[[str], None]] = None) -> Iterator[None]:
+    """Wait for, then hold, the right to create a shared artifact at `url` (a sweep's shard set, a
+    reference-feature cache): the caller looks for a finished one inside the block and creates it
+    only when there is none, so concurrent runs make it once and the others reuse it. Local: a
+    flock on `.<name>.create.lock` beside it (seen by every host that shares the filesystem).
+    Object stores have no locks: a flock on this host, keyed by the URL (`$UL_LOCK_DIR`, else
+    ~/.cache/ul-pipeline/locks), excludes runs on one machine; runs on several hosts may each write
+    the same content, and readers still never see a partial artifact (its marker is written last)."""
+    fs, path = url_to_fs(url, storage_options)
+    if is_local(fs):
+        parent, _, name = path.rstrip("/").rpartition("/")
+        lock = Path(f"{parent or '.'}/.{name}.create.lock")
+    else:
+        import hashlib
+
+        folder = Path(os.environ.get("UL_LOCK_DIR") or Path.home() / ".cache" / "ul-pipeline" / "locks")
+        lock = folder / f"{hashlib.sha256(url.encode()).hexdigest()[:24]}.create.lock"
+    deadline, told = time.monotonic() + timeout_s, False
+    with contextlib.ExitStack() as stack:
+        while True:
+            try:
+                stack.enter_context(exclusive_lock(lock, what, doing="creating it"))
+                break
+            except ArtifactBusy as busy:
+                if time.monotonic() > deadline:
+                    raise ArtifactBusy(f"{busy} Waited {timeout_s:.0f} s.") from None
+                if log is not None and not told:
+                    log(f"waiting: {busy}")
+                    told = True
+                time.sleep(0.5)
         yield

@@ -10,6 +10,7 @@ the shards are rewritten (a new manifest hash) or the network changes, it is rec
 
 from __future__ import annotations
 
+import contextlib
 import io
 import time
 import zipfile
@@ -19,7 +20,7 @@ from typing import Callable
 import numpy as np
 from torch import Tensor
 
-from ul_pipeline.data.storage import StorageOptions, join_url, url_to_fs, write_bytes_atomic
+from ul_pipeline.data.storage import StorageOptions, creation_lock, join_url, url_to_fs, write_bytes_atomic
 from ul_pipeline.evaluation.fid import FeatureExtractor, Progress
 
 FORMAT_VERSION = 1
@@ -81,17 +82,22 @@ def reference_features(images: Tensor, features: FeatureExtractor, shards_url: s
     url = reference_url(shards_url, split, n, manifest_sha256)
     expected = {"format_version": FORMAT_VERSION, "manifest_sha256": manifest_sha256, "split": split,
                 "num_samples": n, "feature_network": features.identity}
-    cached, why = load_reference(url, expected, storage_options)
-    if cached is not None:
-        log(f"reused cached reference features {url}")
-        return cached.astype(np.float64)
-    t0 = time.perf_counter()
-    feats = np.asarray(features(images, progress=progress), dtype=np.float32)  # the network computes fp32
-    try:
-        save_reference(url, feats, expected, storage_options)
-        where = f"-> {url}"
-    except OSError as e:  # e.g. read-only shards: the evaluation goes on, the next one recomputes
-        where = f"(not cached: writing {url} failed: {type(e).__name__}: {e})"
+    with contextlib.ExitStack() as stack:  # concurrent evaluations wait for the first to compute it, then reuse it
+        try:
+            stack.enter_context(creation_lock(url, f"reference features {url}", storage_options, log=log))
+        except OSError as e:  # read-only storage: no lock to take (and no cache will be written)
+            log(f"reference features {url}: computed without a creation lock ({type(e).__name__}: {e})")
+        cached, why = load_reference(url, expected, storage_options)
+        if cached is not None:
+            log(f"reused cached reference features {url}")
+            return cached.astype(np.float64)
+        t0 = time.perf_counter()
+        feats = np.asarray(features(images, progress=progress), dtype=np.float32)  # the network computes fp32
+        try:
+            save_reference(url, feats, expected, storage_options)
+            where = f"-> {url}"
+        except OSError as e:  # e.g. read-only shards: the evaluation goes on, the next one recomputes
+            where = f"(not cached: writing {url} failed: {type(e).__name__}: {e})"
     log(f"computed reference features of {n} {split} images in {time.perf_counter() - t0:.1f} s "
         f"({why}) {where}")
     return feats.astype(np.float64)

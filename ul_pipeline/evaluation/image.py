@@ -20,16 +20,19 @@ from typing import Any, Callable
 import torch
 from omegaconf import DictConfig
 
+from ul_pipeline.config import to_dict
 from ul_pipeline.evaluation import metrics
 from ul_pipeline.data import load_split_tensor
 from ul_pipeline.data.storage import StorageOptions
 from ul_pipeline.evaluation.fid import FeatureExtractor
 from ul_pipeline.evaluation.history import append_metrics_row
 from ul_pipeline.evaluation.quality import feature_metrics
+from ul_pipeline.evaluation.results import result_config
 from ul_pipeline.train.loop import autocast, resolve_device, resolve_precision
 from ul_pipeline.stage1.training import load_stage1
 from ul_pipeline.stage2.training import load_base_model
 from ul_pipeline.train.checkpoint import unfinished_note
+from ul_pipeline.versioning import json_sha256
 
 
 def save_grid(images_uint8: torch.Tensor, path: str | Path, nrow: int = 8) -> Path:
@@ -94,6 +97,7 @@ def evaluate(stage1_checkpoint: str | Path, shards_url: str, out_dir: str | Path
     g = torch.Generator(device=device).manual_seed(seed)
     result: dict[str, Any] = {
         "experiment": cfg.name, "evaluated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "config_sha256": json_sha256(result_config(to_dict(cfg))),  # what it computed (not where): a sweep's done test
         "stage1_sha256": s1_meta["sha256"], "num_samples": n,
         "sampler": "ancestral" if smp.eta == smp.decoder_eta == 1.0 else "ddim-eta",
         "decoder_steps": smp.decoder_steps, "steps": smp.steps, "guidance": smp.guidance,
