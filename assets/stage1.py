@@ -73,6 +73,7 @@ def ul_autoencoder(context: AssetExecutionContext, storage: StorageResource, com
     return MaterializeResult(metadata={
         **meta, "wall_seconds": time.perf_counter() - t0, "run_status": choice.status,
         "run_note": MetadataValue.text(choice.describe()),
+        "tensorboard_dir": path_md(checkpoint.parent / "tensorboard"),
         "training_curves": image_md(curves, "loss and bits/pixel"), "training_curves_png": path_md(curves),
         "config": config_md(art.cfg), **reported}, data_version=DataVersion(meta["sha256"]))
 

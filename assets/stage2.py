@@ -49,5 +49,6 @@ def base_model(context: AssetExecutionContext, storage: StorageResource, compute
         **meta, **extra, **reported, "run_status": choice.status, "run_note": MetadataValue.text(choice.describe()),
         "latent_store_url": path_md(art.latent_store_url), "encoder_sha256": encoder_sha256,
         "wall_seconds": time.perf_counter() - t0,
+        "tensorboard_dir": path_md(checkpoint.parent / "tensorboard"),
         "training_curves": image_md(curves, "loss (nats)"), "training_curves_png": path_md(curves),
         "config": config_md(art.cfg)})

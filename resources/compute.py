@@ -8,7 +8,7 @@ from dagster import ConfigurableResource
 from pydantic import Field
 
 FIELDS = ("device", "precision", "workers", "nproc_per_node", "nnodes", "rdzv_endpoint", "dist_timeout_s",
-          "max_restarts", "compile")
+          "max_restarts", "compile", "tensorboard")
 
 
 class ComputeResource(ConfigurableResource):
@@ -26,6 +26,7 @@ class ComputeResource(ConfigurableResource):
     dist_timeout_s: Optional[float] = Field(default=None, description="gloo/NCCL collective timeout (s)")
     max_restarts: Optional[int] = Field(default=None, description="torchrun --max-restarts")
     compile: Optional[bool] = Field(default=None, description="torch.compile the training loss")
+    tensorboard: Optional[bool] = Field(default=None, description="TensorBoard event files in each run folder")
     launcher: Optional[str] = Field(
         default=None, description="how training and extraction steps run: None (in this process, or local torchrun "
                                   "when nproc_per_node or nnodes > 1) | torchrun | slurm (sbatch from this machine)")

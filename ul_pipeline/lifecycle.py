@@ -25,6 +25,8 @@ from ul_pipeline.data.storage import StorageOptions
 from ul_pipeline.latents.encode import encoder_fn
 from ul_pipeline.train.checkpoint import unfinished_note
 from ul_pipeline.train.loop import Callback, TrainResult, resolve_device
+from ul_pipeline.train.tensorboard import TensorBoardLog
+from ul_pipeline.previews import reconstruction_picture, sample_picture
 from ul_pipeline.stage1.training import load_stage1, train_stage1
 from ul_pipeline.stage2.training import train_stage2
 from ul_pipeline.versioning import RunChoice, choose_run_dir, stage_code_version
@@ -74,6 +76,9 @@ def run_stage1(cfg: DictConfig, shards_url: str, run_dir: str | Path, *, storage
     check_shards_match(cfg, manifest)
     run_dir = stage1_run(cfg, shards_url, run_dir, storage_options=storage_options).run_dir
     images, _, _ = load_split_tensor(shards_url, "train", storage_options=storage_options)
+    if cfg.compute.tensorboard:
+        picture = reconstruction_picture(images, resolve_device(cfg.compute.device))
+        callbacks = [*callbacks, TensorBoardLog(run_dir, "stage1", picture)]
     return train_stage1(cfg, images, run_dir, callbacks,
                         extra={"dataset_manifest_sha256": manifest.sha256, "shards_url": shards_url,
                                "stage_code_version": stage_code_version("stage1")})
@@ -135,6 +140,10 @@ def run_stage2(cfg: DictConfig, store_url: str, run_dir: str | Path, *, expect_e
         raise LatentStoreError(f"latent store {store_url} says complete but {bad} samples have non-finite latents or "
                                "labels out of range (a missing or damaged chunk): re-encode it (delete the store)")
     standardization = store.standardization() if cfg.stage2.standardize else None
+    if cfg.compute.tensorboard:
+        picture = sample_picture(store.meta.get("stage1_checkpoint") or "", cfg.data.num_classes,
+                                 resolve_device(cfg.compute.device), z_clean.ndim - 1)
+        callbacks = [*callbacks, TensorBoardLog(run_dir, "stage2", picture)]
     return train_stage2(cfg, z_clean, labels, run_dir, callbacks, z_logvar=z_logvar, z_clean_hflip=z_clean_hflip,
                         z_clean_context=z_clean_context, standardization=standardization,
                         extra={"latent_store_url": store_url, "encoder_sha256": store.meta["encoder_sha256"],

@@ -158,6 +158,7 @@ class ComputeConfig:
     max_restarts: int = 0  # torchrun --max-restarts: restart a failed group, which resumes from last.pt
     compile: bool = False  # torch.compile the training loss computation
     tf32: bool = True  # TF32 matmuls and convolutions on CUDA (no effect on CPU)
+    tensorboard: bool = True  # live curves (and a picture per checkpoint) in <run folder>/tensorboard
 
 
 @dataclass

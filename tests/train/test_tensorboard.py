@@ -1,0 +1,75 @@
+"""TensorBoard curves beside the checkpoint: every logged row once, also across a kill and resume; pictures."""
+
+from pathlib import Path
+
+import pytest
+
+from ul_pipeline.config import load_config
+from ul_pipeline.data.shards import write_shards
+from ul_pipeline.lifecycle import encode_latents, run_stage1, run_stage2
+from ul_pipeline.train.loop import Callback
+
+TINY = ["stage1.train.total_samples=256", "stage1.train.batch_size=32", "stage1.train.log_every_samples=32",
+        "stage1.train.checkpoint_every_samples=128", "stage2.train.total_samples=128", "stage2.train.batch_size=32",
+        "stage2.train.log_every_samples=32", "stage2.train.checkpoint_every_samples=64", "compute.device=cpu"]
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory, fmnist_400_source):
+    url = str(tmp_path_factory.mktemp("shards") / "fmnist")
+    write_shards(fmnist_400_source, url, shard_size=150, val_size=50, seed=0, resolution=32, channels=1,
+                 num_classes=10)
+    return url
+
+
+def events(log_dir: Path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(log_dir), size_guidance={"scalars": 0, "images": 0})
+    acc.Reload()  # purge_orphaned_data: a resumed writer's purge_step drops the killed run's later steps
+    return acc
+
+
+class KillAt(Callback):
+    """Stops the run (as a kill would) at a given samples_seen, after the rows before it were logged."""
+
+    def __init__(self, at: int):
+        self.at = at
+
+    def on_step(self, state, loss):
+        if state.samples_seen == self.at:
+            raise KeyboardInterrupt
+
+
+def test_a_killed_and_resumed_stage1_logs_every_step_once_with_pictures(tmp_path, shards):
+    cfg = load_config("smoke", TINY)
+    run_dir = tmp_path / "stage1"
+    with pytest.raises(KeyboardInterrupt):  # checkpoint at 128; rows 160 and 192 logged after it, then killed
+        run_stage1(cfg, shards, run_dir, callbacks=[KillAt(224)])
+    log_dir = run_dir / "tensorboard"
+    assert [e.step for e in events(log_dir).Scalars("stage1/loss_nats")] == [32, 64, 96, 128, 160, 192]
+    result = run_stage1(cfg, shards, run_dir)  # resumes from samples_seen 128
+    acc = events(log_dir)
+    steps = [e.step for e in acc.Scalars("stage1/loss_nats")]
+    assert steps == list(range(32, 257, 32))  # each step once: 160 and 192 of the killed run are gone
+    logged = {h["samples_seen"]: h["loss_nats"] for h in result.history}
+    assert [round(e.value, 3) for e in acc.Scalars("stage1/loss_nats")] == [round(logged[s], 3) for s in steps]
+    for name in ("bits_per_pixel", "lr", "samples_per_s", "grad_norm"):
+        assert len(acc.Scalars(f"stage1/{name}")) == 8, name
+    grids = acc.Images("stage1/grid")
+    assert [g.step for g in grids] == [128, 256]  # one picture per checkpoint, not duplicated by the resume
+    assert grids[0].width > 8 * 32 and grids[0].height > 2 * 32  # 8 images over their 8 reconstructions
+
+
+def test_stage2_logs_curves_and_sample_pictures_and_tensorboard_off_writes_nothing(tmp_path, shards):
+    cfg = load_config("smoke", TINY)
+    run_stage1(cfg, shards, tmp_path / "stage1")
+    store = encode_latents(tmp_path / "stage1" / "last.pt", shards, str(tmp_path / "latents.zarr"), cfg=cfg)
+    run_stage2(cfg, store.url, tmp_path / "stage2")
+    acc = events(tmp_path / "stage2" / "tensorboard")
+    assert [e.step for e in acc.Scalars("stage2/loss_nats")] == [32, 64, 96, 128]
+    assert [g.step for g in acc.Images("stage2/grid")] == [64, 128]
+
+    off = load_config("smoke", [*TINY, "compute.tensorboard=false"])
+    run_stage2(off, store.url, tmp_path / "stage2_off")
+    assert not (tmp_path / "stage2_off" / "tensorboard").exists()
