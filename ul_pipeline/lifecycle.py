@@ -11,22 +11,22 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Iterable
 
-import numpy as np
-import torch
 from omegaconf import DictConfig
 
 from ul_pipeline import config as config_lib
 from ul_pipeline import distributed
 from ul_pipeline.latents.extract import extract_latents
-from ul_pipeline.data import load_split_tensor, read_manifest, write_shards
-from ul_pipeline.latents.store import LatentStoreError, open_store
+from ul_pipeline.data import read_manifest, write_shards
+from ul_pipeline.latents.store import open_store
 from ul_pipeline.data.sources import build_source
 from ul_pipeline.data.storage import StorageOptions
 from ul_pipeline.latents.encode import encoder_fn
 from ul_pipeline.train.checkpoint import unfinished_note
 from ul_pipeline.train.loop import Callback, TrainResult, resolve_device
-from ul_pipeline.stage1.training import load_stage1, train_stage1
-from ul_pipeline.stage2.training import train_stage2
+from ul_pipeline.stage1.batches import stage1_batches
+from ul_pipeline.stage1.training import load_stage1, train_stage1_from
+from ul_pipeline.stage2.batches import stage2_batches
+from ul_pipeline.stage2.training import train_stage2_from
 from ul_pipeline.versioning import RunChoice, choose_run_dir, stage_code_version
 from ul_pipeline.config.sweeps import data_sha256
 
@@ -69,12 +69,13 @@ def stage1_run(cfg: DictConfig, shards_url: str, run_dir: str | Path, *,
 
 def run_stage1(cfg: DictConfig, shards_url: str, run_dir: str | Path, *, storage_options: StorageOptions = None,
                callbacks: Iterable[Callback] = ()) -> TrainResult:
-    """Stage 1 on the train split (loaded into RAM) in the folder `stage1_run` picks (resume, reuse or afresh)."""
+    """Stage 1 on the train split (in RAM, or streamed: data.in_memory) in the folder `stage1_run` picks
+    (resume, reuse or afresh)."""
     manifest = read_manifest(shards_url, storage_options)
     check_shards_match(cfg, manifest)
     run_dir = stage1_run(cfg, shards_url, run_dir, storage_options=storage_options).run_dir
-    images, _, _ = load_split_tensor(shards_url, "train", storage_options=storage_options)
-    return train_stage1(cfg, images, run_dir, callbacks,
+    batches = stage1_batches(cfg, shards_url, storage_options=storage_options)
+    return train_stage1_from(cfg, batches, run_dir, callbacks,
                         extra={"dataset_manifest_sha256": manifest.sha256, "shards_url": shards_url,
                                "stage_code_version": stage_code_version("stage1")})
 
@@ -109,30 +110,20 @@ def encode_latents(stage1_checkpoint: str | Path, shards_url: str, store_url: st
 
 def run_stage2(cfg: DictConfig, store_url: str, run_dir: str | Path, *, expect_encoder_sha256: str | None = None,
                storage_options: StorageOptions = None, callbacks: Iterable[Callback] = ()) -> TrainResult:
-    """Stage 2 on a complete latent store (loaded into RAM; noise is drawn per step, never stored)."""
+    """Stage 2 on a complete latent store (in RAM, or streamed: data.in_memory; noise is drawn per step, never stored)."""
     store = open_store(store_url, expect_encoder_sha256, storage_options=storage_options)
     run_dir = stage2_run(cfg, store, run_dir).run_dir
     stored_logsnr_0 = float(store.meta["logsnr_0"])
     if stored_logsnr_0 != cfg.stage1.logsnr_0:
         raise ValueError(f"latent store {store_url} has logsnr_0={stored_logsnr_0}, config stage1.logsnr_0="
                          f"{cfg.stage1.logsnr_0}: the base model's most precise level must match the encoder's")
-    z_clean = torch.from_numpy(np.asarray(store.z_clean[:], dtype=np.float32))
-    labels = torch.from_numpy(np.asarray(store.labels[:], dtype=np.int64))
-    z_logvar = (None if store.z_logvar is None  # a learned encoder variance: Stage 2 draws from it
-                else torch.from_numpy(np.asarray(store.z_logvar[:], dtype=np.float32)))
-    z_clean_hflip = (None if store.z_clean_hflip is None  # data.hflip: each draw picks image or mirror
-                     else torch.from_numpy(np.asarray(store.z_clean_hflip[:], dtype=np.float32)))
-    bad = int((~torch.isfinite(z_clean)).flatten(1).any(1).sum()) + int(((labels < 0) | (labels >= cfg.data.num_classes)).sum())
-    if bad:
-        raise LatentStoreError(f"latent store {store_url} says complete but {bad} samples have non-finite latents or "
-                               "labels out of range (a missing or damaged chunk): re-encode it (delete the store)")
+    batches = stage2_batches(cfg, store)  # z_clean, labels, and z_logvar / z_clean_hflip when the store has them
     standardization = store.standardization() if cfg.stage2.standardize else None
-    return train_stage2(cfg, z_clean, labels, run_dir, callbacks, z_logvar=z_logvar, z_clean_hflip=z_clean_hflip,
-                        standardization=standardization,
-                        extra={"latent_store_url": store_url, "encoder_sha256": store.meta["encoder_sha256"],
-                               "dataset_manifest_sha256": store.meta.get("dataset_manifest_sha256"),
-                               "encode_seconds": store.meta.get("encode_seconds"),
-                               "stage_code_version": stage_code_version("stage2")})
+    return train_stage2_from(cfg, batches, store.latent_shape, run_dir, callbacks, standardization=standardization,
+                             extra={"latent_store_url": store_url, "encoder_sha256": store.meta["encoder_sha256"],
+                                    "dataset_manifest_sha256": store.meta.get("dataset_manifest_sha256"),
+                                    "encode_seconds": store.meta.get("encode_seconds"),
+                                    "stage_code_version": stage_code_version("stage2")})
 
 
 def stage2_run(cfg: DictConfig, store, run_dir: str | Path) -> RunChoice:

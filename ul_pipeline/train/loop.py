@@ -143,7 +143,8 @@ def train(model: nn.Module, loss_fn: LossFn, batches: Callable[[int], Iterator[t
 
     loss_fn(model, batch) returns (scalar loss, metrics of plain floats). `batches(samples_seen)`
     yields this process's share of each global batch (train_cfg.batch_size) starting at that global
-    sample position. `config` is the resolved experiment config
+    sample position; a BatchSource (ul_pipeline.train.batch_source) also puts its position in every
+    checkpoint (`loader`) and checks it on resume. `config` is the resolved experiment config
     stored in every checkpoint; `extra` is stored alongside (e.g. hashes of upstream artifacts).
     `lr_multipliers` maps a parameter-name prefix (e.g. "encoder.") to f(samples_seen), a factor
     on the learning rate of the parameters under it; the others follow the plain schedule.
@@ -189,6 +190,8 @@ def _train(model: nn.Module, loss_fn: LossFn, batches: Callable[[int], Iterator[
         state = TrainState(ckpt["step"], ckpt["samples_seen"])
         history = ckpt.get("history", [])
         seconds_before = float(ckpt.get("train_seconds", 0.0))
+        if hasattr(batches, "check_position"):  # a streamed source refuses what it cannot continue exactly
+            batches.check_position(ckpt.get("loader"), ckpt_path)
     t_start = time.perf_counter()
 
     def train_seconds() -> float:
@@ -204,6 +207,7 @@ def _train(model: nn.Module, loss_fn: LossFn, batches: Callable[[int], Iterator[
             "optimizer": optimizer.state_dict(), "step": state.step, "samples_seen": state.samples_seen,
             "complete": state.samples_seen >= train_cfg.total_samples, "config": config,
             "history": history, "train_seconds": train_seconds(), **(extra or {}),
+            "loader": batches.position(state.samples_seen) if hasattr(batches, "position") else None,
         })
         (run_dir / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
         distributed.barrier()
