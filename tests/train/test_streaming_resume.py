@@ -57,6 +57,7 @@ def test_an_interrupted_streaming_run_resumes_to_the_uninterrupted_weights(tmp_p
     resumed = train_stage1_from(cfg, stage1_batches(cfg, shards), tmp_path / "resumed")
     assert resumed.state.step == 6
     assert_same_weights(tmp_path / "full", tmp_path / "resumed")
+    assert all(h["data_wait_s"] >= 0 and h["compute_s"] > 0 for h in resumed.history)
 
 
 def cli(*args: str, helper: list[str] = ()) -> None:
