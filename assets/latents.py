@@ -8,7 +8,7 @@ from dagster import (AssetCheckExecutionContext, AssetCheckResult, AssetCheckSpe
 
 from assets.artifacts import ExperimentArtifacts, resolve
 from assets.data import dataset_shards
-from assets.launch import is_distributed, run_with_torchrun
+from assets.launch import launcher_for
 from assets.metadata import config_md, path_md
 from assets.partitions import EXPERIMENTS, GPU_POOL
 from assets.progress import progress_log
@@ -56,8 +56,9 @@ def latent_store(context: AssetExecutionContext, storage: StorageResource, compu
                                            "config": config_md(art.cfg)},
                                  data_version=store_data_version(store))
     t0 = time.perf_counter()
-    if is_distributed(art.cfg):  # blocks split over torchrun ranks through Pipes; rank 0 reports
-        reported = run_with_torchrun(context, "encode", art.cfg, art.stage1_dir,
+    launcher = launcher_for(compute, art.cfg)
+    if launcher is not None:  # blocks split over torchrun ranks (local or on Slurm) through Pipes; rank 0 reports
+        reported = launcher.run(context, "encode", art.cfg, art.stage1_dir,
                                      stage1_checkpoint=str(art.stage1_checkpoint), shards_url=art.shards_url,
                                      store_url=art.latent_store_url, storage_options=art.storage_options)
         store = open_store(art.latent_store_url, storage_options=art.storage_options)

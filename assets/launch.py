@@ -55,6 +55,26 @@ def write_job(stage: str, cfg: DictConfig, folder: Path, **paths: Any) -> Path:
     return Path(name)
 
 
+class LocalTorchrun:
+    """A launcher: the step under torchrun on this machine (compute.nnodes > 1: this is one of the nodes)."""
+
+    def run(self, context: AssetExecutionContext, stage: str, cfg: DictConfig, folder: Path, **paths: Any) -> dict:
+        return run_with_torchrun(context, stage, cfg, folder, **paths)
+
+
+def launcher_for(compute, cfg: DictConfig):
+    """The launcher of a training or extraction step (`.run(context, stage, cfg, folder, **paths)`), or None
+    to run it in this process. `compute` is the ComputeResource (its `launcher` and `slurm_*` fields)."""
+    choice = getattr(compute, "launcher", None)
+    if choice == "slurm":
+        from assets.sbatch import SlurmBatch, SlurmSettings
+
+        return SlurmBatch(SlurmSettings(**compute.slurm_settings()))
+    if choice not in (None, "torchrun"):
+        raise config_lib.ConfigError(f"resource compute.launcher: {choice!r} is not one of torchrun, slurm")
+    return LocalTorchrun() if choice == "torchrun" or is_distributed(cfg) else None
+
+
 def run_with_torchrun(context: AssetExecutionContext, stage: str, cfg: DictConfig, folder: Path,
                       **paths: Any) -> dict:
     """Run `stage` under torchrun through Pipes; returns the metadata rank 0 reported."""

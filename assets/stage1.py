@@ -8,7 +8,7 @@ from dagster import (AssetCheckExecutionContext, AssetCheckResult, AssetExecutio
 
 from assets.artifacts import ExperimentArtifacts, resolve
 from assets.data import dataset_shards
-from assets.launch import is_distributed, run_with_torchrun
+from assets.launch import launcher_for
 from assets.metadata import config_md, floats, image_md, path_md, training_curves_png
 from assets.partitions import EXPERIMENTS, GPU_POOL
 from assets.progress import TrainingLog
@@ -57,8 +57,9 @@ def ul_autoencoder(context: AssetExecutionContext, storage: StorageResource, com
     choice = art.stage1_choice
     context.log.info(f"Stage 1: {choice.describe()}")
     t0 = time.perf_counter()
-    if is_distributed(art.cfg):  # torchrun through Pipes; rank 0 reports
-        reported = run_with_torchrun(context, "stage1", art.cfg, art.stage1_dir, shards_url=art.shards_url,
+    launcher = launcher_for(compute, art.cfg)
+    if launcher is not None:  # torchrun (local or on Slurm) through Pipes; rank 0 reports
+        reported = launcher.run(context, "stage1", art.cfg, art.stage1_dir, shards_url=art.shards_url,
                                      run_dir=str(art.stage1_dir), storage_options=art.storage_options)
         checkpoint = art.stage1_dir / "last.pt"
     else:

@@ -6,7 +6,7 @@ from dagster import AssetExecutionContext, DataVersion, MaterializeResult, Metad
 
 from assets.artifacts import resolve
 from assets.latents import latent_store
-from assets.launch import is_distributed, run_with_torchrun
+from assets.launch import launcher_for
 from assets.metadata import config_md, image_md, path_md, training_curves_png
 from assets.partitions import EXPERIMENTS, GPU_POOL
 from assets.progress import TrainingLog
@@ -29,8 +29,9 @@ def base_model(context: AssetExecutionContext, storage: StorageResource, compute
     choice = art.stage2_choice
     context.log.info(f"Stage 2 on {art.latent_store_url}: {choice.describe()}")
     t0 = time.perf_counter()
-    if is_distributed(art.cfg):  # torchrun through Pipes; rank 0 reports
-        reported = run_with_torchrun(context, "stage2", art.cfg, art.stage2_dir, store_url=art.latent_store_url,
+    launcher = launcher_for(compute, art.cfg)
+    if launcher is not None:  # torchrun (local or on Slurm) through Pipes; rank 0 reports
+        reported = launcher.run(context, "stage2", art.cfg, art.stage2_dir, store_url=art.latent_store_url,
                                      run_dir=str(art.stage2_dir), encoder_sha256=encoder_sha256,
                                      storage_options=art.storage_options)
         checkpoint = art.stage2_dir / "last.pt"

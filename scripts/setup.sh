@@ -17,6 +17,14 @@ if [ ! -d /usr/share/datasets/fashion-mnist ]; then
   fi
 fi
 
+# A real Slurm for the cluster tests (tests/helpers/slurm_cluster.py starts its own daemons; as root only)
+if [ "$(id -u)" = 0 ] && ! command -v slurmctld >/dev/null && [ ! -x /usr/sbin/slurmctld ]; then
+  echo "== installing Slurm and munge for the cluster tests (Debian packages, no daemons started)"
+  apt-get install -y -q --no-install-recommends munge slurm-client slurmctld slurmd >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends munge slurm-client slurmctld slurmd >/dev/null; } \
+    || echo "WARNING: could not install Slurm; the cluster tests will be skipped"
+fi
+
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || PY=python3
 if [ ! -x .venv/bin/python ]; then

@@ -37,6 +37,36 @@ def fmnist_400_source(fmnist_400):
     return ArraySource(images, labels, keys, resolution=32, channels=1, source="fashion_mnist", pad_to=32)
 
 
+VIDEO_FAST = ["data.limit=40", "data.val_size=8", "data.shard_size=16", "stage1.train.total_samples=16",
+              "stage1.train.batch_size=8", "stage1.train.warmup_samples=8", "stage1.train.checkpoint_every_samples=16",
+              "stage1.train.log_every_samples=8", "stage2.train.total_samples=16", "stage2.train.batch_size=8",
+              "stage2.train.warmup_samples=8", "stage2.train.checkpoint_every_samples=16",
+              "stage2.train.log_every_samples=8", "encode.batch_size=16", "encode.block_size=16",
+              "compute.device=cpu"]
+
+
+@pytest.fixture(scope="session")
+def video_encoded(tmp_path_factory):
+    """(cfg, shards, Stage-1 checkpoint, latent store URL): smoke_video, 32 training clips, briefly trained
+    (seconds), encoded with its context encoding (stage2.context_frames=4)."""
+    import torch
+
+    from ul_pipeline import lifecycle
+    from ul_pipeline.config import load_config
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("video_encoded")
+    cfg = load_config("smoke_video", VIDEO_FAST)
+    shards = str(root / "shards")
+    lifecycle.make_shards(cfg, shards)
+    s1 = lifecycle.run_stage1(cfg, shards, root / "stage1").checkpoint
+    store_url = str(root / "latents.zarr")
+    lifecycle.encode_latents(s1, shards, store_url, cfg=cfg)
+    torch.set_num_threads(threads)
+    return cfg, shards, s1, store_url
+
+
 @dataclass(frozen=True)
 class S3Server:
     endpoint_url: str
@@ -99,3 +129,18 @@ def s3_server(tmp_path_factory):
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory):
+    """A real two-node Slurm cluster on this machine (tests/helpers/slurm_cluster.py), stopped at the end."""
+    from tests.helpers.slurm_cluster import SlurmCluster, missing_reason
+
+    reason = missing_reason()
+    if reason:
+        pytest.skip(reason)
+    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"))
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()

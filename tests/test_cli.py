@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from ul_pipeline.cli import main
 from ul_pipeline.data import write_shards
@@ -88,3 +89,59 @@ def test_cli_process_exit_status_and_debug_traceback(tmp_path):
     assert plain.stderr.strip().count("\n") == 0 and "none.zarr" in plain.stderr
     debug = subprocess.run([*cmd, "--debug"], capture_output=True, text=True, timeout=120)
     assert debug.returncode != 0 and "Traceback" in debug.stderr and "LatentStoreError" in debug.stderr
+
+
+class _FakeBase:
+    """Stands in for a loaded base model: records how it was asked to sample."""
+
+    num_classes = 10
+
+    def __init__(self, calls, context_latents=0):
+        self.calls, self.context_latents = calls, context_latents
+
+    def sample_z0(self, labels, steps, guidance, generator=None, progress=None, eta=1.0):
+        self.calls["base"] = (steps, guidance, eta)
+        return torch.zeros(len(labels), 4, 2, 2)
+
+
+class _FakeStage1:
+    def __init__(self, calls):
+        self.calls = calls
+
+    def decode(self, z0, steps, generator=None, progress=None, eta=1.0):
+        self.calls["decoder"] = (steps, eta)
+        return torch.zeros(len(z0), 1, 8, 8)
+
+
+@pytest.mark.parametrize("flags, want", [
+    ([], {"base": (7, 2.5, 0.3), "decoder": (5, 0.7)}),  # the Stage-1 checkpoint's sample.* (was guidance 0, eta 1)
+    (["--guidance", "0", "--eta", "1", "--decoder-eta", "0", "--steps", "3"],
+     {"base": (3, 0.0, 1.0), "decoder": (5, 0.0)}),  # flags override single values
+    (["-e", "smoke", "sample.guidance=1.5", "sample.eta=0.0", "sample.steps=9", "sample.decoder_steps=6"],
+     {"base": (9, 1.5, 0.0), "decoder": (6, 1.0)}),  # -e and its overrides, as `evaluate`
+])
+def test_sample_takes_guidance_and_eta_from_the_config(flags, want, tmp_path, monkeypatch, capsys):
+    from ul_pipeline.config import load_config
+    from ul_pipeline.stage1 import training as stage1_training
+    from ul_pipeline.stage2 import training as stage2_training
+
+    calls = {}
+    stage1_cfg = load_config("smoke", ["sample.guidance=2.5", "sample.eta=0.3", "sample.decoder_eta=0.7",
+                                       "sample.steps=7", "sample.decoder_steps=5"])
+    monkeypatch.setattr(stage1_training, "load_stage1", lambda path: (_FakeStage1(calls), stage1_cfg, {}))
+    monkeypatch.setattr(stage2_training, "load_base_model", lambda path: (_FakeBase(calls), None, {}))
+    assert main(["sample", "--stage1", "s1.pt", "--base", "s2.pt", "--num", "4", "--out", str(tmp_path / "s.png"),
+                 *flags]) == 0
+    assert calls == want
+    assert f"guidance {want['base'][1]}" in capsys.readouterr().out and (tmp_path / "s.png").exists()
+
+
+def test_sample_refuses_a_frame_conditioned_base_model_by_name(monkeypatch, capsys):
+    from ul_pipeline.config import load_config
+    from ul_pipeline.stage1 import training as stage1_training
+    from ul_pipeline.stage2 import training as stage2_training
+
+    monkeypatch.setattr(stage1_training, "load_stage1", lambda path: (_FakeStage1({}), load_config("smoke"), {}))
+    monkeypatch.setattr(stage2_training, "load_base_model", lambda path: (_FakeBase({}, context_latents=1), None, {}))
+    assert main(["sample", "--stage1", "s1.pt", "--base", "video_base.pt"]) == 1
+    assert "base model video_base.pt continues clips" in capsys.readouterr().err

@@ -76,15 +76,29 @@ def cmd_sample(args) -> None:
 
     from ul_pipeline.stage2.training import load_base_model
 
-    ul, cfg, _ = load_stage1(args.stage1)
+    ul, stage1_cfg, _ = load_stage1(args.stage1)
     base, _, _ = load_base_model(args.base)
+    if getattr(base, "context_latents", 0):
+        raise ValueError(f"base model {args.base} continues clips from their first frames (stage2.context_frames); "
+                         "`sample` has no clips to continue: `evaluate` samples continuations of held-out clips")
+    smp = (_config(args) if args.experiment else stage1_cfg).sample  # as `evaluate`: --experiment, else Stage 1's
+    steps, decoder_steps = args.steps or smp.steps, args.decoder_steps or smp.decoder_steps
+    guidance = smp.guidance if args.guidance is None else args.guidance
+    eta = smp.eta if args.eta is None else args.eta
+    decoder_eta = smp.decoder_eta if args.decoder_eta is None else args.decoder_eta
     g = torch.Generator().manual_seed(args.seed)
     labels = (torch.full((args.num,), args.label) if args.label is not None
               else torch.arange(args.num) % base.num_classes)
-    steps = args.steps or cfg.sample.steps
-    z0 = base.sample_z0(labels, steps, args.guidance, generator=g, progress=_progress("base model"))
-    x = ul.decode(z0, args.decoder_steps or cfg.sample.decoder_steps, generator=g, progress=_progress("decoder"))
-    print(f"wrote {save_grid(to_uint8(x), args.out, nrow=max(1, int(args.num ** 0.5)))}")
+    z0 = base.sample_z0(labels, steps, guidance, generator=g, progress=_progress("base model"), eta=eta)
+    x = to_uint8(ul.decode(z0, decoder_steps, generator=g, progress=_progress("decoder"), eta=decoder_eta))
+    if x.ndim == 5:  # clips (N, C, T, H, W): one row of frames per clip
+        from ul_pipeline.evaluation.video import frame_strip
+
+        path = frame_strip(x, args.out)
+    else:
+        path = save_grid(x, args.out, nrow=max(1, int(args.num ** 0.5)))
+    print(f"wrote {path} ({args.num} samples: {steps} base steps with eta {eta}, guidance {guidance}; "
+          f"{decoder_steps} decoder steps with eta {decoder_eta})")
 
 
 def cmd_reconstruct(args) -> None:
@@ -177,14 +191,18 @@ def build_parser() -> argparse.ArgumentParser:
     c = command("stage2", cmd_stage2, "train the base model on a latent store (resumes from OUT/last.pt)")
     c.add_argument("--latents", required=True)
     c.add_argument("--out", required=True)
-    c = command("sample", cmd_sample, "sample images: base model -> z0 -> decoder", False)
+    c = command("sample", cmd_sample, "sample images: base model -> z0 -> decoder (sample.* from --experiment, "
+                "else the Stage-1 checkpoint's config)", False)
     c.add_argument("--stage1", required=True)
     c.add_argument("--base", required=True)
     c.add_argument("--num", type=int, default=64)
     c.add_argument("--label", type=int, default=None, help="one class for all (default: cycle classes)")
     c.add_argument("--steps", type=int, default=None)
     c.add_argument("--decoder-steps", type=int, default=None)
-    c.add_argument("--guidance", type=float, default=0.0)
+    c.add_argument("--guidance", type=float, default=None, help="default: the config's sample.guidance")
+    c.add_argument("--eta", type=float, default=None, help="base sampler noise (default: sample.eta)")
+    c.add_argument("--decoder-eta", type=float, default=None,
+                   help="decoder sampler noise (default: sample.decoder_eta)")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--out", default="samples.png")
     c = command("reconstruct", cmd_reconstruct, "reconstruct held-out images: x -> z0 -> decoder", False)

@@ -102,7 +102,12 @@ def encode_latents(stage1_checkpoint: str | Path, shards_url: str, store_url: st
                   "encode_code_version": stage_code_version("encode"), "stage1_complete": note is None}
     hflip = bool(stage1_cfg.data.hflip)  # the encoder's own training data decides, not the caller's config
     store_meta["hflip"] = hflip
-    return extract_latents(shards_url, split, store_url, encoder_fn(model, device, enc.batch_size, hflip), store_meta,
+    # video frame prediction: also the encoding of the context as sampling gives it (ul_pipeline/latents/encode.py)
+    context_frames = int((cfg or stage1_cfg).stage2.context_frames) if len(model.image_shape) == 4 else 0
+    if context_frames:
+        store_meta["context_frames"] = context_frames
+    encode = encoder_fn(model, device, enc.batch_size, hflip, context_frames)
+    return extract_latents(shards_url, split, store_url, encode, store_meta,
                            block_size=enc.block_size, batch_size=enc.batch_size, dtype=enc.dtype,
                            storage_options=storage_options, store_storage_options=store_storage_options,
                            progress=progress)

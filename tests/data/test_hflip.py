@@ -39,6 +39,26 @@ def test_random_hflip_and_pick_mirror_choose_per_example():
     assert ((per_example == 0).all(1) | (per_example == 1).all(1)).all() and 10 < int(per_example[:, 0].sum()) < 54
 
 
+@pytest.mark.parametrize("shape", [(8, 1, 32, 32), (8, 1, 16, 32, 32)])
+def test_flip_masks_broadcast_over_the_batch_axis_for_images_and_clips(shape):
+    """A (B,) mask must select whole examples: a (8, 1, 16, 32, 32) batch stays that shape (a mask
+    broadcast over the channel axis turned it into (8, 8, 16, 32, 32)) and each clip is either all
+    mirrored or all as it was, in every frame."""
+    x = torch.randn(shape)
+    mixed = 0
+    for seed in range(4):
+        y = random_hflip(x, generator=torch.Generator().manual_seed(seed))
+        assert y.shape == x.shape
+        mirrored = (y == hflip(x)).flatten(1).all(1)
+        assert ((y == x).flatten(1).all(1) | mirrored).all()  # per example, never per channel or frame
+        mixed += 0 < int(mirrored.sum()) < shape[0]
+        picked = pick_mirror(x, -x, generator=torch.Generator().manual_seed(seed))
+        took = (picked == -x).flatten(1).all(1)
+        assert picked.shape == x.shape and ((picked == x).flatten(1).all(1) | took).all()
+        assert torch.equal(took, mirrored)  # the same draw: one mask per example, whatever the rank
+    assert mixed  # a batch where some examples flip and others do not
+
+
 def test_store_keeps_the_mirror_latents_the_encoder_gives_and_stage2_trains_on_them(shards, tmp_path):
     cfg = load_config("smoke", FAST)
     s1 = run_stage1(cfg, shards, tmp_path / "stage1")

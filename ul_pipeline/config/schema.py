@@ -102,7 +102,8 @@ class Stage2Config:
     logsnr_min: float = -15.0  # base-model schedule start; its end is tied to stage1.logsnr_0
     label_dropout: float = 0.1  # probability a label is replaced by the null class (for CFG)
     context_frames: int = 0  # video: first frames given as context (whole groups of the time patch); 0 = none
-    context_dropout: float = 0.1  # video: probability the context is withheld (CFG, unconditional clips)
+    context_dropout: float = 0.1  # video: probability the context is withheld; one uniform per clip drives this and
+    # label_dropout, so both go together (the guidance branch) with probability min(label_dropout, context_dropout)
     standardize: bool = False  # train on (z - the store's latent_shift) / latent_scale (per-channel mean, one
     # scale over all training latents), undone exactly before decoding: for KL-regularised latents, as
     # Stable Diffusion's scale_by_std. UL keeps its own scale (its prior priced it). Images only
@@ -224,6 +225,9 @@ def validate(cfg: DictConfig) -> None:
     _check(0.0 <= cfg.stage2.context_dropout < 1.0, "stage2.context_dropout", "must be in [0, 1)")
     _check(0 <= cfg.stage2.context_frames < max(1, cfg.data.frames), "stage2.context_frames",
            f"must be in [0, data.frames={cfg.data.frames}) (0 for images)")
+    _check(not (cfg.stage2.context_frames and (cfg.data.hflip or cfg.stage1.encoder_noise == "learned")),
+           "stage2.context_frames", "is not supported with data.hflip or stage1.encoder_noise: learned (the latent "
+           "store keeps one context encoding, z_clean_context, without mirror or variance)")
     _check(cfg.encode.dtype in ("float32", "float16"), "encode.dtype", "must be float32 or float16")
     _check(cfg.compute.precision in ("auto", "fp32", "bf16"), "compute.precision", "must be auto, fp32 or bf16")
     for key in ("nproc_per_node", "nnodes"):

@@ -12,7 +12,7 @@ from torch import Tensor
 
 
 def hflip(x: Tensor) -> Tensor:
-    """Mirror images (B, C, H, W) left-right."""
+    """Mirror images (B, C, H, W) or clips (B, C, T, H, W) left-right (the last axis is the width)."""
     return x.flip(-1)
 
 
@@ -21,11 +21,16 @@ def flip_mask(batch: int, device: torch.device | str = "cpu", generator: torch.G
     return torch.rand(batch, generator=generator, device=device) < 0.5
 
 
+def per_example(mask: Tensor, like: Tensor) -> Tensor:
+    """A (B,) mask shaped (B, 1, ..., 1) to broadcast over every axis of `like` but the batch axis."""
+    return mask.view(-1, *([1] * (like.ndim - 1)))
+
+
 def random_hflip(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """Each image of x (B, C, H, W) mirrored with probability 1/2 (Stage 1's augmentation)."""
-    return torch.where(flip_mask(len(x), x.device, generator)[:, None, None, None], hflip(x), x)
+    """Each image (B, C, H, W) or clip (B, C, T, H, W) of x mirrored with probability 1/2 (Stage 1's augmentation)."""
+    return torch.where(per_example(flip_mask(len(x), x.device, generator), x), hflip(x), x)
 
 
 def pick_mirror(z_clean: Tensor, z_clean_hflip: Tensor, generator: torch.Generator | None = None) -> Tensor:
-    """Per example, the latent of the image or of its mirror (B, C, h, w), each with probability 1/2."""
-    return torch.where(flip_mask(len(z_clean), z_clean.device, generator)[:, None, None, None], z_clean_hflip, z_clean)
+    """Per example, the latent of the image or of its mirror ((B, C, h, w) or (B, C, t, h, w)), each w.p. 1/2."""
+    return torch.where(per_example(flip_mask(len(z_clean), z_clean.device, generator), z_clean), z_clean_hflip, z_clean)

@@ -108,9 +108,10 @@ def evaluate(stage1_checkpoint: str | Path, shards_url: str, out_dir: str | Path
         base = None
         if base_checkpoint is not None:
             base, _, b_meta = load_base_model(base_checkpoint, device=device)
+            _check_base_encoder(base_checkpoint, b_meta, stage1_checkpoint, s1_meta)
             result["base_sha256"] = b_meta["sha256"]
             result["base_complete"] = _complete(base_checkpoint, b_meta, warn)
-        evaluate_video(ul, cfg, base, images, labels, out_dir, device, g, result, timed, log)
+        evaluate_video(ul, cfg, base, images, labels, out_dir, device, g, result, timed, log, precision)
         return _finish_evaluation(result, timings, t0, out_dir, history_url, storage_options, log)
 
     def batches(total: int):
@@ -149,9 +150,7 @@ def evaluate(stage1_checkpoint: str | Path, shards_url: str, out_dir: str | Path
     samples = None
     if base_checkpoint is not None:
         base, _, b_meta = load_base_model(base_checkpoint, device=device)
-        if b_meta.get("encoder_sha256") not in (None, s1_meta["sha256"]):
-            raise ValueError(f"base model {base_checkpoint} was trained on latents of encoder "
-                             f"{b_meta['encoder_sha256']}, not {stage1_checkpoint} ({s1_meta['sha256']})")
+        _check_base_encoder(base_checkpoint, b_meta, stage1_checkpoint, s1_meta)
         result["base_sha256"] = b_meta["sha256"]
         result["base_complete"] = _complete(base_checkpoint, b_meta, warn)
         for key, stored in (("stage2_train_seconds", "train_seconds"), ("encode_seconds", "encode_seconds")):
@@ -189,6 +188,13 @@ def evaluate(stage1_checkpoint: str | Path, shards_url: str, out_dir: str | Path
                         out_dir=out_dir, storage_options=storage_options, features=features, timed=timed,
                         progress=every_fifth, log=log)
     return _finish_evaluation(result, timings, t0, out_dir, history_url, storage_options, log)
+
+
+def _check_base_encoder(base_checkpoint, b_meta: dict, stage1_checkpoint, s1_meta: dict) -> None:
+    """ValueError when the base model was trained on latents of another encoder than this Stage-1 checkpoint's."""
+    if b_meta.get("encoder_sha256") not in (None, s1_meta["sha256"]):
+        raise ValueError(f"base model {base_checkpoint} was trained on latents of encoder "
+                         f"{b_meta['encoder_sha256']}, not {stage1_checkpoint} ({s1_meta['sha256']})")
 
 
 def _complete(path: str | Path, meta: dict, warn: Callable[[str], None]) -> bool:

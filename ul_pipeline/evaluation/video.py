@@ -6,8 +6,9 @@ per-frame PSNRs, the two grids are frame strips: one clip per row) plus frame_fi
 `fvd_protocol`, and animated GIFs.
 
 Generated clips continue held-out clips: their first `stage2.context_frames` frames are encoded
-(the rest of each clip replaced by copies of the last context frame, so no future frame leaks into
-the context latents through the encoder's non-causal convs), the base model samples the remaining
+(the rest of each clip replaced by copies of the last context frame, `latents.encode.context_clip`,
+so no future frame leaks into the context latents through the encoder's non-causal convs; Stage 2
+trained on the same encoding, the store's z_clean_context), the base model samples the remaining
 latent frames, and the decoder renders the whole clip. FVD and frame-FID compare whole clips
 (context frames included; the protocol says so) with the held-out clips.
 """
@@ -24,6 +25,8 @@ import torch
 from PIL import Image
 
 from ul_pipeline.evaluation import metrics
+from ul_pipeline.latents.encode import context_clip
+from ul_pipeline.train.loop import autocast
 
 FRAME_FID_STRIDE = 4  # frame-FID uses every 4th frame of each clip: Inception costs ~0.09 s per frame on 2 cores
 
@@ -72,16 +75,20 @@ def save_gif(clips: torch.Tensor, path: str | Path, fps: float = 8.0, ncol: int 
 
 def context_z0(ul, clips: torch.Tensor, context_frames: int, context_latents: int,
                generator: torch.Generator | None = None) -> torch.Tensor:
-    """z0 of the first `context_latents` latent frames, encoded from the context frames only."""
-    x = metrics.to_float(clips)
-    x[:, :, context_frames:] = x[:, :, context_frames - 1:context_frames]  # repeat the last context frame
+    """z0 of the first `context_latents` latent frames, encoded from the context frames only (the
+    clip padded with its last context frame: the z_clean_context Stage 2 trained on), in fp32."""
+    x = metrics.to_float(context_clip(clips, context_frames))
     return ul.posterior(x).sample_z0(generator)[:, :, :context_latents]
 
 
 def evaluate_video(ul, cfg, base, clips: torch.Tensor, labels: torch.Tensor, out_dir: Path, device,
                    generator: torch.Generator, result: dict[str, Any], timed: Callable,
-                   log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Fill `result` with the video metrics of `ul` (and samples of `base`, when given) on held-out clips."""
+                   log: Callable[[str], None] = print, precision: str = "fp32") -> dict[str, Any]:
+    """Fill `result` with the video metrics of `ul` (and samples of `base`, when given) on held-out clips.
+
+    The samplers run as the image evaluation's do and as `result` records them: sample.eta for the
+    base model, sample.decoder_eta for the decoder, under `precision` (bf16 autocast or fp32); bits
+    and the context encoding stay fp32 (the context as the latent store encoded it)."""
     ev, smp = cfg.eval, cfg.sample
     n = len(clips)
     batches = [slice(i, min(n, i + smp.batch_size)) for i in range(0, n, smp.batch_size)]
@@ -94,9 +101,9 @@ def evaluate_video(ul, cfg, base, clips: torch.Tensor, labels: torch.Tensor, out
     result["bits_per_latent_dim"] = metrics.bits_per_latent_dim(result["latent_nats"], ul.latent_shape)
     log(f"bits per frame pixel {result['bits_per_pixel']:.4f} on {n} held-out clips")
 
-    with timed("reconstruct"):
-        recon = torch.cat([metrics.to_uint8(ul.reconstruct(metrics.to_float(clips[s].to(device)),
-                                                           smp.decoder_steps, generator=generator)).cpu()
+    with timed("reconstruct"), autocast(precision, device):
+        recon = torch.cat([metrics.to_uint8(ul.reconstruct(metrics.to_float(clips[s].to(device)), smp.decoder_steps,
+                                                           generator=generator, eta=smp.decoder_eta)).cpu()
                            for s in batches])
     per_frame = frame_psnr(clips, recon)  # (N, T)
     result["psnr"] = per_frame.mean().item()
@@ -109,17 +116,20 @@ def evaluate_video(ul, cfg, base, clips: torch.Tensor, labels: torch.Tensor, out
 
     samples = None
     if base is not None:
-        ctx_frames = int(cfg.stage2.get("context_frames", 0))
         k_lat = int(getattr(base, "context_latents", 0))
-        result["context_frames"] = ctx_frames if k_lat else 0
+        ctx_frames = k_lat * (clips.shape[2] // ul.latent_shape[1])  # the base model's own context, in frames
+        result["context_frames"] = ctx_frames
         with timed("sample"):
             out = []
             for s in batches:
                 kwargs = {}
-                if k_lat:
+                if k_lat:  # fp32, outside autocast: the encoding Stage 2 trained on (z_clean_context)
                     kwargs["context_z0"] = context_z0(ul, clips[s].to(device), ctx_frames, k_lat, generator)
-                z0 = base.sample_z0(labels[s].to(device), smp.steps, smp.guidance, generator=generator, **kwargs)
-                out.append(metrics.to_uint8(ul.decode(z0, smp.decoder_steps, generator=generator)).cpu())
+                with autocast(precision, device):
+                    z0 = base.sample_z0(labels[s].to(device), smp.steps, smp.guidance, generator=generator,
+                                        eta=smp.eta, **kwargs)
+                    out.append(metrics.to_uint8(ul.decode(z0, smp.decoder_steps, generator=generator,
+                                                          eta=smp.decoder_eta)).cpu())
             samples = torch.cat(out)
         kk = min(ev.grid_size, n, 16)
         result["sample_grid"] = str(frame_strip(samples[:kk], out_dir / "samples.png"))

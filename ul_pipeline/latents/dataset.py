@@ -1,8 +1,9 @@
 """Stage-2 data: what a Stage-2 batch is (`sample_arrays`) and the store's blocks as streaming units (`BlockReader`).
 
 A batch carries every per-sample array of the latent store: `z_clean`, `labels`, then the others
-by name (`z_clean_hflip`, `z_logvar`, and whatever conditioning a store holds), so nothing the
-store holds is dropped on the way to the loss. Latents come as float32, integer arrays as int64,
+by name (`z_clean_context`, `z_clean_hflip`, `z_logvar`, and whatever conditioning a store holds),
+so nothing the store holds is dropped on the way to the loss (ul_pipeline.stage2.batches leaves
+out only what the configured model does not read). Latents come as float32, integer arrays as int64,
 exactly as stored otherwise: the training code draws `t` and noise at load time
 (`z_t = alpha_t z_clean + sigma_t eps`) and nothing noisy is ever stored.
 """
@@ -35,11 +36,13 @@ def read_rows(store: LatentStore, name: str, rows: slice = slice(None)) -> np.nd
     return np.asarray(a[rows], dtype=dtype)
 
 
-def check_rows(url: str, z_clean: np.ndarray, labels: np.ndarray, num_classes: Optional[int], where: str = "") -> None:
-    """A complete store has finite latents and labels in [0, num_classes); else a LatentStoreError
-    (`where`, e.g. " in block 3", says which rows)."""
-    bad = int((~np.isfinite(z_clean)).reshape(len(z_clean), -1).any(1).sum())
+def check_rows(url: str, arrays: dict[str, np.ndarray], num_classes: Optional[int], where: str = "") -> None:
+    """A complete store has finite latents (every float array, counted per array) and labels in
+    [0, num_classes); else a LatentStoreError (`where`, e.g. " in block 3", says which rows)."""
+    bad = sum(int((~np.isfinite(a)).reshape(len(a), -1).any(1).sum())
+              for a in arrays.values() if np.issubdtype(a.dtype, np.floating))
     if num_classes is not None:
+        labels = arrays["labels"]
         bad += int(((labels < 0) | (labels >= num_classes)).sum())
     if bad:
         raise LatentStoreError(f"latent store {url} says complete but {bad} samples{where} have non-finite latents "
@@ -50,14 +53,15 @@ class BlockReader:
     """Stage-2 streaming units: the blocks of a complete latent store (one Zarr chunk per array each).
 
     Spawned or forked DataLoader workers reopen the store (fresh fsspec/zarr clients: the parent's
-    S3 client is unusable in a child). `num_classes` checks every label read.
+    S3 client is unusable in a child). `num_classes` checks every label read; `fields` (default:
+    `sample_arrays(store)`) are the arrays a batch carries.
     """
 
-    def __init__(self, store: LatentStore, num_classes: Optional[int] = None):
+    def __init__(self, store: LatentStore, num_classes: Optional[int] = None, fields: Optional[Sequence[str]] = None):
         if not store.meta["complete"]:
             raise LatentStoreError(f"latent store {store.url} is incomplete")
         self.url, self.storage_options, self.num_classes = store.url, store.storage_options, num_classes
-        self.fields = sample_arrays(store)
+        self.fields = tuple(fields) if fields is not None else sample_arrays(store)
         self.slices = [store.block_slice(b) for b in range(store.num_blocks)]
         self.where = f"latent store {store.url}"
         self._store: Optional[LatentStore] = store
@@ -82,7 +86,7 @@ class BlockReader:
             first = self.slices[piece.unit].start
             rows = slice(first + piece.lo, first + piece.hi)
             arrays = tuple(read_rows(store, name, rows) for name in self.fields)
-            check_rows(self.url, arrays[0], arrays[1], self.num_classes, f" in block {piece.unit}")
+            check_rows(self.url, dict(zip(self.fields, arrays)), self.num_classes, f" in block {piece.unit}")
             parts.append(arrays)
         return tuple(np.concatenate(cols) if len(cols) > 1 else cols[0] for cols in zip(*parts))
 

@@ -72,6 +72,11 @@ def _check_compatible(store: LatentStore, want: dict[str, Any]) -> None:
         if meta.get(k) != want[k]:
             raise LatentStoreError(f"latent store {store.url}: {k} is {meta.get(k)!r}, this extraction has "
                                    f"{want[k]!r} (pass overwrite=True to replace)")
+    if meta.get("context_frames", 0) != want.get("context_frames", 0):  # video frame prediction's z_clean_context
+        raise LatentStoreError(f"latent store {store.url}: its context encoding is for context_frames="
+                               f"{meta.get('context_frames', 0)} (0: none, a store written before z_clean_context), "
+                               f"this extraction needs {want.get('context_frames', 0)}; delete the store to re-encode "
+                               "it (or pass overwrite=True)")
 
 
 def _blocks(samples: Iterator[Sample], sizes: list[int], where: str) -> Iterator[tuple[np.ndarray, np.ndarray, list[str]]]:

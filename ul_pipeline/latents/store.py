@@ -87,6 +87,11 @@ class LatentStore:
         return self.group["z_clean_hflip"] if "z_clean_hflip" in self.group else None
 
     @property
+    def z_clean_context(self) -> zarr.Array | None:
+        """Video frame prediction: z_clean of each clip padded after its `context_frames` (meta), or None."""
+        return self.group["z_clean_context"] if "z_clean_context" in self.group else None
+
+    @property
     def labels(self) -> zarr.Array:
         return self.group["labels"]
 

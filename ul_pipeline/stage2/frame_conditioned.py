@@ -8,12 +8,20 @@ context_frames / time_patch latent frames are the context. With 16 frames -> 4 l
 a 5th frame would share latent frame 1 with frames 6-8 that are to be generated.
 
 Context lives in z0 space, the base model's output space: in training the context frames of the
-network input are z0 = alpha0 z_clean + sigma0 eps (what the decoder reads), the rest is z_t, and
+network input are z0 = alpha0 z_clean + sigma0 eps (what the decoder reads) with z_clean taken from
+the encoding of the clip padded after its context frames (`context_z_clean`, the latent store's
+z_clean_context), which is what sampling encodes (ul_pipeline/latents/encode.py says why); the
+whole clip's latents would carry the frames to be generated into the context. The rest is z_t, and
 only the generated frames enter the loss. The network is told which frames are context
-(`BaseViT(context=True)`). With probability `context_dropout` a clip is trained without context,
-so the same model generates unconditionally and classifier-free guidance on the context works:
-v = (1 + w) v(z | context, label) - w v(z | no context, null label). The sampler writes the given
-context into z before every step and returns it untouched.
+(`BaseViT(context=True)`). Classifier-free guidance subtracts one branch,
+v = (1 + w) v(z | context, label) - w v(z | no context, null label), so that branch is what must be
+trained: label and context are dropped by one uniform draw u per clip (`conditioning_drops`), the
+label when u < label_dropout and the context when u < context_dropout. Both go together with
+probability min(label_dropout, context_dropout) (the default 0.1 and 0.1: every dropped clip is the
+guidance branch; independent drops gave it 0.01). A larger context_dropout adds clips trained with
+their label but no context (label-conditioned clips from nothing), a larger label_dropout clips
+with context but no label. The sampler writes the given context into z before every step and
+returns it untouched.
 """
 
 from __future__ import annotations
@@ -41,6 +49,14 @@ def context_latent_frames(context_frames: int, frames: int, latent_frames: int) 
     return context_frames // time_patch
 
 
+def conditioning_drops(batch: int, label_dropout: float, context_dropout: float,
+                       generator: torch.Generator | None = None, device=None) -> tuple[Tensor, Tensor]:
+    """(drop_label, drop_context), bool (B,) each, from one uniform u per clip: u < label_dropout and
+    u < context_dropout, so both are dropped together with probability min(label_dropout, context_dropout)."""
+    u = distributed.rand((batch,), generator=generator, device=device)
+    return u < label_dropout, u < context_dropout
+
+
 class FrameConditionedBaseModel(BaseModel):
     """BaseModel on (C, t, h, w) latents whose first `context_latents` frames may be given."""
 
@@ -58,19 +74,29 @@ class FrameConditionedBaseModel(BaseModel):
         return frames[None, :] & use[:, None]
 
     def loss_terms(self, z_clean: Tensor, labels: Tensor, generator: torch.Generator | None = None,
-                   z_logvar: Tensor | None = None) -> Stage2Terms:
-        """Sigmoid-weighted eps-MSE on the generated frames only; context frames hold a z0 draw."""
+                   z_logvar: Tensor | None = None, context_z_clean: Tensor | None = None) -> Stage2Terms:
+        """Sigmoid-weighted eps-MSE on the generated frames only; context frames hold a z0 draw of
+        `context_z_clean` (shaped like z_clean; its first context_latents frames are used). Without it
+        the context is z_clean's own first frames (unit tests; training passes the store's)."""
+        if z_logvar is not None and context_z_clean is not None:
+            raise ValueError("FrameConditionedBaseModel: context_z_clean with a learned encoder variance "
+                             "is not supported")
         if z_logvar is not None:
             z_clean = z_clean + torch.exp(0.5 * z_logvar) * distributed.randn(z_clean.shape, generator=generator,
                                                                         device=z_clean.device)
         b = z_clean.shape[0]
-        labels = self.drop_labels(labels, generator) if self.training else labels
-        keep = distributed.rand((b,), generator=generator, device=z_clean.device) >= (
-            self.context_dropout if self.training else 0.0)
-        mask = self._frame_mask(b, keep, z_clean.device)  # (B, t)
+        if self.training:  # the guidance branch (null label, no context) is trained, not left to chance
+            drop_label, drop_context = conditioning_drops(b, self.label_dropout, self.context_dropout, generator,
+                                                          z_clean.device)
+            labels = torch.where(drop_label, torch.full_like(labels, self.num_classes), labels)
+        else:
+            drop_context = torch.zeros(b, dtype=torch.bool, device=z_clean.device)
+        mask = self._frame_mask(b, ~drop_context, z_clean.device)  # (B, t)
         where = mask[:, None, :, None, None]  # (B, 1, t, 1, 1)
         alpha0, sigma0 = alpha_sigma(torch.tensor(self.schedule.logsnr_max, device=z_clean.device))
-        z0 = alpha0 * z_clean + sigma0 * distributed.randn(z_clean.shape, generator=generator, device=z_clean.device)
+        k = self.context_latents
+        given = z_clean if context_z_clean is None else torch.cat([context_z_clean[:, :, :k], z_clean[:, :, k:]], 2)
+        z0 = alpha0 * given + sigma0 * distributed.randn(z_clean.shape, generator=generator, device=z_clean.device)
         noised = add_noise(z_clean, self.schedule, generator)
         x_in = torch.where(where, z0, noised.x_t)  # (B, C, t, h, w)
         eps_hat = noised.eps_hat(self.net(x_in, noised.logsnr, labels, mask))
@@ -81,9 +107,10 @@ class FrameConditionedBaseModel(BaseModel):
     def sample_z0(self, labels: Tensor, steps: int, guidance: float = 0.0,
                   generator: torch.Generator | None = None,
                   progress: Callable[[int, int], None] | None = None,
-                  context_z0: Tensor | None = None) -> Tensor:
+                  context_z0: Tensor | None = None, eta: float = 1.0) -> Tensor:
         """z0 (B, C, t, h, w); with `context_z0` (B, C, k, h, w), k = context_latents, its frames are
-        kept fixed and the rest continues them. `guidance` w guides label and context together."""
+        kept fixed and the rest continues them. `guidance` w guides label and context together;
+        `eta` as in ancestral_sample (1 ancestral, 0 DDIM)."""
         b, k = labels.shape[0], self.context_latents
         if context_z0 is None:
             mask = self._frame_mask(b, torch.zeros(b, dtype=torch.bool, device=labels.device), labels.device)
@@ -109,7 +136,7 @@ class FrameConditionedBaseModel(BaseModel):
             v_cond, v_uncond = v.chunk(2)
             return (1.0 + guidance) * v_cond - guidance * v_uncond
 
-        z0 = ancestral_sample(denoise, (b, *self.latent_shape), self.schedule, steps, final="noisy",
+        z0 = ancestral_sample(denoise, (b, *self.latent_shape), self.schedule, steps, final="noisy", eta=eta,
                               generator=generator, device=labels.device, progress=progress)
         return with_context(z0)
 
