@@ -6,11 +6,11 @@ import logging
 import time
 from typing import Callable
 
-from ul_pipeline.train.loop import Callback, TrainState
+from ul_pipeline.train.loop import Callback, TrainState, data_wait_text
 
 
 class TrainingLog(Callback):
-    """Logs samples_seen/total, loss and bits/pixel at every log step of the training loop."""
+    """Logs samples_seen/total, loss, bits/pixel, speed and the time waiting for data at every log step."""
 
     def __init__(self, log: logging.Logger, label: str):
         self.log, self.label, self.total, self.t0 = log, label, 0, time.perf_counter()
@@ -29,6 +29,8 @@ class TrainingLog(Callback):
             parts.append(f"bits/pixel {metrics['bits_per_pixel']:.4f}")
         if "samples_per_s" in metrics:
             parts.append(f"{metrics['samples_per_s']:.0f} samples/s")
+        if "data_wait_s" in metrics:
+            parts.append(data_wait_text(metrics))
         self.log.info(", ".join(parts))
 
     def on_checkpoint(self, state: TrainState, path) -> None:

@@ -28,8 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from ul_pipeline.config import DataConfig, EncodeConfig  # noqa: E402
-from ul_pipeline.latents.dataset import LatentBatches  # noqa: E402
-from ul_pipeline.data import ShardStream, fashion_mnist_source, iter_split, load_split_tensor, write_shards  # noqa: E402
+from ul_pipeline.distributed import World  # noqa: E402
+from ul_pipeline.latents.dataset import BlockReader, read_rows, sample_arrays  # noqa: E402
+from ul_pipeline.data import ShardReader, fashion_mnist_source, iter_split, load_split_tensor, write_shards  # noqa: E402
+from ul_pipeline.train.batches import ShuffledBatches  # noqa: E402
+from ul_pipeline.train.streamed import StreamedBatches  # noqa: E402
 from ul_pipeline.latents.extract import extract_latents  # noqa: E402
 from ul_pipeline.latents.store import open_store  # noqa: E402
 from ul_pipeline.nets.presets import build_stage1_nets  # noqa: E402
@@ -83,9 +86,10 @@ def bench_shards(source, url, data: DataConfig, num_samples: int, batch_size: in
     n_train = manifest.num_samples("train")
     nbytes = int(manifest.table["bytes"].sum())
     _, t_pass = timed(lambda: sum(1 for _ in iter_split(url, "train", storage_options=storage_options)))
-    stream = ShardStream(url, "train", batch_size, shuffle_buffer=data.shuffle_buffer, storage_options=storage_options)
-    it = iter(stream)
-    take(it, max(1, data.shuffle_buffer // batch_size))  # fill the shuffle buffer first
+    stream = StreamedBatches(ShardReader(url, storage_options=storage_options), batch_size=batch_size, seed=0,
+                             shuffle_buffer=data.shuffle_buffer, world=World())
+    it = stream(0)
+    take(it, 1)  # the first window
     n_batches = max(1, 2 * n_train // batch_size)
     _, t_stream = timed(lambda: take(it, n_batches))
     return {"write": num_samples / t_write, "write_MB": nbytes / t_write / 1e6, "one_pass": n_train / t_pass,
@@ -132,7 +136,12 @@ def main() -> None:
         store = open_store(f"{tmp}/latents.zarr", "bench")
         rates = {}
         for in_memory in (False, True):
-            it = iter(LatentBatches(store, bs, in_memory=in_memory))
+            if in_memory:
+                fields = sample_arrays(store)
+                it = ShuffledBatches(*(torch.from_numpy(read_rows(store, f)) for f in fields), batch_size=bs)(0)
+            else:
+                it = StreamedBatches(BlockReader(store), batch_size=bs, seed=0, shuffle_buffer=data.shuffle_buffer,
+                                     world=World())(0)
             next(it)
             n_batches = max(50, 10 * n_train // bs)
             _, t = timed(lambda: take(it, n_batches))

@@ -2,8 +2,8 @@
 
 Every run is a real `torchrun` (torch.distributed.run) of the CLI; tiny nets, 4 steps of the
 smoke config, so each launch takes seconds. Stage 1 and extraction run in the default suite;
-Stage 2 and the SIGKILL tests (one machine; two torchrun agents as two nodes) are marked slow
-(`pytest -m slow tests/test_distributed.py`).
+Stage 2, streaming (data.in_memory=false) and the SIGKILL tests (one machine; two torchrun agents as
+two nodes) are marked slow (`pytest -m slow tests/test_distributed.py`).
 """
 
 from __future__ import annotations
@@ -215,3 +215,41 @@ def test_stage1_steps_on_cuda_with_tf32_and_compile(tmp_path, fmnist_400_source)
     result = train_stage1(cfg, images, tmp_path)
     assert torch.backends.cuda.matmul.allow_tf32 and result.state.samples_seen == 64
     assert all(torch.isfinite(p).all() for p in result.model.parameters())
+
+
+STREAMED = ["data.in_memory=false", "compute.workers=2"]
+
+
+@pytest.mark.slow  # ~20 s: one launch of 2 ranks x 2 DataLoader workers
+def test_two_ranks_with_two_streaming_workers_each_see_every_sample_of_an_epoch_once(tmp_path):
+    import json
+
+    from ul_pipeline.data.loader import load_split_tensor
+    from tests.synthetic import image_index, write_indexed_shards, write_indexed_store
+
+    write_indexed_shards(str(tmp_path / "shards"))
+    write_indexed_store(str(tmp_path / "latents.zarr"))
+    torchrun(2, str(REPO / "tests" / "helpers" / "stream_epoch.py"), str(tmp_path), str(tmp_path / "shards"),
+             str(tmp_path / "latents.zarr"), module=False)
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    train = {"stage1": sorted(image_index(load_split_tensor(str(tmp_path / "shards"), "train")[0])),
+             "stage2": list(range(320))}
+    for stage in ("stage1", "stage2"):
+        assert all(len(b) == 16 for r in ranks for b in r[stage])  # each rank: half of the global batch of 32
+        for epoch in (0, 1):
+            rows = [i for r in ranks for b in r[stage][10 * epoch:10 * (epoch + 1)] for i in b]
+            assert sorted(rows) == train[stage], (stage, epoch)  # every sample once, none twice
+
+
+@pytest.mark.slow  # ~40 s: an uninterrupted streaming run on 2 ranks, and one whose rank 1 dies and restarts
+def test_a_streaming_rank_killed_mid_run_restarts_and_ends_with_the_uninterrupted_weights(runs):
+    shards, marker = str(runs / "shards"), runs / "killed_streaming.txt"
+    torchrun(2, "stage1", "-e", "smoke", "--shards", shards, "--out", str(runs / "s1_stream"), *STAGE1, *STREAMED)
+    torchrun(2, str(REPO / "tests" / "helpers" / "kill_rank_once.py"), str(marker), "96",
+             "stage1", "-e", "smoke", "--shards", shards, "--out", str(runs / "s1_stream_killed"), *STAGE1, *STREAMED,
+             module=False, restarts=1)
+    assert marker.read_text().startswith("rank 1 killed at samples_seen=96")
+    loader = torch.load(runs / "s1_stream" / "last.pt", weights_only=True)["loader"]
+    assert (loader["source"], loader["ranks"], loader["workers"]) == ("stream", 2, 2)
+    diff = max_weight_difference(runs / "s1_stream", runs / "s1_stream_killed")
+    assert diff["model"] == 0 and diff["ema"] == 0, diff  # the same ranks, the same batches: bit for bit

@@ -47,6 +47,9 @@ def test_code_versions_cover_every_module_that_changes_the_math():
     assert {"ul_pipeline.stage2.frame_conditioned", "ul_pipeline.distributed", "ul_pipeline.data.augment",
             "ul_pipeline.latents.standardize"} <= stage2
     assert {"ul_pipeline.latents.encode", "ul_pipeline.latents.store", "ul_pipeline.stage1.model"} <= encode
+    streamed = {"ul_pipeline.train.streamed", "ul_pipeline.data.streaming", "ul_pipeline.data.stream_plan"}
+    assert streamed | {"ul_pipeline.data.loader"} <= stage1  # the order of streamed batches is part of a run
+    assert streamed | {"ul_pipeline.latents.dataset"} <= stage2
     assert not any(m.startswith("ul_pipeline.config") for m in stage1 | encode | stage2)  # compared as configs
     assert not any(m.startswith("ul_pipeline.evaluation.") and m != "ul_pipeline.evaluation.metrics"
                    for m in stage1 | stage2)  # evaluation code never retrains a stage

@@ -11,15 +11,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Iterable
 
-import numpy as np
-import torch
 from omegaconf import DictConfig
 
 from ul_pipeline import config as config_lib
 from ul_pipeline import distributed
 from ul_pipeline.latents.extract import extract_latents
 from ul_pipeline.data import load_split_tensor, read_manifest, write_shards
-from ul_pipeline.latents.store import LatentStoreError, open_store
+from ul_pipeline.latents.store import open_store
 from ul_pipeline.data.sources import build_source
 from ul_pipeline.data.storage import StorageOptions
 from ul_pipeline.latents.encode import encoder_fn
@@ -27,8 +25,10 @@ from ul_pipeline.train.checkpoint import unfinished_note
 from ul_pipeline.train.loop import Callback, TrainResult, resolve_device
 from ul_pipeline.train.tensorboard import TensorBoardLog
 from ul_pipeline.previews import reconstruction_picture, sample_picture
-from ul_pipeline.stage1.training import load_stage1, train_stage1
-from ul_pipeline.stage2.training import train_stage2
+from ul_pipeline.stage1.batches import stage1_batches
+from ul_pipeline.stage1.training import load_stage1, train_stage1_from
+from ul_pipeline.stage2.batches import stage2_batches
+from ul_pipeline.stage2.training import train_stage2_from
 from ul_pipeline.versioning import RunChoice, choose_run_dir, stage_code_version
 from ul_pipeline.config.sweeps import data_sha256
 
@@ -71,15 +71,17 @@ def stage1_run(cfg: DictConfig, shards_url: str, run_dir: str | Path, *,
 
 def run_stage1(cfg: DictConfig, shards_url: str, run_dir: str | Path, *, storage_options: StorageOptions = None,
                callbacks: Iterable[Callback] = ()) -> TrainResult:
-    """Stage 1 on the train split (loaded into RAM) in the folder `stage1_run` picks (resume, reuse or afresh)."""
+    """Stage 1 on the train split (in RAM, or streamed: data.in_memory) in the folder `stage1_run` picks
+    (resume, reuse or afresh)."""
     manifest = read_manifest(shards_url, storage_options)
     check_shards_match(cfg, manifest)
     run_dir = stage1_run(cfg, shards_url, run_dir, storage_options=storage_options).run_dir
-    images, _, _ = load_split_tensor(shards_url, "train", storage_options=storage_options)
-    if cfg.compute.tensorboard:
-        picture = reconstruction_picture(images, resolve_device(cfg.compute.device))
-        callbacks = [*callbacks, TensorBoardLog(run_dir, "stage1", picture)]
-    return train_stage1(cfg, images, run_dir, callbacks,
+    batches = stage1_batches(cfg, shards_url, storage_options=storage_options)
+    if cfg.compute.tensorboard:  # the picture: the first training images (read alone, also when streaming)
+        first = load_split_tensor(shards_url, "train", storage_options=storage_options, limit=8)[0]
+        callbacks = [*callbacks, TensorBoardLog(run_dir, "stage1", reconstruction_picture(
+            first, resolve_device(cfg.compute.device)))]
+    return train_stage1_from(cfg, batches, run_dir, callbacks,
                         extra={"dataset_manifest_sha256": manifest.sha256, "shards_url": shards_url,
                                "stage_code_version": stage_code_version("stage1")})
 
@@ -119,52 +121,24 @@ def encode_latents(stage1_checkpoint: str | Path, shards_url: str, store_url: st
 
 def run_stage2(cfg: DictConfig, store_url: str, run_dir: str | Path, *, expect_encoder_sha256: str | None = None,
                storage_options: StorageOptions = None, callbacks: Iterable[Callback] = ()) -> TrainResult:
-    """Stage 2 on a complete latent store (loaded into RAM; noise is drawn per step, never stored)."""
+    """Stage 2 on a complete latent store (in RAM, or streamed: data.in_memory; noise is drawn per step, never stored)."""
     store = open_store(store_url, expect_encoder_sha256, storage_options=storage_options)
     run_dir = stage2_run(cfg, store, run_dir).run_dir
     stored_logsnr_0 = float(store.meta["logsnr_0"])
     if stored_logsnr_0 != cfg.stage1.logsnr_0:
         raise ValueError(f"latent store {store_url} has logsnr_0={stored_logsnr_0}, config stage1.logsnr_0="
                          f"{cfg.stage1.logsnr_0}: the base model's most precise level must match the encoder's")
-    z_clean = torch.from_numpy(np.asarray(store.z_clean[:], dtype=np.float32))
-    labels = torch.from_numpy(np.asarray(store.labels[:], dtype=np.int64))
-    z_logvar = (None if store.z_logvar is None  # a learned encoder variance: Stage 2 draws from it
-                else torch.from_numpy(np.asarray(store.z_logvar[:], dtype=np.float32)))
-    z_clean_hflip = (None if store.z_clean_hflip is None  # data.hflip: each draw picks image or mirror
-                     else torch.from_numpy(np.asarray(store.z_clean_hflip[:], dtype=np.float32)))
-    z_clean_context = _context_latents(cfg, store)
-    bad = int((~torch.isfinite(z_clean)).flatten(1).any(1).sum()) + int(((labels < 0) | (labels >= cfg.data.num_classes)).sum())
-    if z_clean_context is not None:
-        bad += int((~torch.isfinite(z_clean_context)).flatten(1).any(1).sum())
-    if bad:
-        raise LatentStoreError(f"latent store {store_url} says complete but {bad} samples have non-finite latents or "
-                               "labels out of range (a missing or damaged chunk): re-encode it (delete the store)")
+    batches = stage2_batches(cfg, store)  # z_clean, labels, and z_logvar / z_clean_hflip when the store has them
     standardization = store.standardization() if cfg.stage2.standardize else None
     if cfg.compute.tensorboard:
         picture = sample_picture(store.meta.get("stage1_checkpoint") or "", cfg.data.num_classes,
-                                 resolve_device(cfg.compute.device), z_clean.ndim - 1)
+                                 resolve_device(cfg.compute.device), len(store.latent_shape))
         callbacks = [*callbacks, TensorBoardLog(run_dir, "stage2", picture)]
-    return train_stage2(cfg, z_clean, labels, run_dir, callbacks, z_logvar=z_logvar, z_clean_hflip=z_clean_hflip,
-                        z_clean_context=z_clean_context, standardization=standardization,
-                        extra={"latent_store_url": store_url, "encoder_sha256": store.meta["encoder_sha256"],
-                               "dataset_manifest_sha256": store.meta.get("dataset_manifest_sha256"),
-                               "encode_seconds": store.meta.get("encode_seconds"),
-                               "stage_code_version": stage_code_version("stage2")})
-
-
-def _context_latents(cfg: DictConfig, store) -> torch.Tensor | None:
-    """The store's z_clean_context when cfg.stage2.context_frames > 0 (None otherwise); a LatentStoreError naming
-    the store when it has none for that context (a store written before it, or for another context_frames)."""
-    context_frames = int(cfg.stage2.get("context_frames", 0))
-    if not context_frames:
-        return None
-    if store.z_clean_context is None or store.meta.get("context_frames") != context_frames:
-        have = "no z_clean_context" if store.z_clean_context is None else \
-            f"z_clean_context for context_frames={store.meta.get('context_frames')}"
-        raise LatentStoreError(f"latent store {store.url} has {have}, and stage2.context_frames={context_frames} "
-                               "trains on the context as sampling encodes it (the clip padded after its context "
-                               "frames), not on the whole clip's latents: delete the store and encode again")
-    return torch.from_numpy(np.asarray(store.z_clean_context[:], dtype=np.float32))
+    return train_stage2_from(cfg, batches, store.latent_shape, run_dir, callbacks, standardization=standardization,
+                             extra={"latent_store_url": store_url, "encoder_sha256": store.meta["encoder_sha256"],
+                                    "dataset_manifest_sha256": store.meta.get("dataset_manifest_sha256"),
+                                    "encode_seconds": store.meta.get("encode_seconds"),
+                                    "stage_code_version": stage_code_version("stage2")})
 
 
 def stage2_run(cfg: DictConfig, store, run_dir: str | Path) -> RunChoice:

@@ -39,9 +39,9 @@ from ul_pipeline.train.checkpoint import (RESUMABLE_KEYS, config_differences, in
 # the entry modules of each stage; its code version hashes their import closure inside ul_pipeline
 STAGE_ROOTS: dict[str, tuple[str, ...]] = {
     "shards": ("ul_pipeline.data.shards", "ul_pipeline.data.sources"),
-    "stage1": ("ul_pipeline.stage1.training",),
+    "stage1": ("ul_pipeline.stage1.training", "ul_pipeline.stage1.batches"),
     "encode": ("ul_pipeline.latents.extract", "ul_pipeline.latents.encode", "ul_pipeline.stage1.training"),
-    "stage2": ("ul_pipeline.stage2.training",),
+    "stage2": ("ul_pipeline.stage2.training", "ul_pipeline.stage2.batches"),  # batches: in memory or streamed
 }
 OUTSIDE_CODE_VERSIONS = ("ul_pipeline.config",)  # compared as resolved configs instead
 SHORT = 12  # hex digits of a short hash (store paths, run folder suffixes)

@@ -15,11 +15,15 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from ul_pipeline.data.loader import ShardStream, iter_split, load_split_tensor, train_loader
+from ul_pipeline.data.loader import ShardReader, iter_split, load_split_tensor
 from ul_pipeline.data.manifest import MANIFEST_NAME, read_manifest, ShardError
 from ul_pipeline.data.shards import iter_tar_samples, split_indices, write_shards
 from ul_pipeline.data.storage import url_to_fs
 from ul_pipeline.data.sources import ArraySource, ShardSource, build_source
+from ul_pipeline.data.stream_plan import StreamPlan
+from ul_pipeline.data.streaming import ReaderStream
+from ul_pipeline.distributed import World
+from ul_pipeline.train.streamed import StreamedBatches
 
 SHARDING = dict(shard_size=150, val_size=50, seed=0, resolution=32, channels=1, num_classes=10)
 
@@ -82,8 +86,9 @@ def test_round_trip_s3(s3_server, fmnist_400_source, fmnist_400):
     manifest = write_shards(fmnist_400_source, url, storage_options=s3_server.storage_options, **SHARDING)
     _check_round_trip(url, s3_server.storage_options, *fmnist_400)
     assert read_manifest(url, s3_server.storage_options).sha256 == manifest.sha256
-    stream = ShardStream(url, "train", 16, shuffle_buffer=20, storage_options=s3_server.storage_options)
-    x, y = next(iter(stream))
+    stream = StreamedBatches(ShardReader(url, storage_options=s3_server.storage_options), batch_size=16, seed=0,
+                             shuffle_buffer=20, world=World())
+    x, = next(stream(0))
     assert x.shape == (16, 1, 32, 32)
 
 
@@ -105,9 +110,10 @@ def test_forked_s3_workers_leave_the_parent_client_working(s3_server, fmnist_400
     so = s3_server.storage_options
     url = s3_server.url("fmnist")
     write_shards(fmnist_400_source, url, storage_options=so, **SHARDING)
-    loader = train_loader(url, "train", 16, num_workers=2, shuffle_buffer=0, storage_options=so,
-                          worker_init_fn=_collect_garbage_in_io_thread)
-    assert all(x.shape == (16, 1, 32, 32) for x, _ in (b for _, b in zip(range(3), loader)))
+    reader = ShardReader(url, storage_options=so)
+    stream = ReaderStream(reader, StreamPlan(reader.unit_sizes(), 2, 0, 1), rank=0, readers_per_rank=2, count=16)
+    loader = DataLoader(stream, batch_size=None, num_workers=2, worker_init_fn=_collect_garbage_in_io_thread)
+    assert all(x.shape == (16, 1, 32, 32) for x, in (b for _, b in zip(range(3), loader)))
     t0 = time.perf_counter()
     write_shards(fmnist_400_source, s3_server.url("again"), storage_options=so, **SHARDING)
     elapsed = time.perf_counter() - t0
@@ -276,8 +282,8 @@ def test_bad_shards_raise_errors_naming_shard_and_key(tmp_path, local_shards):
     with pytest.raises(ShardError, match=rf"val-000000.tar, sample '{key}': image is 1x32x32 .* says 1x28x28"):
         load_split_tensor(url, "val")
     _patch_manifest(url, resolution=32, channels=3)
-    with pytest.raises(ShardError, match=rf"val-000000.tar, sample '{key}': image is 1x32x32 .* says 3x32x32"):
-        next(iter(ShardStream(url, "val", 4, shuffle_buffer=0)))
+    with pytest.raises(ShardError, match=r"val-000000.tar, sample '[^']+': image is 1x32x32 .* says 3x32x32"):
+        next(StreamedBatches(ShardReader(url, "val"), batch_size=4, seed=0, shuffle_buffer=1, world=World())(0))
     _patch_manifest(url, channels=1)
 
     _rewrite_member(url, "val-000000.tar", f"{key}.cls", b"12")
@@ -301,34 +307,28 @@ def test_rgb_shards_round_trip(tmp_path):
     assert x.shape == (16, 3, 16, 16) and np.array_equal(x.numpy(), images[idx]) and np.array_equal(y.numpy(), idx % 3)
 
 
-def test_train_stream_batches_ranks_and_workers(local_shards):
+def test_the_stage1_stream_holds_train_images_only_and_follows_the_seed(local_shards):
     url, manifest = local_shards
-    train_keys = {s.key for s in iter_split(url, "train")}
     pixels = {s.image.tobytes(): s.key for s in iter_split(url, "train")}
 
-    def batches(n, **kw):
-        it = iter(ShardStream(url, "train", 32, shuffle_buffer=64, seed=1, **kw))
-        return [next(it) for _ in range(n)]
+    def batches(n, workers=0, **kw):
+        source = StreamedBatches(ShardReader(url), batch_size=32, shuffle_buffer=64, workers=workers,
+                                 **{"seed": 1, "world": World(), **kw})
+        it = source(0)
+        out = [next(it)[0] for _ in range(n)]
+        del it
+        gc.collect()  # stop any DataLoader workers here
+        return out
 
-    first = batches(15)  # 480 samples > 350: the stream is infinite (resampled shards)
-    for x, y in first:
-        assert x.shape == (32, 1, 32, 32) and x.dtype == torch.uint8 and y.shape == (32,) and y.dtype == torch.int64
-        assert all(img.numpy().tobytes() in pixels for img in x)  # only train images
-    seen = Counter(pixels[img.numpy().tobytes()] for x, _ in first for img in x)
-    assert len(seen) > 200 and set(seen) <= train_keys
-    assert all(torch.equal(a[0], b[0]) for a, b in zip(first, batches(15)))  # reproducible from the seed
-    rank0, rank1 = batches(3, rank=0, world_size=2), batches(3, rank=1, world_size=2)
-    assert not torch.equal(rank0[0][0], rank1[0][0])
-    assert not torch.equal(first[0][0], batches(1, samples_seen=1000)[0][0])  # resumed stream is a new stream
-    with pytest.raises(ValueError, match="rank 2 outside"):
-        batches(1, rank=2, world_size=2)
-
-    loader = train_loader(url, "train", 16, num_workers=2, shuffle_buffer=32, world_size=2, rank=1)
-    got = [b for _, b in zip(range(6), loader)]
-    assert all(x.shape == (16, 1, 32, 32) for x, _ in got)
-    assert isinstance(loader, DataLoader)
-    del loader
-    gc.collect()
+    first = batches(15)  # 480 samples > 350: the stream goes on into the next epoch
+    assert all(x.shape == (32, 1, 32, 32) and x.dtype == torch.uint8 for x in first)
+    seen = Counter(pixels[img.numpy().tobytes()] for x in first for img in x)  # only train images
+    assert len(seen) == 350 and max(seen.values()) == 2
+    assert all(torch.equal(a, b) for a, b in zip(first, batches(15)))  # reproducible from the seed
+    assert not torch.equal(first[0], batches(1, seed=2)[0])
+    rank0, rank1 = batches(3, world=World(0, 2)), batches(3, world=World(1, 2))
+    assert {img.tobytes() for x in rank0 for img in x.numpy()}.isdisjoint(img.tobytes() for x in rank1 for img in x.numpy())
+    assert all(x.shape == (16, 1, 32, 32) for x in batches(4, workers=2, world=World(1, 2)))
 
 
 def test_resharding_existing_shards(tmp_path, local_shards, fmnist_400):

@@ -16,10 +16,12 @@ import torch
 import torch.nn.functional as F
 
 from ul_pipeline.latents.extract import extract_latents
-from ul_pipeline.latents.dataset import LatentBatches, latent_loader
+from ul_pipeline.distributed import World
+from ul_pipeline.latents.dataset import BlockReader
 from ul_pipeline.latents.store import LatentStoreError, create_store, open_store
 from ul_pipeline.data.loader import load_split_tensor
 from ul_pipeline.data.shards import write_shards
+from ul_pipeline.train.streamed import StreamedBatches
 
 REPO = Path(__file__).resolve().parents[2]
 SHARDING = dict(shard_size=150, val_size=50, seed=0, resolution=32, channels=1, num_classes=10)
@@ -126,9 +128,9 @@ def test_store_round_trip_s3_read_by_plain_zarr(tmp_path, s3_server, fmnist_400_
     check_plain_read(store, read_with_plain_zarr(store_url, so, tmp_path), images, labels, keys)
 
     opened = open_store(store_url, META["encoder_sha256"], storage_options=so)
-    z, y = next(iter(LatentBatches(opened, 50, in_memory=True)))
+    z, y = next(block_stream(opened, 50)(0))
     assert z.shape == (50, 4, 8, 8) and z.dtype == torch.float32 and y.dtype == torch.int64
-    forked = latent_loader(opened, 16, num_workers=2)  # workers must not reuse the parent's S3 client
+    forked = block_stream(opened, 16, workers=2)(0)  # workers must not reuse the parent's S3 client
     assert all(z.shape == (16, 4, 8, 8) for z, _ in (b for _, b in zip(range(4), forked)))
     del forked
     gc.collect()  # stop the workers here (torch stops them slowly if collected later in another thread)
@@ -235,28 +237,32 @@ def test_create_store_checks_meta_and_refuses_to_clobber(tmp_path):
         open_store(str(tmp_path / "missing.zarr"))
 
 
-def test_latent_batches_cover_each_sample_once_per_epoch(tmp_path, shards, reference_store):
+def block_stream(store, batch_size, workers=0, world=None, seed=0, shuffle_buffer=128):
+    return StreamedBatches(BlockReader(store, 10), batch_size=batch_size, seed=seed, shuffle_buffer=shuffle_buffer,
+                           workers=workers, world=world or World())
+
+
+def test_streamed_blocks_cover_each_sample_once_per_epoch(tmp_path, shards, reference_store):
     z_all, y_all = reference_store.z_clean[:], reference_store.labels[:]
     row_of = {z_all[i].tobytes(): i for i in range(len(z_all))}
-    for in_memory in (True, False):
-        it = iter(LatentBatches(reference_store, 25, in_memory=in_memory, blocks_per_pool=2, seed=3))
-        rows = []
-        for _ in range(14):  # 350 / 25: exactly one epoch
-            z, y = next(it)
-            assert z.shape == (25, 4, 8, 8) and z.dtype == torch.float32 and y.dtype == torch.int64
-            idx = [row_of[r.numpy().tobytes()] for r in z]
-            assert np.array_equal(y.numpy(), y_all[idx])  # labels travel with their latents
-            rows += idx
-        assert sorted(rows) == list(range(350)), in_memory
-        next(it)  # and it goes on
+    it = block_stream(reference_store, 25, seed=3)(0)  # windows of two blocks of 64
+    rows = []
+    for _ in range(14):  # 350 / 25: exactly one epoch
+        z, y = next(it)
+        assert z.shape == (25, 4, 8, 8) and z.dtype == torch.float32 and y.dtype == torch.int64
+        idx = [row_of[r.numpy().tobytes()] for r in z]
+        assert np.array_equal(y.numpy(), y_all[idx])  # labels travel with their latents
+        rows += idx
+    assert sorted(rows) == list(range(350))
+    next(it)  # and it goes on
 
     rank_rows = []
     for rank in (0, 1):  # 6 blocks over 2 ranks: disjoint shares
-        z, _ = next(iter(LatentBatches(reference_store, 90, rank=rank, world_size=2, in_memory=True)))
+        z, _ = next(block_stream(reference_store, 90, world=World(rank, 2))(0))
         rank_rows.append({row_of[r.numpy().tobytes()] // 64 for r in z})
     assert rank_rows[0].isdisjoint(rank_rows[1])
 
-    loader = latent_loader(reference_store.url, 32, num_workers=2, expect_encoder_sha256=META["encoder_sha256"])
+    loader = block_stream(reference_store, 32, workers=2)(0)
     assert all(z.shape == (32, 4, 8, 8) for z, _ in (b for _, b in zip(range(4), loader)))
     del loader
     gc.collect()

@@ -55,6 +55,10 @@ def test_a_complete_store_with_a_missing_chunk_is_refused_by_stage2_naming_it(tm
     while chunk.is_dir():
         chunk = next(chunk.iterdir())
     chunk.unlink()  # the store still says complete
+    block = int(chunk.relative_to(Path(url) / "z_clean" / "c").parts[0])  # chunk key c/<block>/0/0/0
     cfg = load_config("smoke", ["stage2.train.total_samples=32", "compute.precision=fp32"])
     with pytest.raises(LatentStoreError, match=r"latents\.zarr says complete but 64 samples have non-finite"):
         run_stage2(cfg, url, tmp_path / "stage2")
+    streamed = load_config("smoke", ["stage2.train.total_samples=448", "compute.precision=fp32", "data.in_memory=false"])
+    with pytest.raises(LatentStoreError, match=rf"latents\.zarr says complete but 64 samples in block {block} have non-finite"):
+        run_stage2(streamed, url, tmp_path / "stage2_streamed")  # streamed: found when its block is read

@@ -14,6 +14,7 @@ from ul_pipeline.evaluation.video import context_z0
 from ul_pipeline.latents.encode import context_clip
 from ul_pipeline.latents.store import LatentStoreError, open_store
 from ul_pipeline.stage1.training import load_stage1
+from ul_pipeline.stage2.batches import stage2_batches
 from tests.conftest import VIDEO_FAST
 from tests.stage2.test_frame_conditioned import LATENT, RecordingNet
 from ul_pipeline.stage2.frame_conditioned import FrameConditionedBaseModel
@@ -23,10 +24,13 @@ def test_training_context_equals_the_context_sampling_encodes(video_encoded, mon
     store = open_store(store_url)
     assert store.meta["context_frames"] == 4 and store.z_clean_context.shape == store.z_clean.shape
     seen = {}
-    monkeypatch.setattr(lifecycle, "train_stage2", lambda *a, **kw: seen.update(kw))  # what Stage 2 is handed
-    lifecycle.run_stage2(cfg, store_url, "unused-run-dir")
+    monkeypatch.setattr(lifecycle, "train_stage2_from", lambda cfg, batches, *a, **kw: seen.update(batches=batches))
+    lifecycle.run_stage2(cfg, store_url, "unused-run-dir")  # what Stage 2 is handed: its in-memory batches
     k = 1  # 4 context frames of 8 -> latent frame 0 of 2
-    trained_on = seen["z_clean_context"][:, :, :k]  # (N, C, 1, h, w), store order = the train split's
+    handed = dict(zip(seen["batches"].fields, seen["batches"].tensors))
+    trained_on = handed["z_clean_context"][:, :, :k]  # (N, C, 1, h, w), store order = the train split's
+    streamed = stage2_batches(load_config("smoke_video", [*VIDEO_FAST, "data.in_memory=false"]), store)
+    assert streamed.fields == seen["batches"].fields  # streaming carries the context too
 
     ul, _, _ = load_stage1(s1)
     clips, _, _ = load_split_tensor(shards, "train")

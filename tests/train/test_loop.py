@@ -1,8 +1,10 @@
-"""The training loop's bookkeeping: precision, bf16 autocast, train_seconds across resumes, GFLOP/s, the run lock."""
+"""The training loop's bookkeeping: precision, bf16 autocast, train_seconds across resumes, GFLOP/s, time
+waiting for data, the run lock."""
 
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +14,7 @@ from torch import nn
 
 from ul_pipeline.train import loop
 from tests.stage1.test_model import StopAt
-from ul_pipeline.train.loop import train
+from ul_pipeline.train.loop import data_wait_text, train
 from ul_pipeline.train.run_lock import RunFolderBusy, run_folder_lock
 
 
@@ -78,6 +80,22 @@ def test_train_seconds_add_up_across_resumes_and_gflops_are_logged(tmp_path):
     assert result.train_seconds >= final["train_seconds"]
     for logged in result.history:
         assert logged["gflops_per_s"] == pytest.approx(logged["samples_per_s"] * 1e6 / 1e9)
+
+
+def test_time_waiting_for_data_is_logged_apart_from_computing(tmp_path):
+    def slow_batches(samples_seen):  # a loader that cannot keep up
+        for batch in batches(samples_seen):
+            time.sleep(0.2)
+            yield batch
+
+    torch.manual_seed(0)
+    result = train(nn.Linear(4, 4), Recorder(), slow_batches, train_cfg(total_samples=32), tmp_path, kind="test",
+                   config={})
+    assert len(result.history) == 2
+    for logged in result.history:  # per-step means of the window
+        assert logged["data_wait_s"] >= 0.19 and 0 < logged["compute_s"] < logged["data_wait_s"]
+    text = data_wait_text({"data_wait_s": 0.03, "compute_s": 0.09})
+    assert text == "data wait 30.0 ms/step (25% of 120 ms)"
 
 
 def test_learning_rate_warms_up_holds_and_cools_down_to_zero():

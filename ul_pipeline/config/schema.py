@@ -48,8 +48,10 @@ class DataConfig:
     limit: Optional[int] = None  # use at most this many source samples (None = all)
     shard_size: int = 2000  # samples per WebDataset tar shard
     seed: int = 0  # seed of the train/validation split
-    in_memory: bool = True  # Stage-1 training loads the train shards into RAM (else streams)
-    shuffle_buffer: int = 2000  # streaming shuffle buffer, in samples
+    in_memory: bool = True  # both stages load their train data into RAM (shards' train split, the latent store);
+    # false streams it from local or S3 storage (shards / store blocks shuffled per epoch, split over ranks and
+    # workers). Explicit, not by size: streaming sees other batches, so it is another run (README)
+    shuffle_buffer: int = 2000  # streaming shuffle window, in samples (whole shards or store blocks, at least one)
     frames: int = 0  # clip length in frames; 0 = still images, > 0 = video samples (C, T, H, W)
     fps: float = 8.0  # video_folder: clips are resampled to this frame rate (frames per second)
     hflip: bool = False  # random left-right flips: Stage 1 mirrors each image w.p. 1/2; the latent store
@@ -146,7 +148,8 @@ class EvalConfig:
 class ComputeConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     precision: str = "auto"  # auto (bf16 autocast on CUDA and on CPUs with native bf16, else fp32) | fp32 | bf16
-    workers: int = 0  # DataLoader workers
+    workers: int = 0  # streaming DataLoader workers per rank (0 = read in the training process); a streamed
+    # run resumes only with the same workers and world size
     deterministic: bool = False  # torch deterministic algorithms (for exact resume checks)
     # data parallelism (torchrun; ul_pipeline.distributed). train.batch_size stays the global batch.
     nproc_per_node: int = 1  # processes per machine (GPUs per node); >1 launches torchrun from Dagster
@@ -199,6 +202,8 @@ def validate(cfg: DictConfig) -> None:
     _check(cfg.data.channels in (1, 3), "data.channels", f"must be 1 or 3, got {cfg.data.channels}")
     _check(cfg.data.resolution >= 8, "data.resolution", "must be >= 8")
     _check(cfg.data.shard_size > 0, "data.shard_size", "must be > 0")
+    _check(cfg.data.shuffle_buffer >= 1, "data.shuffle_buffer", "must be >= 1 (samples per streaming window)")
+    _check(cfg.compute.workers >= 0, "compute.workers", "must be >= 0 (0 = read in the training process)")
     _check(cfg.stage1.c_lf > 0, "stage1.c_lf", "must be > 0")
     _check(cfg.stage1.prior in ("diffusion", "normal"), "stage1.prior",
            f"must be diffusion or normal, got '{cfg.stage1.prior}'")

@@ -1,4 +1,4 @@
-"""Reading shards through fsspec (local or S3): an infinite training stream and exact one-pass reads.
+"""Reading shards through fsspec (local or S3): exact one-pass reads and the units of the Stage-1 stream.
 
 Shards are read whole (one GET per shard), checked against the manifest's sha256 before any sample
 is decoded, then parsed with `tarfile`; every image is validated against the manifest's
@@ -8,16 +8,16 @@ The tars are ordinary WebDataset shards, so `webdataset.WebDataset` reads them t
 
 from __future__ import annotations
 
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from ul_pipeline.data.manifest import read_manifest, ShardError, ShardManifest
 from ul_pipeline.data.sample import expected_shape
-from ul_pipeline.data.shards import iter_tar_samples, read_shard_bytes
+from ul_pipeline.data.shards import decode_sample, iter_tar_groups, iter_tar_samples, read_shard_bytes
 from ul_pipeline.data.sources import Sample
+from ul_pipeline.data.stream_plan import Piece
 from ul_pipeline.data.storage import StorageOptions
 
 
@@ -65,76 +65,42 @@ def load_split_tensor(url: str, split: str, *, storage_options: StorageOptions =
     return torch.from_numpy(images), torch.from_numpy(labels), keys
 
 
-def worker_slot(rank: int, world_size: int) -> tuple[int, int, int]:
-    """(slot, slots, worker id): this (DDP rank, DataLoader worker)'s place among all readers."""
-    if not 0 <= rank < world_size:
-        raise ValueError(f"rank {rank} outside [0, world_size={world_size})")
-    info = get_worker_info()
-    worker, num_workers = (info.id, info.num_workers) if info is not None else (0, 1)
-    return rank * num_workers + worker, world_size * num_workers, worker
+IMAGE_FIELDS = ("image",)  # what a Stage-1 batch is: uint8 images (B, C, H, W) or clips (B, C, T, H, W)
 
 
-class ShardStream(IterableDataset):
-    """Infinite training batches `(images uint8 (B, C, H, W), labels int64 (B,))` from resampled shards.
+class ShardReader:
+    """Stage-1 streaming units: the shards of a split, each read whole (one GET, sha256 checked against
+    the manifest) and kept undecoded; a sample is decoded and validated when a batch takes it
+    (ul_pipeline.data.streaming). Errors name the shard URL and the sample key."""
 
-    Each (rank, worker) reader draws shards with replacement from its own share of the shards
-    (all shards when there are fewer shards than readers) and mixes samples through a shuffle
-    buffer of `shuffle_buffer` samples. Every reader emits only full batches and never ends, so
-    all ranks get the same number of batches. The RNG derives from (seed, rank, worker,
-    samples_seen): a resumed run passes its samples_seen and gets a fresh, reproducible stream.
-    """
+    fields = IMAGE_FIELDS
 
-    def __init__(self, url: str, split: str = "train", batch_size: int = 64, *, rank: int = 0,
-                 world_size: int = 1, shuffle_buffer: int = 2000, seed: int = 0, samples_seen: int = 0,
-                 storage_options: StorageOptions = None):
-        super().__init__()
-        if batch_size <= 0:
-            raise ValueError(f"batch_size must be > 0, got {batch_size}")
-        manifest = read_manifest(url, storage_options)
-        self.shards = [(manifest.shard_url(r["shard"]), r["sha256"]) for r in manifest.shards(split).iter_rows(named=True)]
-        if not self.shards:
+    def __init__(self, url: str, split: str = "train", *, storage_options: StorageOptions = None,
+                 manifest: Optional[ShardManifest] = None):
+        manifest = manifest or read_manifest(url, storage_options)
+        rows = list(manifest.shards(split).iter_rows(named=True))
+        if not rows:
             raise ShardError(f"{url}: split '{split}' has no shards")
-        self.expect = _expect(manifest)
-        self.batch_size, self.rank, self.world_size = batch_size, rank, world_size
-        self.shuffle_buffer, self.seed, self.samples_seen = shuffle_buffer, seed, samples_seen
-        self.storage_options = storage_options
+        self.shards = [(manifest.shard_url(r["shard"]), r["sha256"], int(r["samples"])) for r in rows]
+        self.expect, self.storage_options = _expect(manifest), storage_options
+        self.where = f"split '{split}' of the shards at {url}"
 
-    def _samples(self, rng: np.random.Generator, shards: list[tuple[str, str]]) -> Iterator[Sample]:
-        while True:
-            shard_url, sha = shards[int(rng.integers(len(shards)))]
-            data = read_shard_bytes(shard_url, self.storage_options, expect_sha256=sha)
-            yield from iter_tar_samples(data, shard_url, expect=self.expect)
+    def unit_sizes(self) -> list[int]:
+        return [n for _, _, n in self.shards]
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        slot, slots, worker = worker_slot(self.rank, self.world_size)
-        shards = self.shards[slot::slots] if len(self.shards) >= slots else self.shards
-        rng = np.random.default_rng([self.seed, self.rank, worker, self.samples_seen])
-        buffer: list[tuple[np.ndarray, int]] = []
-        images, labels = [], []
-        for s in self._samples(rng, shards):
-            item = (s.image, s.label)
-            if len(buffer) < self.shuffle_buffer:
-                buffer.append(item)
-                continue
-            if buffer:
-                j = int(rng.integers(len(buffer)))
-                item, buffer[j] = buffer[j], item
-            images.append(item[0])
-            labels.append(item[1])
-            if len(images) == self.batch_size:
-                yield torch.from_numpy(np.stack(images)), torch.tensor(labels, dtype=torch.int64)
-                images, labels = [], []
+    def load(self, pieces: Sequence[Piece]) -> list[tuple[str, str, dict[str, bytes]]]:
+        """(shard URL, key, undecoded members) of every row of `pieces`, in order."""
+        out = []
+        for piece in pieces:
+            shard_url, sha256, count = self.shards[piece.unit]
+            groups = list(iter_tar_groups(read_shard_bytes(shard_url, self.storage_options, expect_sha256=sha256),
+                                          shard_url))
+            if len(groups) != count:
+                raise ShardError(f"shard {shard_url}: {len(groups)} samples, manifest says {count}")
+            out += [(shard_url, key, group) for key, group in groups[piece.lo:piece.hi]]
+        return out
 
-
-def train_loader(url: str, split: str = "train", batch_size: int = 64, *, rank: int = 0, world_size: int = 1,
-                 num_workers: int = 0, shuffle_buffer: int = 2000, seed: int = 0, samples_seen: int = 0,
-                 storage_options: StorageOptions = None, **loader_kwargs) -> DataLoader:
-    """A DataLoader over a ShardStream (batches are formed in the workers; batch_size=None here).
-
-    `loader_kwargs` go to DataLoader (pin_memory, multiprocessing_context, ...). Forked workers
-    are safe with S3: see the fork note in `ul_pipeline.data.storage`.
-    """
-    stream = ShardStream(url, split, batch_size, rank=rank, world_size=world_size, shuffle_buffer=shuffle_buffer,
-                         seed=seed, samples_seen=samples_seen, storage_options=storage_options)
-    return DataLoader(stream, batch_size=None, num_workers=num_workers, persistent_workers=num_workers > 0,
-                      **loader_kwargs)
+    def take(self, loaded: list[tuple[str, str, dict[str, bytes]]], rows: np.ndarray) -> tuple[np.ndarray]:
+        """(images uint8 (len(rows), C, [T,] H, W),) of these rows, decoded and validated."""
+        return (np.stack([decode_sample(key, group, url, self.expect).image for url, key, group in
+                          (loaded[int(i)] for i in rows)]),)

@@ -71,8 +71,8 @@ def _split_name(name: str) -> tuple[str, str]:
     return (f"{folder}/{stem}" if folder else stem), ext.lower()
 
 
-def _iter_groups(data: bytes, shard_url: str) -> Iterator[tuple[str, dict[str, bytes]]]:
-    """(key, {ext: payload}) for consecutive tar members sharing a key."""
+def iter_tar_groups(data: bytes, shard_url: str) -> Iterator[tuple[str, dict[str, bytes]]]:
+    """(key, {ext: payload}) for consecutive tar members sharing a key (payloads undecoded)."""
     if len(data) % 512 or data[-512:] != bytes(512):  # tarfile stops silently at a cut between members
         raise ShardError(f"shard {shard_url}: truncated tar ({len(data)} bytes, no end-of-archive marker)")
     key, group = None, {}
@@ -107,35 +107,40 @@ def iter_tar_samples(data: bytes, shard_url: str, *, start: int = 0,
     `expect = (resolution, channels, num_classes[, frames])` validates every image and label; any problem
     raises ShardError naming the shard URL and the sample key.
     """
-    for i, (key, group) in enumerate(_iter_groups(data, shard_url)):
-        if i < start:
-            continue
-        where = f"shard {shard_url}, sample '{key}'"
-        ext = next((e for e in (*IMAGE_EXTS, "npy") if e in group), None)
-        if ext is None:
-            raise ShardError(f"{where}: no image or clip member (have {sorted(group)})")
-        try:
-            image = decode_clip(group[ext]) if ext == "npy" else decode_image(group[ext])
-        except (OSError, ValueError, Image.DecompressionBombError) as e:
-            raise ShardError(f"{where}: cannot decode {key}.{ext} ({e})") from None
-        info: dict[str, Any] = {}
-        try:
-            if "json" in group:
-                info = json.loads(group["json"])
-            label = int(group["cls"]) if "cls" in group else int(info["label"])
-        except (ValueError, KeyError, TypeError) as e:
-            raise ShardError(f"{where}: bad or missing label ({e!r})") from None
-        if expect is not None:
-            resolution, channels, num_classes, *frames = expect
-            want = expected_shape(resolution, channels, *frames)
-            if image.shape != want:
-                axes = "CxTxHxW" if image.ndim == 4 else "CxHxW"
-                raise ShardError(f"{where}: {'clip' if image.ndim == 4 else 'image'} is "
-                                 f"{'x'.join(map(str, image.shape))} ({axes}), manifest says "
-                                 f"{'x'.join(map(str, want))}")
-            if not 0 <= label < num_classes:
-                raise ShardError(f"{where}: label {label} outside [0, {num_classes})")
-        yield Sample(key, image, label, info)
+    for i, (key, group) in enumerate(iter_tar_groups(data, shard_url)):
+        if i >= start:
+            yield decode_sample(key, group, shard_url, expect)
+
+
+def decode_sample(key: str, group: dict[str, bytes], shard_url: str,
+                  expect: Optional[tuple[int, ...]] = None) -> Sample:
+    """One sample from its tar members `{ext: payload}` (see `iter_tar_samples` for `expect`)."""
+    where = f"shard {shard_url}, sample '{key}'"
+    ext = next((e for e in (*IMAGE_EXTS, "npy") if e in group), None)
+    if ext is None:
+        raise ShardError(f"{where}: no image or clip member (have {sorted(group)})")
+    try:
+        image = decode_clip(group[ext]) if ext == "npy" else decode_image(group[ext])
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
+        raise ShardError(f"{where}: cannot decode {key}.{ext} ({e})") from None
+    info: dict[str, Any] = {}
+    try:
+        if "json" in group:
+            info = json.loads(group["json"])
+        label = int(group["cls"]) if "cls" in group else int(info["label"])
+    except (ValueError, KeyError, TypeError) as e:
+        raise ShardError(f"{where}: bad or missing label ({e!r})") from None
+    if expect is not None:
+        resolution, channels, num_classes, *frames = expect
+        want = expected_shape(resolution, channels, *frames)
+        if image.shape != want:
+            axes = "CxTxHxW" if image.ndim == 4 else "CxHxW"
+            raise ShardError(f"{where}: {'clip' if image.ndim == 4 else 'image'} is "
+                             f"{'x'.join(map(str, image.shape))} ({axes}), manifest says "
+                             f"{'x'.join(map(str, want))}")
+        if not 0 <= label < num_classes:
+            raise ShardError(f"{where}: label {label} outside [0, {num_classes})")
+    return Sample(key, image, label, info)
 
 
 def read_shard_bytes(shard_url: str, storage_options: StorageOptions = None, *,

@@ -13,11 +13,13 @@ from torch import Tensor
 from ul_pipeline import config as config_lib
 from ul_pipeline.data.augment import random_hflip
 from ul_pipeline.evaluation.metrics import to_float
+from ul_pipeline.stage1.batches import in_memory_batches
 from ul_pipeline.stage1.model import UnifiedLatents
+from ul_pipeline.train.batch_source import BatchSource
 from ul_pipeline.train.checkpoint import read_checkpoint
 from ul_pipeline.train.flops import stage1_train_flops
 from ul_pipeline.train.loop import Callback, TrainResult, train
-from ul_pipeline.train.runtime import load_weights, setup_compute, share_of
+from ul_pipeline.train.runtime import load_weights, setup_compute
 
 
 def encoder_hold(hold_samples: int, warmup_samples: int) -> Callable[[int], float]:
@@ -34,11 +36,13 @@ def encoder_hold(hold_samples: int, warmup_samples: int) -> Callable[[int], floa
 
 def train_stage1(cfg: DictConfig, images: Tensor, run_dir: str | Path,
                  callbacks: Iterable[Callback] = (), extra: dict | None = None) -> TrainResult:
-    """Train encoder, prior and decoder jointly on uint8 images (N, C, H, W); resumes from run_dir."""
-    expected = config_lib.sample_shape(cfg.data)
-    if tuple(images.shape[1:]) != expected:
-        raise ValueError(f"stage 1 images have shape {tuple(images.shape[1:])}, config data.channels/"
-                         f"data.frames/data.resolution expect {expected}")
+    """Train encoder, prior and decoder jointly on uint8 images (N, C, H, W) held in RAM; resumes from run_dir."""
+    return train_stage1_from(cfg, in_memory_batches(cfg, images), run_dir, callbacks, extra)
+
+
+def train_stage1_from(cfg: DictConfig, batches: BatchSource, run_dir: str | Path,
+                      callbacks: Iterable[Callback] = (), extra: dict | None = None) -> TrainResult:
+    """Train encoder, prior and decoder jointly on a batch source of images (stage1.batches); resumes from run_dir."""
     device, precision = setup_compute(cfg)
     torch.manual_seed(cfg.stage1.train.seed)  # initial weights
     model = UnifiedLatents.from_config(cfg)
@@ -48,7 +52,8 @@ def train_stage1(cfg: DictConfig, images: Tensor, run_dir: str | Path,
     flip = cfg.data.hflip
 
     def loss_fn(m: UnifiedLatents, batch):
-        x = random_hflip(batch[0]) if flip else batch[0]  # the loop seeds each step: a resumed run flips alike
+        x = batches.named(batch)["image"]
+        x = random_hflip(x) if flip else x  # the loop seeds each step: a resumed run flips alike
         terms = m.loss_terms(to_float(x))
         summary = terms.summary(m.image_shape, m.latent_shape)
         if m.rate is not None:  # this step used the current beta; the next one follows the rate error
@@ -56,7 +61,6 @@ def train_stage1(cfg: DictConfig, images: Tensor, run_dir: str | Path,
         return terms.total_nats.mean() * scale, summary
 
     tc = cfg.stage1.train
-    batches = share_of(tc, images)
     hold = cfg.stage1.encoder_hold_samples
     lr_multipliers = {"encoder.": encoder_hold(hold, tc.warmup_samples)} if hold > 0 else None
     return train(model, loss_fn, batches, tc, run_dir, kind="stage1", config=config_lib.to_dict(cfg),

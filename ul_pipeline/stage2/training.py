@@ -15,6 +15,7 @@ from ul_pipeline.data.augment import pick_mirror
 from ul_pipeline.latents.standardize import Standardization
 from ul_pipeline.stage2.build import build_stage2_model
 from ul_pipeline.stage2.model import BaseModel
+from ul_pipeline.train.batch_source import BatchSource
 from ul_pipeline.train.checkpoint import read_checkpoint
 from ul_pipeline.train.flops import stage2_train_flops
 from ul_pipeline.train.loop import Callback, TrainResult, train
@@ -25,7 +26,7 @@ def train_stage2(cfg: DictConfig, z_clean: Tensor, labels: Tensor, run_dir: str 
                  callbacks: Iterable[Callback] = (), extra: dict | None = None,
                  z_logvar: Tensor | None = None, z_clean_hflip: Tensor | None = None,
                  z_clean_context: Tensor | None = None, standardization: Standardization | None = None) -> TrainResult:
-    """Train the base model on cached z_clean (N, C, h, w) with int labels (N,); resumes from run_dir.
+    """Train the base model on cached z_clean (N, C, h, w) with int labels (N,) held in RAM; resumes from run_dir.
 
     `z_logvar` (N, C, h, w): a learned encoder variance; each draw then uses z_clean + s eps.
     `z_clean_hflip` (N, C, h, w): latents of the mirrored images (data.hflip); each draw picks one.
@@ -33,30 +34,40 @@ def train_stage2(cfg: DictConfig, z_clean: Tensor, labels: Tensor, run_dir: str 
     encoding of each clip padded after its context frames; its first latent frames are the context.
     `standardization`: the store's latent shift and scale (stage2.standardize); the checkpoint keeps it.
     """
+    if z_clean_context is not None and z_clean_context.shape != z_clean.shape:
+        raise ValueError(f"train_stage2 needs z_clean_context shaped like z_clean {tuple(z_clean.shape)} (the "
+                         f"latent store's), got {tuple(z_clean_context.shape)}")
+    named = {"z_clean": z_clean, "labels": labels, "z_logvar": z_logvar, "z_clean_hflip": z_clean_hflip,
+             "z_clean_context": z_clean_context}
+    fields = tuple(k for k, v in named.items() if v is not None)
+    batches = share_of(cfg.stage2.train, *(named[k] for k in fields), fields=fields)
+    return train_stage2_from(cfg, batches, tuple(z_clean.shape[1:]), run_dir, callbacks, extra, standardization)
+
+
+def train_stage2_from(cfg: DictConfig, batches: BatchSource, latent_shape: tuple[int, ...], run_dir: str | Path,
+                      callbacks: Iterable[Callback] = (), extra: dict | None = None,
+                      standardization: Standardization | None = None) -> TrainResult:
+    """Train the base model on a batch source of latents (stage2.batches: fields z_clean, labels and, when
+    the store has them, z_logvar, z_clean_hflip and, for frame prediction, z_clean_context); resumes from run_dir."""
     device, precision = setup_compute(cfg)
-    latent_shape = tuple(z_clean.shape[1:])
     torch.manual_seed(cfg.stage2.train.seed)
     model = build_stage2_model(cfg, latent_shape, standardization)
-    if getattr(model, "context_latents", 0) and (z_clean_context is None or z_clean_context.shape != z_clean.shape):
+    if getattr(model, "context_latents", 0) and "z_clean_context" not in batches.fields:
         raise ValueError(f"stage2.context_frames={cfg.stage2.context_frames}: train_stage2 needs z_clean_context "
-                         f"shaped like z_clean {tuple(z_clean.shape)} (the latent store's), got "
-                         f"{None if z_clean_context is None else tuple(z_clean_context.shape)}")
+                         f"(the latent store's), the batches hold {batches.fields}")
     scale = 1.0 / math.prod(latent_shape)
 
     def loss_fn(m: BaseModel, batch):
-        z, extra = batch[0].float(), dict(zip(names, batch[2:]))
-        if "z_clean_hflip" in extra:  # the image's latent or its mirror's, drawn afresh each step
-            z = pick_mirror(z, extra["z_clean_hflip"].float())
-        z_lv = extra["z_logvar"].float() if "z_logvar" in extra else None
-        context = {"context_z_clean": extra["z_clean_context"].float()} if "z_clean_context" in extra else {}
-        terms = m.loss_terms(z, batch[1].long(), z_logvar=z_lv, **context)
+        named = batches.named(batch)
+        z = named["z_clean"].float()
+        if "z_clean_hflip" in named:  # the image's latent or its mirror's, drawn afresh each step
+            z = pick_mirror(z, named["z_clean_hflip"].float())
+        z_lv = named["z_logvar"].float() if "z_logvar" in named else None
+        context = {"context_z_clean": named["z_clean_context"].float()} if "z_clean_context" in named else {}
+        terms = m.loss_terms(z, named["labels"].long(), z_logvar=z_lv, **context)
         return terms.weighted_nats.mean() * scale, terms.summary()
 
     tc = cfg.stage2.train
-    named = {"z_logvar": z_logvar, "z_clean_hflip": z_clean_hflip, "z_clean_context": z_clean_context}
-    names = [k for k, v in named.items() if v is not None]
-    arrays = (z_clean, labels, *(named[k] for k in names))
-    batches = share_of(tc, *arrays)
     return train(model, loss_fn, batches, tc, run_dir, kind="stage2", config=config_lib.to_dict(cfg),
                  device=device, precision=precision, callbacks=callbacks,
                  flops_per_example=stage2_train_flops(cfg, latent_shape), compile=cfg.compute.compile,

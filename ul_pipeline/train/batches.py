@@ -7,15 +7,19 @@ from typing import Iterator
 import torch
 from torch import Tensor
 
+from ul_pipeline.train.batch_source import BatchSource
 from ul_pipeline.train.seeding import derive_seed
 
 
-class ShuffledBatches:
+class ShuffledBatches(BatchSource):
     """Batches from epoch-wise permutations seeded by (seed, epoch); call with samples_seen to resume."""
 
+    kind = "in_memory"
+
     def __init__(self, *tensors: Tensor, batch_size: int, seed: int = 0, offset: int = 0,
-                 count: int | None = None):
-        """`batch_size` is the global batch; this process takes rows [offset, offset + count) of each."""
+                 count: int | None = None, fields: tuple[str, ...] | None = None):
+        """`batch_size` is the global batch; this process takes rows [offset, offset + count) of each.
+        `fields` names the tensors (default: tensor0, tensor1, ...)."""
         if not tensors or any(len(t) != len(tensors[0]) for t in tensors):
             raise ValueError("ShuffledBatches needs tensors of equal, non-zero length")
         count = batch_size if count is None else count
@@ -24,6 +28,9 @@ class ShuffledBatches:
         self.tensors, self.batch_size, self.seed = tensors, batch_size, seed
         self.offset, self.count = offset, count
         self.n = len(tensors[0])
+        self.fields = tuple(fields) if fields is not None else tuple(f"tensor{i}" for i in range(len(tensors)))
+        if len(self.fields) != len(tensors):
+            raise ValueError(f"ShuffledBatches: {len(tensors)} tensors, {len(self.fields)} field names {self.fields}")
         self._perms: dict[int, Tensor] = {}
 
     def _perm(self, epoch: int) -> Tensor:

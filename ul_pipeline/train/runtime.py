@@ -26,10 +26,10 @@ def setup_compute(cfg: DictConfig) -> tuple[torch.device, str]:
     return device, resolve_precision(cfg.compute.precision, device)
 
 
-def share_of(tc, *arrays: Tensor) -> ShuffledBatches:
-    """This rank's share of every global batch of `arrays` (all of it on one process)."""
+def share_of(tc, *arrays: Tensor, fields: tuple[str, ...] | None = None) -> ShuffledBatches:
+    """This rank's share of every global batch of `arrays` held in RAM (all of it on one process), named `fields`."""
     offset, count = distributed.share(tc.batch_size)
-    return ShuffledBatches(*arrays, batch_size=tc.batch_size, seed=tc.seed, offset=offset, count=count)
+    return ShuffledBatches(*arrays, batch_size=tc.batch_size, seed=tc.seed, offset=offset, count=count, fields=fields)
 
 
 def load_weights(model: torch.nn.Module, state_dict: dict, path: str | Path) -> None:
