@@ -217,3 +217,24 @@ def test_a_two_node_stage1_equals_one_process_and_carries_slurm_metadata(on_clus
     assert f"job {meta['slurm_job_id']} on n[1-2]" in log
     assert not list(folder.glob("*.json")) and not list(folder.glob("*.pipes.jsonl"))  # job and message files gone
     assert max_dw(folder / "last.pt", one_process / "runs" / "smoke" / "stage1" / "last.pt", "stage1") < 1e-4
+
+
+@pytest.mark.slow  # ~30 s
+def test_a_dagster_step_stopped_while_its_job_runs_cancels_the_job(on_cluster, tmp_path, monkeypatch):
+    """A terminated Dagster run (here: the poll interrupted) leaves no job running on the cluster."""
+    from assets import sbatch
+
+    seen = {}
+
+    def interrupted(job_id, env, poll_s, requeue, log):
+        seen["job"] = job_id
+        wait_for(lambda: sbatch.job_info(job_id, env).get("JobState") == "RUNNING", 120, "the job to run")
+        raise KeyboardInterrupt  # what Dagster raises in a step whose run is terminated
+
+    monkeypatch.setattr(sbatch, "wait_for", interrupted)
+    _, run = stage1_on_cluster(tmp_path, monkeypatch)
+    assert not run().success
+    state = wait_for(lambda: (s := sbatch.job_info(seen["job"]).get("JobState")) in ("CANCELLED", "COMPLETED") and s,
+                     60, "the job to end")
+    assert state == "CANCELLED"
+    on_cluster.wait_idle(60)
