@@ -73,3 +73,53 @@ def test_stage2_logs_curves_and_sample_pictures_and_tensorboard_off_writes_nothi
     off = load_config("smoke", [*TINY, "compute.tensorboard=false"])
     run_stage2(off, store.url, tmp_path / "stage2_off")
     assert not (tmp_path / "stage2_off" / "tensorboard").exists()
+
+
+@pytest.mark.slow  # ~40 s: a finished Stage-1 run's curves in TensorBoard, in headless Chromium
+def test_tensorboard_shows_the_run_as_a_scalar_chart_in_a_browser(tmp_path, shards):
+    import os
+    import shutil
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright for the browser test")
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium)")
+    run_stage1(load_config("smoke", TINY), shards, tmp_path / "runs" / "smoke" / "stage1")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "tensorboard"), "--logdir", str(tmp_path / "runs"),
+                             "--host", "127.0.0.1", "--port", str(port)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/data/runs", timeout=2)
+                break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None, "tensorboard did not start"
+                time.sleep(0.5)
+        with playwright.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(f"http://127.0.0.1:{port}/#timeseries")
+            page.get_by_role("combobox", name="Filter tags (regex)").fill("loss_nats")
+            title = page.get_by_text("stage1/loss_nats", exact=True).first
+            title.wait_for(timeout=60_000)
+            page.wait_for_timeout(3000)  # the line is drawn after the data arrives
+            page.screenshot(path=str(tmp_path / "tensorboard.png"))
+            if os.environ.get("UL_SCREENSHOT_DIR"):
+                shutil.copy(tmp_path / "tensorboard.png", os.environ["UL_SCREENSHOT_DIR"])
+            body = page.inner_text("body")
+            assert "smoke/stage1/tensorboard" in body  # the run, named by its folder
+            assert "\n256\n" in body.replace("\t", "\n").replace(" ", "")  # the last step in the chart's table
+            browser.close()
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait(timeout=10)
