@@ -111,11 +111,22 @@ def job_info(job_id: int, env: Optional[dict] = None) -> dict[str, str]:
     return dict(re.findall(r"(\w+)=(\S*)", out))
 
 
-def wait_for(job_id: int, env: dict, poll_s: float, requeue: bool, log: Callable[[str], None]) -> dict[str, str]:
-    """Poll until the job has ended for good (a requeued job is followed back into the queue)."""
-    last = None
+def wait_for(job_id: int, env: dict, poll_s: float, requeue: bool, log: Callable[[str], None],
+             unreachable_s: float = 900.0) -> dict[str, str]:
+    """Poll until the job has ended for good (a requeued job is followed back into the queue). A controller
+    that does not answer (restarting, overloaded) is retried for `unreachable_s` before the step gives up."""
+    last, since = None, None
     while True:
-        info = job_info(job_id, env)
+        try:
+            info = job_info(job_id, env)
+            since = None
+        except SlurmError as e:
+            since = since or time.monotonic()
+            if time.monotonic() - since > unreachable_s:
+                raise
+            log(f"Slurm job {job_id}: no answer from the controller ({e}); retrying")
+            time.sleep(max(poll_s, 5.0))
+            continue
         state = info.get("JobState", "?")
         seen = (state, info.get("Reason"), info.get("Restarts"))
         if seen != last:

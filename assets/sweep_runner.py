@@ -185,11 +185,21 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--results", help="folder of committed point results (e.g. results/NAME)")
     parser.add_argument("--report", help="with --results: where the comparison goes (default docs/NAME)")
     parser.add_argument("--points", help="comma-separated point labels: run only these, and no study")
+    parser.add_argument("--report-only", action="store_true",
+                        help="with --results: write the comparison of the points committed so far; run nothing")
     args = parser.parse_args(argv)
     from assets.definitions import defs
 
     with instance_from_env() as instance:
         try:
+            if args.report_only:
+                if not args.results:
+                    parser.error("--report-only needs --results")
+                loaded = load_sweep(args.sweep, defs.resources["experiment_config"].config_dir or CONFIG_DIR)
+                res = tuple(defs.resources[k] for k in ("storage", "experiment_config", "compute"))
+                write_report(loaded, args.results, args.report or f"docs/{args.sweep}", res,
+                             lambda msg: print(msg, flush=True))
+                return 0
             ok = run_sweep(args.sweep, defs, instance, log=lambda msg: print(msg, flush=True),
                            results_dir=args.results, report_dir=args.report,
                            only=args.points.split(",") if args.points else None)

@@ -1,0 +1,45 @@
+"""The sbatch launcher without a cluster: its script, and how it waits on a controller that hiccups."""
+
+import pytest
+
+from assets import sbatch
+from ul_pipeline.config import load_config
+
+
+def test_the_job_script_runs_one_torchrun_per_node_and_holds_no_secret(tmp_path, monkeypatch):
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "ul-secret-9")
+    cfg = load_config("smoke", ["compute.nnodes=4", "compute.nproc_per_node=8", "compute.max_restarts=2"])
+    settings = sbatch.SlurmSettings(partition="gpu", time="2-00:00:00", gpus_per_node=8, sbatch_args=["--account=lab"])
+    text = sbatch.job_script(settings, cfg.compute, tmp_path / "job.json", tmp_path, "ul-stage1-x")
+    for line in ("#SBATCH --nodes=4", "#SBATCH --ntasks-per-node=1", "#SBATCH --partition=gpu",
+                 "#SBATCH --gpus-per-node=8", "#SBATCH --requeue", "#SBATCH --open-mode=append",
+                 "#SBATCH --account=lab", "#SBATCH --time=2-00:00:00"):
+        assert line in text, line
+    assert "--nproc-per-node 8 --max-restarts 2" in text and '--rdzv-id "$SLURM_JOB_ID"' in text
+    assert "srun --nodes=\"$SLURM_NNODES\" --ntasks-per-node=1 --kill-on-bad-exit=1" in text
+    assert "ul-secret-9" not in text
+    assert "--no-requeue" in sbatch.job_script(sbatch.SlurmSettings(requeue=False), cfg.compute,
+                                               tmp_path / "job.json", tmp_path, "x")
+
+
+def test_waiting_rides_out_a_controller_that_does_not_answer_for_a_while(monkeypatch):
+    answers = iter([sbatch.SlurmError("scontrol show failed (1): Unable to contact slurm controller")] * 2
+                   + [{"JobState": "RUNNING"}, {"JobState": "NODE_FAIL"}, {"JobState": "PENDING"},
+                      {"JobState": "COMPLETED", "NodeList": "n[1-2]"}])
+
+    def info(job_id, env=None):
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(sbatch, "job_info", info)
+    monkeypatch.setattr(sbatch.time, "sleep", lambda s: None)
+    log = []
+    final = sbatch.wait_for(7, {}, poll_s=0.0, requeue=True, log=log.append)
+    assert final["JobState"] == "COMPLETED"  # NODE_FAIL with requeue: followed back into the queue
+    assert sum("no answer from the controller" in m for m in log) == 2
+
+    monkeypatch.setattr(sbatch, "job_info", lambda job_id, env=None: (_ for _ in ()).throw(sbatch.SlurmError("down")))
+    with pytest.raises(sbatch.SlurmError, match="down"):
+        sbatch.wait_for(7, {}, poll_s=0.0, requeue=True, log=log.append, unreachable_s=-1.0)
