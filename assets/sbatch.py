@@ -139,12 +139,18 @@ def wait_for(job_id: int, env: dict, poll_s: float, requeue: bool, log: Callable
         time.sleep(poll_s)
 
 
-def log_tail(folder: Path, job_id: int, lines: int = 30) -> str:
+def log_tail(folder: Path, job_id: int, lines: int = 30, max_bytes: int = 64 * 1024) -> str:
+    """The last `lines` lines of the job's log, read from its last `max_bytes` only (a days-long job's log
+    may hold gigabytes; reading it whole would cost the Dagster process several times that in memory)."""
     path = folder / f"slurm-{job_id}.out"
     try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - max_bytes))
+            tail = f.read(max_bytes)
     except OSError:
         return f"(no {path})"
+    return "\n".join(tail.decode(errors="replace").splitlines()[-lines:])
 
 
 def failure(stage: str, job_id: int, info: dict[str, str], folder: Path) -> Failure:
