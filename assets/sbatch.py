@@ -67,6 +67,8 @@ def _slurm(args: list[str], env: Optional[dict] = None) -> str:
         out = subprocess.run(args, capture_output=True, text=True, env=env, timeout=60)
     except FileNotFoundError:
         raise SlurmError(f"{args[0]} not found: the Slurm client must be installed where Dagster runs") from None
+    except subprocess.TimeoutExpired:  # a hung client is a controller that does not answer (wait_for retries it)
+        raise SlurmError(f"{' '.join(args[:2])} did not answer within 60 s") from None
     if out.returncode != 0:
         raise SlurmError(f"{' '.join(args[:2])} failed ({out.returncode}): {out.stderr.strip() or out.stdout.strip()}")
     return out.stdout

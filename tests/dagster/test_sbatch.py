@@ -63,3 +63,23 @@ def test_the_failure_message_reads_only_the_end_of_a_huge_log(tmp_path):
     assert "\ufffd" in tail  # undecodable bytes replaced, not an error
     assert peak < 2_000_000, peak
     assert sbatch.log_tail(tmp_path, 10) == f"(no {tmp_path / 'slurm-10.out'})"
+
+
+def test_a_hung_scontrol_is_retried_like_a_controller_that_does_not_answer(monkeypatch):
+    """_slurm runs scontrol with timeout=60: subprocess's TimeoutExpired is no SlurmError, so it escaped the
+    wait's retry and reached run()'s except-BaseException, which scancels the (healthy) job."""
+    import subprocess
+
+    calls = []
+
+    def run(args, **kwargs):
+        calls.append(args)
+        if len(calls) == 1:
+            raise subprocess.TimeoutExpired(args, 60)
+        return subprocess.CompletedProcess(args, 0, "JobId=7 JobState=COMPLETED Reason=None NodeList=n1\n", "")
+
+    monkeypatch.setattr(sbatch.subprocess, "run", run)
+    monkeypatch.setattr(sbatch.time, "sleep", lambda s: None)
+    log = []
+    assert sbatch.wait_for(7, {}, poll_s=0.0, requeue=True, log=log.append)["JobState"] == "COMPLETED"
+    assert any("did not answer within 60 s" in m for m in log)
