@@ -67,6 +67,8 @@ def _slurm(args: list[str], env: Optional[dict] = None) -> str:
         out = subprocess.run(args, capture_output=True, text=True, env=env, timeout=60)
     except FileNotFoundError:
         raise SlurmError(f"{args[0]} not found: the Slurm client must be installed where Dagster runs") from None
+    except subprocess.TimeoutExpired:  # a hung client is a controller that does not answer (wait_for retries it)
+        raise SlurmError(f"{' '.join(args[:2])} did not answer within 60 s") from None
     if out.returncode != 0:
         raise SlurmError(f"{' '.join(args[:2])} failed ({out.returncode}): {out.stderr.strip() or out.stdout.strip()}")
     return out.stdout
@@ -139,12 +141,18 @@ def wait_for(job_id: int, env: dict, poll_s: float, requeue: bool, log: Callable
         time.sleep(poll_s)
 
 
-def log_tail(folder: Path, job_id: int, lines: int = 30) -> str:
+def log_tail(folder: Path, job_id: int, lines: int = 30, max_bytes: int = 64 * 1024) -> str:
+    """The last `lines` lines of the job's log, read from its last `max_bytes` only (a days-long job's log
+    may hold gigabytes; reading it whole would cost the Dagster process several times that in memory)."""
     path = folder / f"slurm-{job_id}.out"
     try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - max_bytes))
+            tail = f.read(max_bytes)
     except OSError:
         return f"(no {path})"
+    return "\n".join(tail.decode(errors="replace").splitlines()[-lines:])
 
 
 def failure(stage: str, job_id: int, info: dict[str, str], folder: Path) -> Failure:

@@ -91,3 +91,11 @@ def test_the_checkpointed_position_names_the_layout_and_refuses_another(data):
         source.check_position(moved, "run/last.pt")
     with pytest.raises(CheckpointError, match="holds no streaming loader position"):
         source.check_position(None, "run/last.pt")
+
+
+def test_a_damaged_loader_position_is_a_checkpoint_error_not_a_key_error(data):
+    """A checkpoint whose `loader` lacks keys (hand-edited, or from other code) used to raise KeyError('ranks')."""
+    source = StreamedBatches(readers(data, "stage2")[0], batch_size=32, seed=0, shuffle_buffer=60, workers=0,
+                             world=World(0, 1))
+    with pytest.raises(CheckpointError, match="lacks ranks, workers, readers"):
+        source.check_position({"source": "stream", "samples_seen": 32}, "run/last.pt")

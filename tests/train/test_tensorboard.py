@@ -61,6 +61,17 @@ def test_a_killed_and_resumed_stage1_logs_every_step_once_with_pictures(tmp_path
     assert grids[0].width > 8 * 32 and grids[0].height > 2 * 32  # 8 images over their 8 reconstructions
 
 
+def test_a_run_killed_before_its_first_checkpoint_and_rerun_logs_every_step_once(tmp_path, shards):
+    """No last.pt: the re-run starts from 0, and the killed run's rows (32, 64 here) must not show twice."""
+    cfg = load_config("smoke", TINY)
+    run_dir = tmp_path / "stage1"
+    with pytest.raises(KeyboardInterrupt):  # first checkpoint at 128: none written
+        run_stage1(cfg, shards, run_dir, callbacks=[KillAt(96)])
+    assert not (run_dir / "last.pt").exists()
+    run_stage1(cfg, shards, run_dir)
+    assert [e.step for e in events(run_dir / "tensorboard").Scalars("stage1/loss_nats")] == list(range(32, 257, 32))
+
+
 def test_stage2_logs_curves_and_sample_pictures_and_tensorboard_off_writes_nothing(tmp_path, shards):
     cfg = load_config("smoke", TINY)
     run_stage1(cfg, shards, tmp_path / "stage1")

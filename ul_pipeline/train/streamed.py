@@ -63,6 +63,10 @@ class StreamedBatches(BatchSource):
         if not saved or saved.get("source") != self.kind:
             raise CheckpointError(f"cannot resume {where} with streamed batches: it holds no streaming loader "
                                   f"position (loader: {saved!r})")
+        missing = [k for k in ("samples_seen", "ranks", "workers", "readers") if k not in saved]
+        if missing:
+            raise CheckpointError(f"cannot resume {where}: its streaming loader position lacks {', '.join(missing)} "
+                                  f"(loader: {saved!r}); the file was damaged or written by other code")
         here = self.position(int(saved["samples_seen"]))
         if (saved["ranks"], saved["workers"]) != (here["ranks"], here["workers"]):
             raise CheckpointError(

@@ -4,7 +4,8 @@ Every logged row (losses, bits/pixel, learning rate, samples/s, GFLOP/s, gradien
 scalar under `<stage>/<name>` at x = samples seen (comparable across batch sizes and world sizes);
 at each checkpoint an optional picture (a small reconstruction or sample grid) is added. A resumed
 run opens the same folder with `purge_step` one past its checkpoint, so the steps the killed run
-logged after that checkpoint are dropped by TensorBoard and every step appears once. The loop calls
+logged after that checkpoint (or, restarted from scratch, all it logged) are dropped by TensorBoard
+and every step appears once. The loop calls
 callbacks on rank 0 only, so one process writes. Open with `tensorboard --logdir artifacts/runs`:
 every run folder of every experiment (a sweep's points) shows side by side.
 """
@@ -33,9 +34,9 @@ class TensorBoardLog(Callback):
     def on_start(self, state: TrainState, total_samples: int) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        # resumed at samples_seen S: whatever a killed run logged after S goes (S itself is in the checkpoint's past)
-        purge = state.samples_seen + 1 if state.samples_seen else None
-        self.writer = SummaryWriter(str(self.log_dir), purge_step=purge)
+        # resumed at samples_seen S: whatever a killed run logged after S goes (S itself is in the checkpoint's past);
+        # a start from 0 purges from step 1, so the rows of a run killed before its first checkpoint go too
+        self.writer = SummaryWriter(str(self.log_dir), purge_step=state.samples_seen + 1)
 
     def on_log(self, state: TrainState, metrics: dict[str, float]) -> None:
         for name, value in metrics.items():
