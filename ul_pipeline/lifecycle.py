@@ -18,6 +18,8 @@ from ul_pipeline import distributed
 from ul_pipeline.latents.extract import extract_latents
 from ul_pipeline.data import load_split_tensor, read_manifest, write_shards
 from ul_pipeline.latents.store import open_store
+from ul_pipeline.latents.text_features import ensure_text_features
+from ul_pipeline.text.encoder import TextEncoder
 from ul_pipeline.data.sources import build_source
 from ul_pipeline.data.storage import StorageOptions
 from ul_pipeline.latents.encode import encoder_fn
@@ -91,6 +93,7 @@ def encode_latents(stage1_checkpoint: str | Path, shards_url: str, store_url: st
                    store_storage_options: StorageOptions = None, progress: Progress | None = None,
                    warn: Callable[[str], None] | None = None):
     """Encode a split into a Zarr latent store (resumable); `cfg` supplies encode.* (default: the checkpoint's).
+    Captioned shards also get their captions' text features in the store (ul_pipeline.latents.text_features).
 
     An unfinished Stage-1 checkpoint is encoded with a warning through `warn` (default: printed); the
     store records `stage1_complete`.
@@ -113,10 +116,16 @@ def encode_latents(stage1_checkpoint: str | Path, shards_url: str, store_url: st
     if context_frames:
         store_meta["context_frames"] = context_frames
     encode = encoder_fn(model, device, enc.batch_size, hflip, context_frames)
-    return extract_latents(shards_url, split, store_url, encode, store_meta,
-                           block_size=enc.block_size, batch_size=enc.batch_size, dtype=enc.dtype,
-                           storage_options=storage_options, store_storage_options=store_storage_options,
-                           progress=progress)
+    store = extract_latents(shards_url, split, store_url, encode, store_meta,
+                            block_size=enc.block_size, batch_size=enc.batch_size, dtype=enc.dtype,
+                            storage_options=storage_options, store_storage_options=store_storage_options,
+                            progress=progress)
+    if read_manifest(shards_url, storage_options).captions:  # captioned shards: the captions' text features too
+        if distributed.world().is_main:  # once per encoder: a store that has them is left as it is
+            ensure_text_features(store_url, shards_url, TextEncoder(device=device), storage_options=storage_options,
+                                 store_storage_options=store_storage_options, batch_size=enc.batch_size)
+        distributed.barrier()
+    return store
 
 
 def run_stage2(cfg: DictConfig, store_url: str, run_dir: str | Path, *, expect_encoder_sha256: str | None = None,

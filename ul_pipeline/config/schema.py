@@ -23,7 +23,8 @@ from omegaconf.errors import OmegaConfBaseException
 CONFIG_DIR = Path(os.environ.get("UL_CONFIG_DIR") or Path(__file__).resolve().parents[2] / "configs").resolve()
 
 
-DATA_SOURCES = ("fashion_mnist", "image_folder", "shards", "moving_fashion_mnist", "video_folder")
+DATA_SOURCES = ("fashion_mnist", "fashion_mnist_captions", "emoji", "image_folder", "shards", "moving_fashion_mnist",
+                "video_folder")
 VIDEO_SOURCES = ("moving_fashion_mnist", "video_folder")
 
 
@@ -39,7 +40,8 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
-    source: str = "fashion_mnist"  # fashion_mnist | image_folder | shards | moving_fashion_mnist | video_folder
+    source: str = "fashion_mnist"  # fashion_mnist | fashion_mnist_captions | emoji | image_folder | shards |
+    # moving_fashion_mnist | video_folder (README "Captioned data"; the captioned ones write `<key>.txt`)
     uri: Optional[str] = None  # source location (fsspec URL); None = the embedded Debian dataset
     resolution: int = 32  # images are padded/resized to resolution x resolution pixels
     channels: int = 1  # 1 (grayscale) or 3 (RGB)

@@ -6,7 +6,8 @@ samples, bytes, sha256, class_histogram (list of counts per class), plus dataset
 repeated on every row (format_version, resolution, channels, num_classes, seed, val_size,
 shard_size, sources, `frames`: 0 for images, the clip length for video, and `data_sha256` when the
 shards were made from a config: the hash of its `data` section, `ul_pipeline.config.sweeps.data_sha256`;
-older manifests lack it). A shard set without a manifest is incomplete.
+older manifests lack it; `captions`: True only for a captioned set). A shard set without a manifest
+is incomplete.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ MANIFEST_COLUMNS = ("split", "shard", "first_index", "samples", "bytes", "sha256
 
 OPTIONAL_COLUMNS = {"frames": 0}  # added for video; a manifest without it holds images
 DATA_SHA256_COLUMN = "data_sha256"  # written only for shards made from a config's data section
+CAPTIONS_COLUMN = "captions"  # True, written only when every sample carries a caption (`<key>.txt`)
 
 
 
@@ -66,6 +68,11 @@ class ShardManifest:
     def frames(self) -> int:
         """Clip length in frames; 0 for a set of still images."""
         return self._scalar("frames") if "frames" in self.table.columns else 0
+
+    @property
+    def captions(self) -> bool:
+        """True when every sample carries a caption (`<key>.txt`); older and uncaptioned sets lack the column."""
+        return CAPTIONS_COLUMN in self.table.columns and bool(self.table[CAPTIONS_COLUMN][0])
 
     @property
     def num_classes(self) -> int:

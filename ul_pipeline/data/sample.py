@@ -1,9 +1,9 @@
-"""What every data source yields: a `Sample` (key, uint8 image or clip, label, info) and its expected shape."""
+"""What every data source yields: a `Sample` (key, uint8 image or clip, label, info, caption) and its expected shape."""
 
 from __future__ import annotations
 
 import re
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Optional
 
 import numpy as np
 
@@ -15,6 +15,7 @@ class Sample(NamedTuple):
     image: np.ndarray  # uint8 (C, H, W)
     label: int
     info: dict[str, Any] = {}
+    caption: Optional[str] = None  # a text description (captioned sources only); the shard's `<key>.txt`
 
 
 def sanitize_key(name: str) -> str:

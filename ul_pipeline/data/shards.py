@@ -5,7 +5,8 @@ Layout under `out_url` (local path or fsspec URL such as `s3://bucket/prefix`):
     train-000000.tar, train-000001.tar, ...   WebDataset tars; per sample `<key>.cls` (label, ASCII
     val-000000.tar, ...                       int), `<key>.json` (key, label, source, original size)
     manifest.parquet                          and `<key>.png` (8-bit PNG, L or RGB), or for a
-                                              video clip `<key>.npy` (uint8 T x C x H x W)
+                                              video clip `<key>.npy` (uint8 T x C x H x W); a
+                                              captioned source adds `<key>.txt` (UTF-8 caption)
 
 `manifest.parquet` (see `manifest.py`) is written LAST: a shard set without one is incomplete.
 Same inputs -> same bytes (tar headers carry no time or owner). Loaders follow the manifest's
@@ -29,7 +30,7 @@ import polars as pl
 from PIL import Image
 
 from ul_pipeline.data.codecs import decode_clip, decode_image, encode_clip, encode_png
-from ul_pipeline.data.manifest import (DATA_SHA256_COLUMN, FORMAT_VERSION, MANIFEST_COLUMNS, MANIFEST_NAME,
+from ul_pipeline.data.manifest import (CAPTIONS_COLUMN, DATA_SHA256_COLUMN, FORMAT_VERSION, MANIFEST_COLUMNS, MANIFEST_NAME,
                                       OPTIONAL_COLUMNS, SPLITS, ShardError, ShardManifest, read_manifest, shard_name)
 from ul_pipeline.data.sample import Sample, expected_shape
 from ul_pipeline.data.storage import StorageOptions, is_local, join_url, local_writer_lock, url_to_fs, write_bytes_atomic
@@ -50,7 +51,7 @@ def _add_member(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
 
 
 def tar_bytes(samples: Iterable[Sample]) -> bytes:
-    """WebDataset tar of samples: `<key>.cls`, `<key>.json`, `<key>.png` each."""
+    """WebDataset tar of samples: `<key>.cls`, `<key>.json`, `<key>.png` each (+ `<key>.txt` when captioned)."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tar:
         for s in samples:
@@ -61,6 +62,8 @@ def tar_bytes(samples: Iterable[Sample]) -> bytes:
                 _add_member(tar, f"{s.key}.npy", encode_clip(s.image))
             else:
                 _add_member(tar, f"{s.key}.png", encode_png(s.image))
+            if s.caption is not None:  # only captioned sources: uncaptioned shards keep their bytes
+                _add_member(tar, f"{s.key}.txt", s.caption.encode("utf-8"))
     return buf.getvalue()
 
 
@@ -130,6 +133,10 @@ def decode_sample(key: str, group: dict[str, bytes], shard_url: str,
         label = int(group["cls"]) if "cls" in group else int(info["label"])
     except (ValueError, KeyError, TypeError) as e:
         raise ShardError(f"{where}: bad or missing label ({e!r})") from None
+    try:
+        caption = group["txt"].decode("utf-8") if "txt" in group else None
+    except UnicodeDecodeError as e:
+        raise ShardError(f"{where}: {key}.txt is not UTF-8 ({e})") from None
     if expect is not None:
         resolution, channels, num_classes, *frames = expect
         want = expected_shape(resolution, channels, *frames)
@@ -140,7 +147,7 @@ def decode_sample(key: str, group: dict[str, bytes], shard_url: str,
                              f"{'x'.join(map(str, want))}")
         if not 0 <= label < num_classes:
             raise ShardError(f"{where}: label {label} outside [0, {num_classes})")
-    return Sample(key, image, label, info)
+    return Sample(key, image, label, info, caption)
 
 
 def read_shard_bytes(shard_url: str, storage_options: StorageOptions = None, *,
@@ -157,9 +164,6 @@ def read_shard_bytes(shard_url: str, storage_options: StorageOptions = None, *,
             raise ShardError(f"shard {shard_url}: sha256 {got} ({len(data)} bytes) does not match the "
                              f"manifest's {expect_sha256}; truncated, corrupt or replaced")
     return data
-
-
-# ---------------------------------------------------------------------------- the manifest
 
 
 # ---------------------------------------------------------------------------- writing
@@ -239,17 +243,19 @@ def _write_shards(source_samples, out_url: str, *, shard_size: int, val_size: in
     published = _published(out_url, storage_options)  # the set readers see until our manifest lands
     fs.makedirs(root, exist_ok=True)
 
+    own_split = getattr(source_samples, "split_indices", None)  # a source with its own held-out rule (emoji)
     if not (hasattr(source_samples, "__getitem__") and hasattr(source_samples, "__len__")):
         source_samples = list(source_samples)
     num_samples = len(source_samples) if limit is None else min(limit, len(source_samples))
+    splits = own_split(num_samples, seed) if own_split else split_indices(num_samples, val_size, seed)
 
     def get(i: int) -> Sample:
         s = source_samples[int(i)]
         return s if isinstance(s, Sample) else Sample(*s)
 
-    rows, seen_keys, sources, written = [], set(), set(), 0
+    rows, seen_keys, sources, written, captioned = [], set(), set(), 0, 0
     try:
-        for split, indices in sorted(split_indices(num_samples, val_size, seed).items(),
+        for split, indices in sorted(splits.items(),
                                      key=lambda kv: SPLITS.index(kv[0])):
             for shard_index, lo in enumerate(range(0, len(indices), shard_size)):
                 samples = [get(i) for i in indices[lo:lo + shard_size]]
@@ -261,6 +267,9 @@ def _write_shards(source_samples, out_url: str, *, shard_size: int, val_size: in
                     seen_keys.add(s.key)
                     histogram[int(s.label)] += 1
                     sources.add(str(s.info.get("source", "unknown")))
+                    captioned += s.caption is not None
+                    if captioned and captioned != len(seen_keys):
+                        raise ValueError(f"sample '{s.key}': some samples have captions and others not")
                 data = tar_bytes(samples)
                 sha = hashlib.sha256(data).hexdigest()
                 name = _free_name(split, shard_index, sha, published)
@@ -278,9 +287,12 @@ def _write_shards(source_samples, out_url: str, *, shard_size: int, val_size: in
         raise
 
     dataset = {"format_version": FORMAT_VERSION, "resolution": resolution, "channels": channels,
-               "num_classes": num_classes, "seed": seed, "val_size": val_size, "shard_size": shard_size,
-               "sources": ",".join(sorted(sources)), "frames": frames}
+               "num_classes": num_classes, "seed": seed, "val_size": len(splits["val"]) if own_split else val_size,
+               "shard_size": shard_size, "sources": ",".join(sorted(sources)), "frames": frames}
     optional = [*OPTIONAL_COLUMNS]
+    if captioned:  # only then: an uncaptioned set's manifest (and its sha256) stays as it was
+        dataset[CAPTIONS_COLUMN] = True
+        optional.append(CAPTIONS_COLUMN)
     if data_sha256 is not None:
         dataset[DATA_SHA256_COLUMN] = data_sha256
         optional.append(DATA_SHA256_COLUMN)

@@ -1,4 +1,4 @@
-"""Sample sources: Fashion-MNIST, an image folder (one sub-folder per class) or existing shards.
+"""Sample sources: Fashion-MNIST (plain or with templated captions), an image folder (one sub-folder per class).
 
 Every source yields `Sample(key, image, label, info)`: `image` is uint8 (C, H, W) already converted
 to the configured channels and resolution, `label` an int, `info` a small JSON-able dict (source
@@ -21,16 +21,21 @@ from ul_pipeline.data.storage import StorageOptions, url_to_fs
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 FASHION_MNIST_PAD_TO = 32  # 28x28 -> 32x32 with 2 background (0) pixels on each side
+FASHION_MNIST_CAPTIONS = tuple(f"a photo of {c}" for c in (  # per class, in label order (fashion_mnist.CLASS_NAMES)
+    "a t-shirt or top", "a pair of trousers", "a pullover", "a dress", "a coat", "a sandal", "a shirt", "a sneaker",
+    "a bag", "an ankle boot"))
 
 
 class ArraySource:
     """Samples from in-memory uint8 arrays (N, H, W) or (N, C, H, W), converted on access."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, keys: list[str], *, resolution: int,
-                 channels: int, source: str = "arrays", pad_to: Optional[int] = None, fit: str = "crop"):
-        if not (len(images) == len(labels) == len(keys)):
-            raise ValueError(f"{source}: {len(images)} images, {len(labels)} labels, {len(keys)} keys")
-        self.images, self.labels, self.keys = images, np.asarray(labels), list(keys)
+                 channels: int, source: str = "arrays", pad_to: Optional[int] = None, fit: str = "crop",
+                 captions: Optional[list[str]] = None):
+        if not (len(images) == len(labels) == len(keys) == len(keys if captions is None else captions)):
+            raise ValueError(f"{source}: {len(images)} images, {len(labels)} labels, {len(keys)} keys"
+                             + ("" if captions is None else f", {len(captions)} captions"))
+        self.images, self.labels, self.keys, self.captions = images, np.asarray(labels), list(keys), captions
         self.resolution, self.channels, self.source = resolution, channels, source
         self.pad_to, self.fit = pad_to, fit
 
@@ -41,7 +46,8 @@ class ArraySource:
         raw = self.images[i]
         image = convert_array(raw, self.resolution, self.channels, self.pad_to, self.fit)
         info = {"source": self.source, "original_size": [int(raw.shape[-2]), int(raw.shape[-1])]}
-        return Sample(self.keys[i], image, int(self.labels[i]), info)
+        return Sample(self.keys[i], image, int(self.labels[i]), info,
+                      None if self.captions is None else self.captions[i])
 
     def __iter__(self) -> Iterator[Sample]:
         return (self[i] for i in range(len(self)))
@@ -57,6 +63,16 @@ def fashion_mnist_source(root: Optional[str] = None, *, resolution: int = 32, ch
     keys = [f"fmnist-{split}-{i:06d}" for split, imgs, _ in parts for i in range(len(imgs))]
     return ArraySource(images, labels, keys, resolution=resolution, channels=channels,
                        source="fashion_mnist", pad_to=FASHION_MNIST_PAD_TO)
+
+
+def fashion_mnist_caption_source(root: Optional[str] = None, *, resolution: int = 32, channels: int = 1,
+                                 storage_options: StorageOptions = None) -> ArraySource:
+    """Fashion-MNIST (as `fashion_mnist_source`) with a templated caption per class ("a photo of an
+    ankle boot"): the cheap text-to-image smoke case. Source name `fashion_mnist_captions`."""
+    plain = fashion_mnist_source(root, resolution=resolution, channels=channels, storage_options=storage_options)
+    return ArraySource(plain.images, plain.labels, plain.keys, resolution=resolution, channels=channels,
+                       source="fashion_mnist_captions", pad_to=FASHION_MNIST_PAD_TO,
+                       captions=[FASHION_MNIST_CAPTIONS[int(y)] for y in plain.labels])
 
 
 def class_files(url: str, storage_options: StorageOptions, what: str,

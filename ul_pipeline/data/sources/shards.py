@@ -41,4 +41,4 @@ class ShardSource:
                 image = (s.image if s.image.ndim == 4  # a clip: re-sharded as stored, checked on write
                          else convert_array(s.image, self.resolution, self.channels, fit=self.fit))
                 info = {"source": "shards", "shard": shard_url, "original_size": list(s.image.shape[1:])}
-                yield Sample(s.key, image, s.label, info)
+                yield Sample(s.key, image, s.label, info, s.caption)
