@@ -23,6 +23,7 @@ from assets.latents import latent_store
 from assets.stage1 import ul_autoencoder
 from assets.stage2 import base_model
 from resources import ComputeResource, ExperimentConfigResource, StorageResource
+from tests.conftest import _free_port as free_port
 from ul_pipeline.latents.store import open_store
 from ul_pipeline.train.checkpoint import load_checkpoint
 
@@ -41,14 +42,6 @@ def max_dw(a: Path, b: Path, kind: str) -> float:
     ca, cb = load_checkpoint(a, kind=kind), load_checkpoint(b, kind=kind)
     return max(float((ca[p][k].float() - cb[p][k].float()).abs().max())
                for p in ("model", "ema") for k in ca[p] if ca[p][k].is_floating_point())
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

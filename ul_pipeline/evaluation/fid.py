@@ -8,13 +8,14 @@ own preprocessing (uint8 -> [0, 1] -> bilinear resize to 299x299 -> TF input ran
 from __future__ import annotations
 
 import functools
-import hashlib
 from pathlib import Path
 from typing import Callable, Protocol
 
 import numpy as np
 import torch
 from torch import Tensor
+
+from ul_pipeline.train.checkpoint import file_sha256
 
 FEATURE_DIM = 2048
 
@@ -47,11 +48,7 @@ def inception_weights_path() -> Path:
 
 @functools.cache
 def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_sha256(path)  # once per process: the network file does not change under us
 
 
 def inception_identity() -> str:

