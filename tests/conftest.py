@@ -67,6 +67,17 @@ def video_encoded(tmp_path_factory):
     return cfg, shards, s1, store_url
 
 
+@pytest.fixture(scope="session")
+def fmnist_400_shards(fmnist_400_source, tmp_path_factory) -> str:
+    """The fixture written once as local shards (150 per shard, 50 validation images)."""
+    from ul_pipeline.data.shards import write_shards
+
+    url = str(tmp_path_factory.mktemp("fmnist_400_shards") / "fmnist")
+    write_shards(fmnist_400_source, url, shard_size=150, val_size=50, seed=0, resolution=32, channels=1,
+                 num_classes=10)
+    return url
+
+
 @dataclass(frozen=True)
 class S3Server:
     endpoint_url: str

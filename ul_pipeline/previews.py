@@ -50,12 +50,16 @@ def sample_picture(stage1_checkpoint: str | Path, num_classes: int, device: torc
     if latent_ndim != 3 or not Path(stage1_checkpoint).is_file():
         return None
 
+    decoder = {}  # the Stage-1 model, read once: it does not change while Stage 2 trains
+
     def picture(checkpoint: Path) -> Tensor:
         from ul_pipeline.stage1.training import load_stage1
         from ul_pipeline.stage2.training import load_base_model
 
         base, cfg, _ = load_base_model(checkpoint, device=device)
-        ul, _, _ = load_stage1(stage1_checkpoint, device=device)
+        if not decoder:
+            decoder["ul"] = load_stage1(stage1_checkpoint, device=device)[0]
+        ul = decoder["ul"]
         g = torch.Generator(device).manual_seed(0)
         labels = torch.arange(COUNT, device=device) % max(num_classes, 1)
         with torch.no_grad():

@@ -5,7 +5,6 @@ from pathlib import Path
 import pytest
 
 from ul_pipeline.config import load_config
-from ul_pipeline.data.shards import write_shards
 from ul_pipeline.lifecycle import encode_latents, run_stage1, run_stage2
 from ul_pipeline.train.loop import Callback
 
@@ -14,12 +13,9 @@ TINY = ["stage1.train.total_samples=256", "stage1.train.batch_size=32", "stage1.
         "stage2.train.log_every_samples=32", "stage2.train.checkpoint_every_samples=64", "compute.device=cpu"]
 
 
-@pytest.fixture(scope="module")
-def shards(tmp_path_factory, fmnist_400_source):
-    url = str(tmp_path_factory.mktemp("shards") / "fmnist")
-    write_shards(fmnist_400_source, url, shard_size=150, val_size=50, seed=0, resolution=32, channels=1,
-                 num_classes=10)
-    return url
+@pytest.fixture
+def shards(fmnist_400_shards):
+    return fmnist_400_shards
 
 
 def events(log_dir: Path):
