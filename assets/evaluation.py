@@ -1,10 +1,14 @@
-"""evaluation: bits/pixel, PSNR, rFID, gFID/KID and the picture grids, with warnings outside expected ranges."""
+"""evaluation: bits/pixel, PSNR, rFID, gFID/KID and the picture grids, with warnings outside expected ranges.
+
+Run config (`EvaluationConfig`): `prompts`, for text-to-image experiments, sampled into the prompt grid, e.g.
+`ops: {evaluation: {config: {prompts: ["thumbs up sign", "red apple"]}}}`.
+"""
 
 import json
 import math
 
 from dagster import (AssetCheckExecutionContext, AssetCheckResult, AssetCheckSeverity, AssetCheckSpec,
-                     AssetExecutionContext, MaterializeResult, MetadataValue, asset, multi_asset_check)
+                     AssetExecutionContext, Config, MaterializeResult, MetadataValue, asset, multi_asset_check)
 
 from assets.artifacts import resolve
 from assets.data import dataset_shards
@@ -20,19 +24,23 @@ EVAL_METRICS = ("bits_per_pixel", "bits_per_image", "bits_per_latent_dim", "late
                 *(f"seconds_{part}" for part in ("load", "bits", "reconstruct", "sample", "features_real",
                                                  "features_recon", "features_gen", "fid", "fvd")))
 VIDEO_GIFS = ("reconstruction_gif", "sample_gif")  # video experiments: clips playing, beside the frame strips
+GRIDS = ("reconstruction_grid", "sample_grid", "prompts_grid")  # prompts_grid: text models only
+
+
+class EvaluationConfig(Config):
+    prompts: list[str] = []  # text-to-image models: prompts sampled into prompts_grid.png beside the held-out ones
 
 
 @asset(group_name="evaluation", partitions_def=EXPERIMENTS, deps=[base_model, ul_autoencoder, dataset_shards],
        kinds={"pytorch"})
-def evaluation(context: AssetExecutionContext, storage: StorageResource, compute: ComputeResource,
-               experiment_config: ExperimentConfigResource) -> MaterializeResult:
+def evaluation(context: AssetExecutionContext, config: EvaluationConfig, storage: StorageResource,
+               compute: ComputeResource, experiment_config: ExperimentConfigResource) -> MaterializeResult:
     """Held-out bits/pixel, PSNR and rFID of reconstructions, gFID/KID of samples, and their grids."""
     art = resolve(context.partition_key, storage, experiment_config, compute)
     result = evaluate(art.stage1_checkpoint, art.shards_url, art.evaluation_dir, base_checkpoint=art.base_checkpoint,
                       cfg=art.cfg, storage_options=art.storage_options, history_url=storage.history_url(),
-                      log=context.log.info, warn=context.log.warning)
-    grids = {f"{k}_image": image_md(result[k], k.replace("_", " ")) for k in ("reconstruction_grid", "sample_grid")
-             if k in result}
+                      log=context.log.info, warn=context.log.warning, prompts=config.prompts)
+    grids = {f"{k}_image": image_md(result[k], k.replace("_", " ")) for k in GRIDS if k in result}
     grids.update({k: gif_md(result[k], k.replace("_", " ")) for k in VIDEO_GIFS if k in result})
     if "fvd_protocol" in result:
         grids["fvd_protocol"] = MetadataValue.json(result["fvd_protocol"])
@@ -41,7 +49,8 @@ def evaluation(context: AssetExecutionContext, storage: StorageResource, compute
         **{k: bool(result[k]) for k in ("stage1_complete", "base_complete") if k in result},  # False: unfinished
         "steps": int(result["steps"]), "decoder_steps": int(result["decoder_steps"]),
         "guidance": float(result["guidance"]), "metrics": metrics_table_md(result), **grids,
-        **{k: path_md(result[k]) for k in ("reconstruction_grid", "sample_grid") if k in result},
+        **{k: path_md(result[k]) for k in GRIDS if k in result},
+        **({"prompts": MetadataValue.json(result["prompts"])} if "prompts" in result else {}),
         "metrics_json": path_md(art.evaluation_dir / "metrics.json"), "metrics_history": path_md(storage.history_url()),
         "config": config_md(art.cfg)})
 

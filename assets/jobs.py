@@ -28,6 +28,17 @@ demo_video_job = define_asset_job(
     executor_def=in_process_executor,
     description="The whole chain on `demo_video` (Moving Fashion-MNIST 16x32x32 clips, frame prediction, FVD).")
 
+smoke_t2i_job = define_asset_job(
+    "smoke_t2i", selection=EVERYTHING, partitions_def=EXPERIMENTS, run_tags={PARTITION_TAG: "smoke_t2i"},
+    executor_def=in_process_executor,
+    description="The whole text-to-image chain on `smoke_t2i` (the emoji fixture, CI; numbers are meaningless).")
+
+demo_t2i_job = define_asset_job(
+    "demo_t2i", selection=EVERYTHING, partitions_def=EXPERIMENTS, run_tags={PARTITION_TAG: "demo_t2i"},
+    executor_def=in_process_executor,
+    description="The whole chain on `demo_t2i` (Twemoji 32x32 RGB with their names: a cross-attention text model, "
+                "evaluated on the held-out captions).")
+
 full_job = define_asset_job(
     "full", selection=EVERYTHING, partitions_def=EXPERIMENTS,
     description="The whole chain for any experiment: choose the partition at launch "

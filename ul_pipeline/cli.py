@@ -74,10 +74,15 @@ def cmd_sample(args) -> None:
     from ul_pipeline.evaluation.metrics import to_uint8
     from ul_pipeline.stage1.training import load_stage1
 
+    from ul_pipeline.stage2.text_conditioned import TextConditionedBaseModel
     from ul_pipeline.stage2.training import load_base_model
 
     ul, stage1_cfg, _ = load_stage1(args.stage1)
-    base, _, _ = load_base_model(args.base)
+    base, _, base_meta = load_base_model(args.base)
+    text_model = isinstance(base, TextConditionedBaseModel)
+    if text_model != bool(args.prompt):
+        raise ValueError(f"base model {args.base} is text-conditioned: give --prompt \"...\" (one or more)" if text_model
+                         else f"--prompt given, but base model {args.base} is class-conditional (use --label)")
     if getattr(base, "context_latents", 0):
         raise ValueError(f"base model {args.base} continues clips from their first frames (stage2.context_frames); "
                          "`sample` has no clips to continue: `evaluate` samples continuations of held-out clips")
@@ -86,7 +91,19 @@ def cmd_sample(args) -> None:
     guidance = smp.guidance if args.guidance is None else args.guidance
     eta = smp.eta if args.eta is None else args.eta
     decoder_eta = smp.decoder_eta if args.decoder_eta is None else args.decoder_eta
+    if text_model:  # --num samples per prompt, one row each, the prompt beside it
+        from ul_pipeline.evaluation.prompts import encode_prompts, prompt_grid, sample_prompts
+
+        text = encode_prompts(args.prompt, base_meta, "cpu", base.cross)
+        per_prompt = args.num or 4
+        x = sample_prompts(ul, base, text, per_prompt=per_prompt, steps=steps, decoder_steps=decoder_steps,
+                           guidance=guidance, eta=eta, decoder_eta=decoder_eta, seed=args.seed, batch_size=smp.batch_size)
+        path = prompt_grid(x, args.prompt, args.out)
+        print(f"wrote {path} ({len(args.prompt)} prompts x {per_prompt} samples: {steps} base steps with eta {eta}, "
+              f"guidance {guidance}; {decoder_steps} decoder steps with eta {decoder_eta})")
+        return
     g = torch.Generator().manual_seed(args.seed)
+    args.num = args.num or 64
     labels = (torch.full((args.num,), args.label) if args.label is not None
               else torch.arange(args.num) % base.num_classes)
     z0 = base.sample_z0(labels, steps, guidance, generator=g, progress=_progress("base model"), eta=eta)
@@ -123,7 +140,7 @@ def cmd_evaluate(args) -> None:
 
     cfg = _config(args) if args.experiment else None
     result = evaluate(args.stage1, args.shards, args.out, base_checkpoint=args.base, cfg=cfg,
-                      storage_options=storage_options_from_env(), history_url=args.history)
+                      storage_options=storage_options_from_env(), history_url=args.history, prompts=args.prompt)
     print(json.dumps(result, indent=2))
 
 
@@ -195,8 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
                 "else the Stage-1 checkpoint's config)", False)
     c.add_argument("--stage1", required=True)
     c.add_argument("--base", required=True)
-    c.add_argument("--num", type=int, default=64)
+    c.add_argument("--num", type=int, default=None, help="samples (default 64; with --prompt: per prompt, default 4)")
     c.add_argument("--label", type=int, default=None, help="one class for all (default: cycle classes)")
+    c.add_argument("--prompt", action="append", default=[],
+                   help="text models: a caption to sample (repeat for more); the grid shows each beside its samples")
     c.add_argument("--steps", type=int, default=None)
     c.add_argument("--decoder-steps", type=int, default=None)
     c.add_argument("--guidance", type=float, default=None, help="default: the config's sample.guidance")
@@ -219,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--shards", required=True)
     c.add_argument("--out", required=True, help="output folder for grids and metrics.json")
     c.add_argument("--history", default=None, help="Parquet metrics history to append to")
+    c.add_argument("--prompt", action="append", default=[], help="text models: a prompt to add to prompts_grid.png")
     c = command("study", cmd_study, "a sweep's points side by side: table + bits/pixel vs PSNR, rFID, gFID")
     c.add_argument("--history", default=None,
                    help="metrics history folder, one Parquet object per evaluation (default: {$UL_STORAGE_ROOT or artifacts}/metrics_history)")

@@ -18,8 +18,8 @@ from ul_pipeline import distributed
 from ul_pipeline.latents.extract import extract_latents
 from ul_pipeline.data import load_split_tensor, read_manifest, write_shards
 from ul_pipeline.latents.store import open_store
-from ul_pipeline.latents.text_features import ensure_text_features
-from ul_pipeline.text.encoder import TextEncoder
+from ul_pipeline.latents.text_features import ensure_text_features, stored_captions
+from ul_pipeline.text.encoder import TextEncoder, text_encoder_sha256
 from ul_pipeline.data.sources import build_source
 from ul_pipeline.data.storage import StorageOptions
 from ul_pipeline.latents.encode import encoder_fn
@@ -139,15 +139,19 @@ def run_stage2(cfg: DictConfig, store_url: str, run_dir: str | Path, *, expect_e
                          f"{cfg.stage1.logsnr_0}: the base model's most precise level must match the encoder's")
     batches = stage2_batches(cfg, store)  # z_clean, labels, and z_logvar / z_clean_hflip when the store has them
     standardization = store.standardization() if cfg.stage2.standardize else None
+    extra = {"latent_store_url": store_url, "encoder_sha256": store.meta["encoder_sha256"],
+             "dataset_manifest_sha256": store.meta.get("dataset_manifest_sha256"),
+             "encode_seconds": store.meta.get("encode_seconds"), "stage_code_version": stage_code_version("stage2")}
+    text = None
+    if cfg.stage2.text_conditioning != "none":  # prompts must be encoded by the encoder the model learned from
+        extra["text_encoder_sha256"] = text_encoder_sha256()
+        text = stored_captions(store, extra["text_encoder_sha256"], slice(0, 8))
     if cfg.compute.tensorboard:
         picture = sample_picture(store.meta.get("stage1_checkpoint") or "", cfg.data.num_classes,
-                                 resolve_device(cfg.compute.device), len(store.latent_shape))
+                                 resolve_device(cfg.compute.device), len(store.latent_shape), text=text)
         callbacks = [*callbacks, TensorBoardLog(run_dir, "stage2", picture)]
     return train_stage2_from(cfg, batches, store.latent_shape, run_dir, callbacks, standardization=standardization,
-                             extra={"latent_store_url": store_url, "encoder_sha256": store.meta["encoder_sha256"],
-                                    "dataset_manifest_sha256": store.meta.get("dataset_manifest_sha256"),
-                                    "encode_seconds": store.meta.get("encode_seconds"),
-                                    "stage_code_version": stage_code_version("stage2")})
+                             extra=extra)
 
 
 def stage2_run(cfg: DictConfig, store, run_dir: str | Path) -> RunChoice:

@@ -1,7 +1,7 @@
 """Small picture grids of a training run at a checkpoint, for TensorBoard: what people look at first.
 
 Stage 1: eight fixed training images over their reconstructions (EMA weights, a few decoder steps).
-Stage 2: eight samples, one per class in turn, decoded by the Stage-1 decoder the store was encoded
+Stage 2: eight samples, one per class in turn (text models: of the first eight captions), decoded by the Stage-1 decoder the store was encoded
 with. Both draw from their own seeded generator, so training's random streams are untouched.
 Images only: video runs get curves without pictures.
 """
@@ -45,8 +45,9 @@ def reconstruction_picture(images: Tensor, device: torch.device, steps: int = 8)
 
 
 def sample_picture(stage1_checkpoint: str | Path, num_classes: int, device: torch.device, latent_ndim: int,
-                   steps: int = 16, decoder_steps: int = 8) -> Optional[Callable[[Path], Tensor]]:
-    """For Stage 2: samples of the base model at a checkpoint; None for clips or without the Stage-1 checkpoint."""
+                   steps: int = 16, decoder_steps: int = 8, text=None) -> Optional[Callable[[Path], Tensor]]:
+    """For Stage 2: samples of the base model at a checkpoint; None for clips or without the Stage-1 checkpoint.
+    A text model's samples are of `text` (a TextCondition: the first training captions) instead of classes."""
     if latent_ndim != 3 or not Path(stage1_checkpoint).is_file():
         return None
 
@@ -62,8 +63,9 @@ def sample_picture(stage1_checkpoint: str | Path, num_classes: int, device: torc
         ul = decoder["ul"]
         g = torch.Generator(device).manual_seed(0)
         labels = torch.arange(COUNT, device=device) % max(num_classes, 1)
+        condition = labels if text is None else text[:COUNT].to(device)
         with torch.no_grad():
-            z0 = base.sample_z0(labels, steps, float(cfg.sample.guidance), generator=g)
+            z0 = base.sample_z0(condition, steps, float(cfg.sample.guidance), generator=g)
             x = ul.decode(z0, decoder_steps, generator=g)
         return _grid(x.cpu())
 

@@ -105,10 +105,13 @@ class Stage2Config:
     preset: str = "small"  # base-model preset name
     bias: float = 0.0  # b in the base model's sigmoid(b - lambda) weighting
     logsnr_min: float = -15.0  # base-model schedule start; its end is tied to stage1.logsnr_0
-    label_dropout: float = 0.1  # probability a label is replaced by the null class (for CFG)
+    label_dropout: float = 0.1  # probability a label (text models: the caption) is replaced by the null (for CFG)
     context_frames: int = 0  # video: first frames given as context (whole groups of the time patch); 0 = none
     context_dropout: float = 0.1  # video: probability the context is withheld; one uniform per clip drives this and
     # label_dropout, so both go together (the guidance branch) with probability min(label_dropout, context_dropout)
+    text_conditioning: str = "none"  # none | pooled: the caption's pooled text vector into the adaLN embedding |
+    # cross: that plus zero-initialised cross-attention to its token states in every block (text-to-image, README);
+    # the captions' features come from the latent store, label_dropout drops them to a learned null caption
     standardize: bool = False  # train on (z - the store's latent_shift) / latent_scale (per-channel mean, one
     # scale over all training latents), undone exactly before decoding: for KL-regularised latents, as
     # Stable Diffusion's scale_by_std. UL keeps its own scale (its prior priced it). Images only
@@ -228,6 +231,10 @@ def validate(cfg: DictConfig) -> None:
            "must be below stage1.decoder_logsnr_max")
     _check(cfg.stage2.logsnr_min < cfg.stage1.logsnr_0, "stage2.logsnr_min", "must be below stage1.logsnr_0")
     _check(0.0 <= cfg.stage2.label_dropout < 1.0, "stage2.label_dropout", "must be in [0, 1)")
+    _check(cfg.stage2.text_conditioning in ("none", "pooled", "cross"), "stage2.text_conditioning",
+           f"must be none, pooled or cross, got '{cfg.stage2.text_conditioning}'")
+    _check(cfg.stage2.text_conditioning == "none" or not cfg.data.frames, "stage2.text_conditioning",
+           "is for still images (data.frames = 0)")
     _check(0.0 <= cfg.stage2.context_dropout < 1.0, "stage2.context_dropout", "must be in [0, 1)")
     _check(0 <= cfg.stage2.context_frames < max(1, cfg.data.frames), "stage2.context_frames",
            f"must be in [0, data.frames={cfg.data.frames}) (0 for images)")

@@ -15,7 +15,7 @@ import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from omegaconf import DictConfig
@@ -26,6 +26,9 @@ from ul_pipeline.data import load_split_tensor
 from ul_pipeline.data.storage import StorageOptions
 from ul_pipeline.evaluation.fid import FeatureExtractor
 from ul_pipeline.evaluation.history import append_metrics_row
+from ul_pipeline.evaluation.prompts import encode_prompts, evaluate_prompts
+from ul_pipeline.latents.text_features import read_captions
+from ul_pipeline.stage2.text_conditioned import TextConditionedBaseModel
 from ul_pipeline.evaluation.quality import feature_metrics
 from ul_pipeline.evaluation.results import result_config
 from ul_pipeline.train.loop import autocast, resolve_device, resolve_precision
@@ -50,7 +53,8 @@ def evaluate(stage1_checkpoint: str | Path, shards_url: str, out_dir: str | Path
              base_checkpoint: str | Path | None = None, cfg: DictConfig | None = None,
              storage_options: StorageOptions = None, history_url: str | None = None,
              log: Callable[[str], None] = print, seed: int = 0,
-             features: FeatureExtractor | None = None, warn: Callable[[str], None] | None = None) -> dict[str, Any]:
+             features: FeatureExtractor | None = None, warn: Callable[[str], None] | None = None,
+             prompts: Sequence[str] = ()) -> dict[str, Any]:
     """Bits/pixel on held-out data, PSNR and rFID of reconstructions, gFID/KID of samples, grids.
 
     `cfg` supplies eval.* and sample.* (default: the Stage-1 checkpoint's). Every number is
@@ -60,7 +64,9 @@ def evaluate(stage1_checkpoint: str | Path, shards_url: str, out_dir: str | Path
     the evaluation device); the real images' features are cached beside the shards (see
     ul_pipeline.evaluation.fid_reference), so only the first evaluation of a dataset pays for them.
     An unfinished checkpoint (`complete` False) is evaluated with a warning through `warn` (default:
-    `log`) and `stage1_complete` / `base_complete` False in the result.
+    `log`) and `stage1_complete` / `base_complete` False in the result. A text-conditioned base model samples
+    the held-out captions instead of labels and adds `prompts_grid.png` (held-out prompts and `prompts`;
+    ul_pipeline.evaluation.prompts).
     """
     warn = warn or (lambda message: log(f"WARNING: {message}"))
     t0 = time.perf_counter()
@@ -91,7 +97,7 @@ def evaluate(stage1_checkpoint: str | Path, shards_url: str, out_dir: str | Path
         precision = resolve_precision(cfg.compute.precision, device)
         out_dir = Path(out_dir)
         out_dir.mkdir(parents=True, exist_ok=True)
-        val_images, val_labels, _ = load_split_tensor(shards_url, "val", storage_options=storage_options)
+        val_images, val_labels, val_keys = load_split_tensor(shards_url, "val", storage_options=storage_options)
         n = min(ev.num_samples, len(val_images))
         images, labels = val_images[:n], val_labels[:n]
     g = torch.Generator(device=device).manual_seed(seed)
@@ -161,7 +167,15 @@ def evaluate(stage1_checkpoint: str | Path, shards_url: str, out_dir: str | Path
             if b_meta.get(stored) is not None:
                 result[key] = float(b_meta[stored])
         n_gen = ev.num_generated or n
-        gen_labels = val_labels[torch.arange(n_gen) % len(val_labels)].to(device)  # held-out class frequencies
+        rows = torch.arange(n_gen) % len(val_labels)  # held-out class frequencies, or captions
+        text_model = isinstance(base, TextConditionedBaseModel)
+        if text_model:  # sample i is of held-out caption i mod N (ul_pipeline.evaluation.prompts)
+            val_captions = read_captions(shards_url, "val", val_keys, storage_options)
+            conditions = encode_prompts([val_captions[i] for i in rows], b_meta, device, base.cross)
+        elif prompts:
+            raise ValueError(f"prompts given, but base model {base_checkpoint} is not text-conditioned")
+        else:
+            conditions = val_labels[rows].to(device)
         # common random numbers: the base sampler and the decoder draw from their own seeded streams, so
         # sample i starts from the same noise and label in every evaluation with the same seed and shapes
         g_base = torch.Generator(device=device).manual_seed(seed + 1)
@@ -170,13 +184,19 @@ def evaluate(stage1_checkpoint: str | Path, shards_url: str, out_dir: str | Path
             samples = []
             for s in batches(n_gen):
                 with autocast(precision, device):
-                    z0 = base.sample_z0(gen_labels[s], smp.steps, smp.guidance, generator=g_base, eta=smp.eta)
+                    z0 = base.sample_z0(conditions[s].to(device), smp.steps, smp.guidance, generator=g_base,
+                                        eta=smp.eta)
                     samples.append(metrics.to_uint8(ul.decode(z0, smp.decoder_steps, generator=g_decoder,
                                                               eta=smp.decoder_eta)).cpu())
                 log(f"sampled {s.stop}/{n_gen} ({time.perf_counter() - t0:.0f} s into the evaluation)")
             samples = torch.cat(samples)
         result["num_generated"] = n_gen
         result["sample_grid"] = str(save_grid(samples[:k], out_dir / "samples.png", nrow=int(math.sqrt(k)) or 1))
+        if text_model:
+            with timed("prompts"), autocast(precision, device):
+                evaluate_prompts(result, ul, base, b_meta, val_captions=val_captions, prompts=prompts,
+                                 samples=samples, sample_text=conditions, shards_url=shards_url, smp=smp,
+                                 device=device, out_dir=out_dir, storage_options=storage_options, seed=seed, log=log)
 
     if ev.fid:
         cross = None

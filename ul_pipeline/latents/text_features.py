@@ -57,6 +57,16 @@ def open_text_features(store_url: str, text_encoder_sha256: str, *,
     return group
 
 
+def stored_captions(store, text_encoder_sha256: str, rows: slice = slice(None)):
+    """Rows of an opened store's text features of this encoder as a `TextCondition` (pooled, token states, mask)."""
+    from ul_pipeline.nets.text_base import TextCondition
+    import torch
+
+    group = open_text_features(store.url, text_encoder_sha256, storage_options=store.storage_options)
+    read = lambda name: torch.from_numpy(np.asarray(group[name][rows]))  # noqa: E731
+    return TextCondition(read("pooled").float(), read("token_states").float(), read("mask").bool())
+
+
 def read_captions(shards_url: str, split: str, keys: list[str], storage_options: StorageOptions = None) -> list[str]:
     """The captions of `split` in manifest order (= the latent store's order), checked against its `keys`."""
     captions = []

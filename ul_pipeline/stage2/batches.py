@@ -3,9 +3,10 @@
 Both sources yield the same fields (`stage2_fields`): every per-sample array of the store under the
 names `sample_arrays` gives (z_clean, labels, then z_clean_context, z_clean_hflip, z_logvar and any
 conditioning), as float32 / int64, except z_clean_context unless the base model predicts frames from
-a context; both refuse non-finite latents and labels outside [0, data.num_classes). Streaming reads the store's
-blocks from local or S3 storage (ul_pipeline.train.streamed) with block-level and window shuffling
-from stage2.train.seed, a window of data.shuffle_buffer samples and compute.workers DataLoader workers.
+a context, plus a text model's caption features (`text_fields`; the mask as int64); both refuse
+non-finite latents and labels outside [0, data.num_classes). Streaming reads the store's blocks from
+local or S3 storage (ul_pipeline.train.streamed) with block-level and window shuffling from
+stage2.train.seed, a window of data.shuffle_buffer samples and compute.workers DataLoader workers.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from omegaconf import DictConfig
 
 from ul_pipeline.latents.dataset import BlockReader, check_rows, read_rows, sample_arrays
 from ul_pipeline.latents.store import LatentStore, LatentStoreError
+from ul_pipeline.stage2.text_conditioned import text_fields
 from ul_pipeline.train.batch_source import BatchSource
 from ul_pipeline.train.runtime import share_of
 from ul_pipeline.train.streamed import StreamedBatches
@@ -23,7 +25,18 @@ from ul_pipeline.train.streamed import StreamedBatches
 def stage2_fields(cfg: DictConfig, store: LatentStore) -> tuple[str, ...]:
     """What a Stage-2 batch of `cfg` on `store` holds: the store's sample arrays, z_clean_context only for
     stage2.context_frames > 0, where the store must hold it for that context (a LatentStoreError naming the
-    store otherwise: a store written before it, or for another context_frames)."""
+    store otherwise: a store written before it, or for another context_frames), and for a text model
+    (stage2.text_conditioning) the current text encoder's features of the captions (their paths in the store,
+    `text_features/<sha256[:16]>/...`; a LatentStoreError naming the store and that group when it has none)."""
+    text = cfg.stage2.get("text_conditioning", "none")
+    if text == "none":
+        return _latent_fields(cfg, store)
+    from ul_pipeline.text.encoder import text_encoder_sha256
+
+    return (*_latent_fields(cfg, store), *text_fields(text, store, text_encoder_sha256()))
+
+
+def _latent_fields(cfg: DictConfig, store: LatentStore) -> tuple[str, ...]:
     fields = sample_arrays(store)
     context_frames = int(cfg.stage2.get("context_frames", 0))
     if not context_frames:

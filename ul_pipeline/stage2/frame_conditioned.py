@@ -73,6 +73,10 @@ class FrameConditionedBaseModel(BaseModel):
         frames = torch.arange(self.latent_shape[1], device=device) < self.context_latents
         return frames[None, :] & use[:, None]
 
+    def batch_conditioning(self, batch: dict[str, Tensor]) -> dict:
+        """The context encoding the latent store keeps for frame prediction (z_clean_context)."""
+        return {"context_z_clean": batch["z_clean_context"].float()}
+
     def loss_terms(self, z_clean: Tensor, labels: Tensor, generator: torch.Generator | None = None,
                    z_logvar: Tensor | None = None, context_z_clean: Tensor | None = None) -> Stage2Terms:
         """Sigmoid-weighted eps-MSE on the generated frames only; context frames hold a z0 draw of

@@ -76,16 +76,27 @@ class BaseModel(nn.Module):
         With `z_logvar` (a learned encoder variance) each draw first takes y = z_clean + s eps1,
         the latent whose lambda(0) view is z0, so no single draw is frozen in the cache.
         """
+        z_clean = self.latent_draw(z_clean, z_logvar, generator)
+        labels = self.drop_labels(labels, generator) if self.training else labels
+        noised = add_noise(z_clean, self.schedule, generator)
+        eps_hat = noised.eps_hat(self.net(noised.x_t, noised.logsnr, labels))
+        return Stage2Terms.of(noised, eps_hat, self.bias)
+
+    def latent_draw(self, z_clean: Tensor, z_logvar: Tensor | None, generator: torch.Generator | None) -> Tensor:
+        """What the model is trained to generate: z_clean (standardised when configured), plus s eps1 with a
+        learned encoder variance."""
         if self.standardization is not None:
             z_clean = self.standardization.forward(z_clean)
             z_logvar = None if z_logvar is None else self.standardization.logvar(z_logvar)
         if z_logvar is not None:
             z_clean = z_clean + torch.exp(0.5 * z_logvar) * distributed.randn(z_clean.shape, generator=generator,
                                                                         device=z_clean.device)
-        labels = self.drop_labels(labels, generator) if self.training else labels
-        noised = add_noise(z_clean, self.schedule, generator)
-        eps_hat = noised.eps_hat(self.net(noised.x_t, noised.logsnr, labels))
-        return Stage2Terms.of(noised, eps_hat, self.bias)
+        return z_clean
+
+    def batch_conditioning(self, batch: dict[str, Tensor]) -> dict:
+        """The keyword arguments of `loss_terms` beyond labels that this model reads from a named Stage-2 batch
+        (the class-conditional model: none; variants override)."""
+        return {}
 
     @torch.no_grad()
     def sample_z0(self, labels: Tensor, steps: int, guidance: float = 0.0,
@@ -96,4 +107,8 @@ class BaseModel(nn.Module):
         z0 = ancestral_sample(denoise, (labels.shape[0], *self.latent_shape), self.schedule, steps,
                               final="noisy", eta=eta, generator=generator, device=labels.device,
                               progress=progress)
+        return self.to_z0(z0)
+
+    def to_z0(self, z0: Tensor) -> Tensor:
+        """The sampler's end point in the decoder's units (standardisation undone exactly)."""
         return z0 if self.standardization is None else self.standardization.z0(z0, self.logsnr_0)

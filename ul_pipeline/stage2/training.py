@@ -63,8 +63,7 @@ def train_stage2_from(cfg: DictConfig, batches: BatchSource, latent_shape: tuple
         if "z_clean_hflip" in named:  # the image's latent or its mirror's, drawn afresh each step
             z = pick_mirror(z, named["z_clean_hflip"].float())
         z_lv = named["z_logvar"].float() if "z_logvar" in named else None
-        context = {"context_z_clean": named["z_clean_context"].float()} if "z_clean_context" in named else {}
-        terms = m.loss_terms(z, named["labels"].long(), z_logvar=z_lv, **context)
+        terms = m.loss_terms(z, named["labels"].long(), z_logvar=z_lv, **m.batch_conditioning(named))
         return terms.weighted_nats.mean() * scale, terms.summary()
 
     tc = cfg.stage2.train

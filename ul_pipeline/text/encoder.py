@@ -35,6 +35,12 @@ def model_dir() -> Path:
     return Path(spec.origin).parent / "model"
 
 
+def text_encoder_sha256(folder: Optional[str | Path] = None) -> str:
+    """sha256 of the text encoder's weights file (what keys its features in a latent store), without loading it."""
+    weights = Path(folder if folder is not None else model_dir()) / "model.safetensors"
+    if not weights.exists():
+        raise FileNotFoundError(f"text encoder: {weights} missing; run scripts/setup.sh")
+    return file_sha256(weights)
 
 
 @dataclass

@@ -1,0 +1,147 @@
+"""Text-to-image evaluation: prompts through the frozen text encoder, samples per prompt, the prompt grid, and
+the prompt-image agreement metric's call site (issue 21).
+
+A text model is evaluated like a class-conditional one, with the held-out split's captions in place of its
+labels (sample i is of val caption i mod N, so gFID/KID compare against the held-out images of the same
+captions); `prompts_grid.png` shows a fixed list of held-out prompts (the first HELD_OUT_PROMPTS distinct val
+captions) and any prompts the caller adds, PROMPT_SAMPLES samples each.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from ul_pipeline.evaluation import metrics
+from ul_pipeline.nets.text_base import TextCondition
+
+HELD_OUT_PROMPTS = 8  # distinct held-out captions in prompts_grid.png
+PROMPT_SAMPLES = 4  # samples per prompt in the grid
+
+
+def encode_prompts(prompts: Sequence[str], base_meta: dict, device, cross: bool = True,
+                   batch_size: int = 256) -> TextCondition:
+    """`prompts` through the frozen text encoder, as the base model reads them; ValueError when the model was
+    trained on another encoder's features (checkpoint key text_encoder_sha256)."""
+    from ul_pipeline.text.encoder import TextEncoder
+
+    if not prompts:
+        raise ValueError("no prompts to encode")
+    encoder = TextEncoder(device=device)
+    trained_on = base_meta.get("text_encoder_sha256")
+    if trained_on is not None and trained_on != encoder.sha256:
+        raise ValueError(f"the base model was trained on features of text encoder {trained_on[:16]}, the installed "
+                         f"one is {encoder.sha256[:16]} ({encoder.folder}): prompts would mean something else")
+    length = encoder.num_tokens(list(prompts))
+    parts = [encoder.encode(list(prompts[i:i + batch_size]), length) for i in range(0, len(prompts), batch_size)]
+    pooled = torch.cat([p.pooled for p in parts])
+    if not cross:
+        return TextCondition(pooled)
+    return TextCondition(pooled, torch.cat([p.token_states for p in parts]), torch.cat([p.mask for p in parts]))
+
+
+def held_out_prompts(captions: Sequence[str], count: int = HELD_OUT_PROMPTS) -> list[str]:
+    """The first `count` distinct captions, in split order: the same list in every evaluation of a shard set."""
+    return list(dict.fromkeys(captions))[:count]
+
+
+@torch.no_grad()
+def sample_prompts(ul, base, text: TextCondition, *, per_prompt: int, steps: int, decoder_steps: int,
+                   guidance: float, eta: float = 1.0, decoder_eta: float = 1.0, seed: int = 0,
+                   device="cpu", batch_size: int = 256) -> Tensor:
+    """uint8 samples (P * per_prompt, C, H, W), prompt-major: base model -> z0 -> decoder, seeded."""
+    rows = torch.arange(len(text)).repeat_interleave(per_prompt)
+    g_base = torch.Generator(device=device).manual_seed(seed + 1)
+    g_decoder = torch.Generator(device=device).manual_seed(seed + 2)
+    out = []
+    for i in range(0, len(rows), batch_size):
+        z0 = base.sample_z0(text[rows[i:i + batch_size]].to(device), steps, guidance, generator=g_base, eta=eta)
+        out.append(metrics.to_uint8(ul.decode(z0, decoder_steps, generator=g_decoder, eta=decoder_eta)).cpu())
+    return torch.cat(out)
+
+
+def prompt_grid(images: Tensor, prompts: Sequence[str], path: str | Path, text_width: int = 240) -> Path:
+    """One row per prompt: the prompt, then its samples (uint8 (P * K, C, H, W), prompt-major), as a PNG."""
+    from PIL import Image, ImageDraw
+
+    p = len(prompts)
+    k = len(images) // p
+    c, h, w = images.shape[1:]
+    pad, scale = 2, max(1, 64 // h)  # small images drawn at least 64 px tall, so the text fits beside them
+    cell_h, cell_w = h * scale, w * scale
+    canvas = Image.new("RGB", (text_width + k * (cell_w + pad) + pad, p * (cell_h + pad) + pad), "white")
+    draw = ImageDraw.Draw(canvas)
+    for r, prompt in enumerate(prompts):
+        top = pad + r * (cell_h + pad)
+        draw.multiline_text((4, top + 2), _wrap(prompt, text_width // 6), fill="black")
+        for j in range(k):
+            x = images[r * k + j].permute(1, 2, 0).numpy()  # (H, W, C) uint8
+            tile = Image.fromarray(x[..., 0] if c == 1 else x).convert("RGB").resize((cell_w, cell_h), Image.NEAREST)
+            canvas.paste(tile, (text_width + pad + j * (cell_w + pad), top))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(path)
+    return path
+
+
+def _wrap(text: str, width: int) -> str:
+    lines, line = [], ""
+    for word in text.split():
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}".strip()
+    return "\n".join([*lines, line][:4])
+
+
+def agreement_metrics(result: dict[str, Any], samples: Tensor, sample_pooled: Tensor, *, train_images: Callable[[], Tensor],
+                      train_pooled: Callable[[], Tensor], seed: int, log: Callable[[str], None]) -> None:
+    """AGREEMENT METRIC CALL SITE (issue 21): prompt-image agreement of `samples` (uint8) with the captions they
+    were drawn for, added to `result` as agreement_<key>. ul_pipeline.evaluation.agreement is written apart;
+    until it is merged this logs that it is absent and adds nothing."""
+    import importlib
+
+    try:
+        agreement = importlib.import_module("ul_pipeline.evaluation.agreement")
+    except ModuleNotFoundError as e:
+        if e.name != "ul_pipeline.evaluation.agreement":
+            raise
+        log("agreement metric skipped: ul_pipeline.evaluation.agreement is not installed yet")
+        return
+    model = agreement.fit_agreement_model(metrics.to_float(train_images()), train_pooled(), seed=seed)
+    scores = agreement.agreement_scores(model, metrics.to_float(samples), sample_pooled, num_candidates=100,
+                                        seed=seed)
+    result.update({f"agreement_{k}": float(v) for k, v in scores.items()})
+    log(f"prompt-image agreement: top-1 {result.get('agreement_top1', float('nan')):.3f}")
+
+
+def evaluate_prompts(result: dict[str, Any], ul, base, base_meta: dict, *, val_captions: Sequence[str],
+                     prompts: Sequence[str], samples: Tensor, sample_text: TextCondition, shards_url: str, smp,
+                     device, out_dir: Path, storage_options=None, seed: int = 0,
+                     log: Callable[[str], None] = print) -> None:
+    """A text model's extras: `prompts_grid.png` of the fixed held-out prompts and `prompts` (the caller's),
+    and the agreement metric of the held-out-caption samples."""
+    from ul_pipeline.data import load_split_tensor
+    from ul_pipeline.latents.store import open_store
+    from ul_pipeline.latents.text_features import stored_captions
+
+    shown = list(dict.fromkeys([*held_out_prompts(val_captions), *prompts]))
+    text = encode_prompts(shown, base_meta, device, base.cross)
+    images = sample_prompts(ul, base, text, per_prompt=PROMPT_SAMPLES, steps=smp.steps,
+                            decoder_steps=smp.decoder_steps, guidance=smp.guidance, eta=smp.eta,
+                            decoder_eta=smp.decoder_eta, seed=seed, device=device, batch_size=smp.batch_size)
+    result["prompts"] = shown
+    result["prompts_grid"] = str(prompt_grid(images, shown, Path(out_dir) / "prompts_grid.png"))
+    log(f"prompt grid: {len(shown)} prompts x {PROMPT_SAMPLES} samples")
+
+    def train_pooled() -> Tensor:
+        store = open_store(base_meta["latent_store_url"], storage_options=storage_options)
+        return stored_captions(store, base_meta["text_encoder_sha256"]).pooled
+
+    agreement_metrics(result, samples, sample_text.pooled,
+                      train_images=lambda: load_split_tensor(shards_url, "train", storage_options=storage_options)[0],
+                      train_pooled=train_pooled, seed=seed, log=log)
