@@ -1,7 +1,8 @@
 """Data sources, one class each: they yield `Sample`s of uint8 images (C, H, W) or clips (C, T, H, W).
 
 - `images.py`: Fashion-MNIST (the embedded default; `fashion_mnist_captions` adds templated captions) and an
-  image folder (one sub-folder per class);
+  image folder (one sub-folder per class; captioned, and then possibly flat, when `captions.py` finds
+  `foo.txt` beside `foo.png` or a `captions.csv` / `captions.jsonl` manifest);
 - `emoji.py`: Twemoji with their names as captions (the npm package setup fetches), with its own split;
 - `video.py`: Moving Fashion-MNIST clips and a video folder;
 - `shards.py`: existing WebDataset shards.

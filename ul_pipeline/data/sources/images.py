@@ -1,4 +1,5 @@
-"""Sample sources: Fashion-MNIST (plain or with templated captions), an image folder (one sub-folder per class).
+"""Sample sources: Fashion-MNIST (plain or with templated captions), an image folder (one sub-folder per class;
+captions from `captions.py` when it has them).
 
 Every source yields `Sample(key, image, label, info)`: `image` is uint8 (C, H, W) already converted
 to the configured channels and resolution, `label` an int, `info` a small JSON-able dict (source
@@ -17,6 +18,7 @@ from PIL import Image
 from ul_pipeline.data.codecs import convert_array, fit_image, pil_to_array
 from ul_pipeline.data.fashion_mnist import load_fashion_mnist
 from ul_pipeline.data.sample import Sample, sanitize_key
+from ul_pipeline.data.sources.captions import MANIFESTS, folder_captions
 from ul_pipeline.data.storage import StorageOptions, url_to_fs
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
@@ -75,13 +77,14 @@ def fashion_mnist_caption_source(root: Optional[str] = None, *, resolution: int 
                        captions=[FASHION_MNIST_CAPTIONS[int(y)] for y in plain.labels])
 
 
-def class_files(url: str, storage_options: StorageOptions, what: str,
-                extensions: tuple[str, ...]) -> tuple[Any, list[str], list[tuple[str, int, str]]]:
+def class_files(url: str, storage_options: StorageOptions, what: str, extensions: tuple[str, ...],
+                allow_flat: bool = False) -> tuple[Any, list[str], list[tuple[str, int, str]]]:
     """(filesystem, class names sorted, [(path, label, key)]) of the files `url/<class>/**/<file>`.
 
     Labels follow the sorted class names; a key is `<class>-<path below the class, no extension>`,
-    sanitized. Errors name `what` and the url: a missing folder, no class sub-folders, or two
-    files that map to the same key.
+    sanitized. With `allow_flat`, a folder without sub-folders is one class named '' holding its
+    files (keys: the file names, no extension). Errors name `what` and the url: a missing folder, no
+    class sub-folders (unless allowed flat), or two files that map to the same key.
     """
     fs, root = url_to_fs(url, storage_options)
     root = root.rstrip("/")
@@ -89,6 +92,13 @@ def class_files(url: str, storage_options: StorageOptions, what: str,
         raise FileNotFoundError(f"{what} {url}: not found or not a directory")
     dirs = [d for d in fs.ls(root, detail=True) if d["type"] == "directory"]
     classes = sorted(d["name"].rstrip("/").rsplit("/", 1)[-1] for d in dirs)
+    if not classes and allow_flat:
+        items = []
+        for path in sorted(p for p in fs.find(root) if p.lower().endswith(extensions)):
+            items.append((path, 0, sanitize_key(path[len(root) + 1:].rsplit(".", 1)[0])))
+        if len({key for *_, key in items}) != len(items):
+            raise ValueError(f"{what} {url}: two files map to the same key (same name, other extension)")
+        return fs, [""], items
     if not classes:
         raise ValueError(f"{what} {url}: no class sub-folders")
     items: list[tuple[str, int, str]] = []
@@ -105,12 +115,24 @@ def class_files(url: str, storage_options: StorageOptions, what: str,
 
 
 class ImageFolderSource:
-    """`url/<class>/**/<image>` on any fsspec filesystem; classes sorted by name -> labels 0, 1, ..."""
+    """`url/<class>/**/<image>` on any fsspec filesystem; classes sorted by name -> labels 0, 1, ...
+
+    Captioned when the folder holds captions (`captions.py`: `foo.txt` beside `foo.png`, or a
+    `captions.csv` / `captions.jsonl` manifest); then a flat folder (no class sub-folders, label 0) is
+    allowed too.
+    """
 
     def __init__(self, url: str, *, resolution: int, channels: int, storage_options: StorageOptions = None,
                  fit: str = "crop", extensions: tuple[str, ...] = IMAGE_EXTENSIONS):
         self.url, self.resolution, self.channels, self.fit = url, resolution, channels, fit
-        self.fs, self.classes, self.items = class_files(url, storage_options, "image folder", extensions)
+        what = f"image folder {url}"
+        self.fs, self.classes, self.items = class_files(url, storage_options, "image folder", extensions,
+                                                        allow_flat=True)
+        root = url_to_fs(url, storage_options)[1].rstrip("/")
+        self.captions = folder_captions(self.fs, root, [path for path, *_ in self.items], what)
+        if self.classes == [""] and self.captions is None:
+            raise ValueError(f"{what}: no class sub-folders (a flat folder needs captions: foo.txt beside "
+                             f"foo.png, or a {' / '.join(MANIFESTS)} manifest)")
 
     def __len__(self) -> int:
         return len(self.items)
@@ -125,7 +147,7 @@ class ImageFolderSource:
         except (OSError, ValueError, Image.DecompressionBombError) as e:
             raise ValueError(f"image folder {self.url}: cannot decode {path} ({e})") from None
         info = {"source": "image_folder", "path": path, "class_name": self.classes[label], "original_size": size}
-        return Sample(key, image, label, info)
+        return Sample(key, image, label, info, None if self.captions is None else self.captions[i])
 
     def __iter__(self) -> Iterator[Sample]:
         return (self[i] for i in range(len(self)))
