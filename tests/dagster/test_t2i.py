@@ -38,6 +38,13 @@ def test_smoke_t2i_chain_trains_a_text_model_and_shows_its_prompts(smoke_t2i):
     ev = metadata(result, "evaluation")
     metrics = json.loads((root / "runs" / "smoke_t2i" / "evaluation" / "metrics.json").read_text())
     assert PROMPT in metrics["prompts"] and PROMPT in ev["prompts"]  # the run config's prompt, beside held-out ones
+    # the agreement metric comes with its range: real held-out images, shuffled prompts, the null prompt
+    for key in ("agreement_top1", "agreement_ceiling_top1", "agreement_floor_shuffled_top1",
+                "agreement_floor_null_top1", "agreement_chance"):
+        assert 0.0 <= metrics[key] <= 1.0, key
+    # (that the metric separates real pairs from shuffled ones is tests/evaluation/test_agreement.py's: the smoke
+    # set's 3 held-out captions leave chance at 1/3)
+    assert list((root / "runs" / "smoke_t2i" / "evaluation" / "agreement").glob("agreement-*.pt"))  # cached
     assert len(metrics["prompts"]) > 1 and "data:image/png;base64," in ev["prompts_grid_image"]
     assert (root / "runs" / "smoke_t2i" / "evaluation" / "prompts_grid.png").is_file()
     assert metrics["num_generated"] == metrics["num_samples"] > 0  # the held-out captions' samples

@@ -137,11 +137,19 @@ def train_agreement_model(images: torch.Tensor, pooled: torch.Tensor, seed: int,
     no_decay = [p for n, p in model.named_parameters() if p.ndim <= 1]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
+    model.train()
+    with torch.enable_grad():  # also when called from evaluation, which runs under no_grad
+        _train_epochs(model, opt, images, pooled, caption_id, gen, config)
+    return model.eval().requires_grad_(False)
+
+
+def _train_epochs(model: AgreementModel, opt: torch.optim.Optimizer, images: torch.Tensor, pooled: torch.Tensor,
+                  caption_id: torch.Tensor, gen: torch.Generator, config: AgreementConfig) -> None:
+    """`config.epochs` epochs of InfoNCE, linear warm-up over the first epoch then cosine decay."""
     n = len(images)
     batch = min(config.batch_size, n)
     steps_per_epoch = max(1, n // batch)  # the ragged last batch is dropped (a new order each epoch)
     total, warmup = config.epochs * steps_per_epoch, steps_per_epoch
-    model.train()
     step = 0
     for _ in range(config.epochs):
         order = torch.randperm(n, generator=gen)
@@ -157,4 +165,3 @@ def train_agreement_model(images: torch.Tensor, pooled: torch.Tensor, seed: int,
             loss.backward()
             opt.step()
             step += 1
-    return model.eval().requires_grad_(False)

@@ -9,6 +9,7 @@ captions) and any prompts the caller adds, PROMPT_SAMPLES samples each.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -98,25 +99,40 @@ def _wrap(text: str, width: int) -> str:
     return "\n".join([*lines, line][:4])
 
 
-def agreement_metrics(result: dict[str, Any], samples: Tensor, sample_pooled: Tensor, *, train_images: Callable[[], Tensor],
-                      train_pooled: Callable[[], Tensor], seed: int, log: Callable[[str], None]) -> None:
-    """AGREEMENT METRIC CALL SITE (issue 21): prompt-image agreement of `samples` (uint8) with the captions they
-    were drawn for, added to `result` as agreement_<key>. ul_pipeline.evaluation.agreement is written apart;
-    until it is merged this logs that it is absent and adds nothing."""
-    import importlib
+def agreement_metrics(result: dict[str, Any], samples: Tensor, sample_captions: Sequence[str], sample_pooled: Tensor,
+                      null_samples: Tensor, *, train_images: Callable[[], Tensor], train_captions: Callable[[], list[str]],
+                      train_pooled: Callable[[], Tensor], val_images: Tensor, val_captions: Sequence[str],
+                      val_pooled: Tensor, text_encoder_sha256: str, cache_dir: Path, seed: int,
+                      log: Callable[[str], None]) -> None:
+    """Prompt-image agreement (ul_pipeline.evaluation.agreement) of `samples` (uint8, row i drawn for caption i)
+    with its range: the ceiling (the real held-out images with their captions) and the floors (the samples
+    against shuffled captions; `null_samples`, drawn from the null caption with the same noise). Added to `result`
+    as agreement_<score> (the samples), agreement_ceiling_<score>, agreement_floor_shuffled_<score>,
+    agreement_floor_null_<score>; the dual encoder is fitted on the train split only and cached in `cache_dir`."""
+    from ul_pipeline.evaluation import agreement
 
-    try:
-        agreement = importlib.import_module("ul_pipeline.evaluation.agreement")
-    except ModuleNotFoundError as e:
-        if e.name != "ul_pipeline.evaluation.agreement":
-            raise
-        log("agreement metric skipped: ul_pipeline.evaluation.agreement is not installed yet")
-        return
-    model = agreement.fit_agreement_model(metrics.to_float(train_images()), train_pooled(), seed=seed)
-    scores = agreement.agreement_scores(model, metrics.to_float(samples), sample_pooled, num_candidates=100,
-                                        seed=seed)
-    result.update({f"agreement_{k}": float(v) for k, v in scores.items()})
-    log(f"prompt-image agreement: top-1 {result.get('agreement_top1', float('nan')):.3f}")
+    t0 = time.perf_counter()
+    with torch.autocast(samples.device.type, enabled=False):  # the metric's own fp32 model, whatever the sampler ran
+        _agreement(result, agreement, samples, sample_captions, sample_pooled, null_samples, train_images,
+                   train_captions, train_pooled, val_images, val_captions, val_pooled, text_encoder_sha256,
+                   cache_dir, seed)
+    result["agreement_seconds"] = time.perf_counter() - t0
+    log(f"prompt-image agreement top-1 {result['agreement_top1']:.3f} (real held-out images "
+        f"{result['agreement_ceiling_top1']:.3f}, shuffled prompts {result['agreement_floor_shuffled_top1']:.3f}, "
+        f"null prompt {result['agreement_floor_null_top1']:.3f}, chance {result['agreement_chance']:.3f})")
+
+
+def _agreement(result, agreement, samples, sample_captions, sample_pooled, null_samples, train_images, train_captions,
+               train_pooled, val_images, val_captions, val_pooled, text_encoder_sha256, cache_dir, seed) -> None:
+    model = agreement.fit_agreement_model(metrics.to_float(train_images()), train_pooled(), seed=seed,
+                                          cache_dir=cache_dir, text_encoder_sha256=text_encoder_sha256)
+    report = agreement.agreement_report(
+        model, metrics.to_float(samples), sample_pooled, metrics.to_float(val_images), val_pooled, seed,
+        null_images=metrics.to_float(null_samples), prompt_captions=list(sample_captions),
+        test_captions=list(val_captions), extra_captions=train_captions(), extra_pooled=train_pooled())
+    for part, scores in report.items():
+        prefix = "agreement_" if part == "generated" else f"agreement_{part}_"
+        result.update({prefix + k: float(v) for k, v in scores.items()})
 
 
 def evaluate_prompts(result: dict[str, Any], ul, base, base_meta: dict, *, val_captions: Sequence[str],
@@ -127,7 +143,7 @@ def evaluate_prompts(result: dict[str, Any], ul, base, base_meta: dict, *, val_c
     and the agreement metric of the held-out-caption samples."""
     from ul_pipeline.data import load_split_tensor
     from ul_pipeline.latents.store import open_store
-    from ul_pipeline.latents.text_features import stored_captions
+    from ul_pipeline.latents.text_features import read_captions, stored_captions
 
     shown = list(dict.fromkeys([*held_out_prompts(val_captions), *prompts]))
     text = encode_prompts(shown, base_meta, device, base.cross)
@@ -138,10 +154,26 @@ def evaluate_prompts(result: dict[str, Any], ul, base, base_meta: dict, *, val_c
     result["prompts_grid"] = str(prompt_grid(images, shown, Path(out_dir) / "prompts_grid.png"))
     log(f"prompt grid: {len(shown)} prompts x {PROMPT_SAMPLES} samples")
 
-    def train_pooled() -> Tensor:
-        store = open_store(base_meta["latent_store_url"], storage_options=storage_options)
-        return stored_captions(store, base_meta["text_encoder_sha256"]).pooled
+    store = open_store(base_meta["latent_store_url"], storage_options=storage_options)
+    train = {}
 
-    agreement_metrics(result, samples, sample_text.pooled,
-                      train_images=lambda: load_split_tensor(shards_url, "train", storage_options=storage_options)[0],
-                      train_pooled=train_pooled, seed=seed, log=log)
+    def train_split() -> dict:
+        if not train:
+            images, _, keys = load_split_tensor(shards_url, "train", storage_options=storage_options)
+            train.update(images=images, captions=read_captions(shards_url, "train", list(keys), storage_options),
+                         pooled=stored_captions(store, base_meta["text_encoder_sha256"]).pooled)
+        return train
+
+    null_text = sample_text.dropped(torch.ones(len(sample_text), dtype=torch.bool))
+    null_samples = sample_prompts(ul, base, null_text, per_prompt=1, steps=smp.steps,
+                                  decoder_steps=smp.decoder_steps, guidance=0.0, eta=smp.eta,
+                                  decoder_eta=smp.decoder_eta, seed=seed, device=device, batch_size=smp.batch_size)
+    val_images = load_split_tensor(shards_url, "val", storage_options=storage_options)[0]
+    val_pooled = encode_prompts(list(val_captions), base_meta, device, cross=False).pooled
+    n = len(samples)
+    agreement_metrics(result, samples, [val_captions[i % len(val_captions)] for i in range(n)], sample_text.pooled,
+                      null_samples, train_images=lambda: train_split()["images"],
+                      train_captions=lambda: train_split()["captions"], train_pooled=lambda: train_split()["pooled"],
+                      val_images=val_images, val_captions=val_captions, val_pooled=val_pooled,
+                      text_encoder_sha256=base_meta["text_encoder_sha256"], cache_dir=Path(out_dir) / "agreement",
+                      seed=seed, log=log)
