@@ -99,3 +99,19 @@ def test_a_damaged_loader_position_is_a_checkpoint_error_not_a_key_error(data):
                              world=World(0, 1))
     with pytest.raises(CheckpointError, match="lacks ranks, workers, readers"):
         source.check_position({"source": "stream", "samples_seen": 32}, "run/last.pt")
+
+
+def test_a_resume_on_a_store_encoded_again_with_other_blocks_is_refused(tmp_path):
+    """The same samples in blocks of 80, not 40: another order. With one reader and a window over the whole
+    epoch the saved reader position ([0, 0, 48]) is the same on both stores, so it used to resume silently
+    and end with other weights than an uninterrupted run."""
+    write_indexed_store(str(tmp_path / "a.zarr"), block_size=40)
+    write_indexed_store(str(tmp_path / "b.zarr"), block_size=80)
+    kw = dict(batch_size=16, seed=0, shuffle_buffer=10_000, workers=0, world=World(0, 1))
+    saved = StreamedBatches(BlockReader(open_store(str(tmp_path / "a.zarr")), 10), **kw).position(48)
+    again = StreamedBatches(BlockReader(open_store(str(tmp_path / "b.zarr")), 10), **kw)
+    assert again.position(48)["readers"] == saved["readers"]
+    with pytest.raises(CheckpointError, match=r"run/last.pt exactly: its streamed batches followed another plan"):
+        again.check_position(saved, "run/last.pt")
+    legacy = {k: v for k, v in saved.items() if k != "plan"}  # a checkpoint from before the plan was recorded
+    StreamedBatches(BlockReader(open_store(str(tmp_path / "a.zarr")), 10), **kw).check_position(legacy, "run/last.pt")
