@@ -164,3 +164,17 @@ def test_the_run_folder_lock_is_released_when_a_run_fails(tmp_path):
     with run_folder_lock(tmp_path):  # free again: the failed run let go
         with pytest.raises(RunFolderBusy, match=f"pid {os.getpid()}"):
             train(nn.Linear(4, 4), Recorder(), batches, train_cfg(), tmp_path, kind="test", config={})
+
+
+def test_a_kill_while_metrics_jsonl_is_written_leaves_no_half_line_behind_a_complete_checkpoint(tmp_path):
+    """SIGKILL after the final last.pt is renamed in, half-way through metrics.jsonl: the file kept half a JSON
+    line for good, since a re-run reuses the complete checkpoint and never wrote it again."""
+    train(nn.Linear(4, 4), Recorder(), batches, train_cfg(), tmp_path, kind="test", config={})
+    whole = (tmp_path / "metrics.jsonl").read_text()
+    assert whole.count("\n") == 3
+    (tmp_path / "metrics.jsonl").write_text(whole[: len(whole) // 2])  # what the kill left
+    (tmp_path / ".metrics.jsonl.123-abcd.tmp").write_text(whole[:10])  # or this, from an atomic write
+    result = train(nn.Linear(4, 4), Recorder(), batches, train_cfg(), tmp_path, kind="test", config={})
+    assert result.state.samples_seen == 48  # reused, not trained again
+    assert (tmp_path / "metrics.jsonl").read_text() == whole
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))

@@ -9,7 +9,7 @@ import torch
 from ul_pipeline.data.loader import ShardReader, load_split_tensor
 from ul_pipeline.distributed import World
 from ul_pipeline.latents.dataset import BlockReader
-from ul_pipeline.latents.store import open_store
+from ul_pipeline.latents.store import LatentStoreError, open_store
 from ul_pipeline.train.checkpoint import CheckpointError
 from ul_pipeline.train.streamed import StreamedBatches
 from tests.synthetic import image_index, latent_index, write_indexed_shards, write_indexed_store
@@ -99,3 +99,32 @@ def test_a_damaged_loader_position_is_a_checkpoint_error_not_a_key_error(data):
                              world=World(0, 1))
     with pytest.raises(CheckpointError, match="lacks ranks, workers, readers"):
         source.check_position({"source": "stream", "samples_seen": 32}, "run/last.pt")
+
+
+def test_a_resume_on_a_store_encoded_again_with_other_blocks_is_refused(tmp_path):
+    """The same samples in blocks of 80, not 40: another order. With one reader and a window over the whole
+    epoch the saved reader position ([0, 0, 48]) is the same on both stores, so it used to resume silently
+    and end with other weights than an uninterrupted run."""
+    write_indexed_store(str(tmp_path / "a.zarr"), block_size=40)
+    write_indexed_store(str(tmp_path / "b.zarr"), block_size=80)
+    kw = dict(batch_size=16, seed=0, shuffle_buffer=10_000, workers=0, world=World(0, 1))
+    saved = StreamedBatches(BlockReader(open_store(str(tmp_path / "a.zarr")), 10), **kw).position(48)
+    again = StreamedBatches(BlockReader(open_store(str(tmp_path / "b.zarr")), 10), **kw)
+    assert again.position(48)["readers"] == saved["readers"]
+    with pytest.raises(CheckpointError, match=r"run/last.pt exactly: its streamed batches followed another plan"):
+        again.check_position(saved, "run/last.pt")
+    legacy = {k: v for k, v in saved.items() if k != "plan"}  # a checkpoint from before the plan was recorded
+    StreamedBatches(BlockReader(open_store(str(tmp_path / "a.zarr")), 10), **kw).check_position(legacy, "run/last.pt")
+
+
+def test_a_damaged_chunk_is_refused_naming_the_store_array_and_rows(tmp_path):
+    """A chunk of garbage bytes (not a missing one, which reads as NaN) used to raise the codec's bare
+    'RuntimeError: Zstd decompression error: invalid input data', naming neither store nor block."""
+    url = str(tmp_path / "latents.zarr")
+    write_indexed_store(url)
+    (tmp_path / "latents.zarr" / "z_clean" / "c" / "2" / "0" / "0" / "0").write_bytes(b"garbage" * 10)
+    source = StreamedBatches(BlockReader(open_store(url), 10), batch_size=16, seed=0, shuffle_buffer=50, workers=0,
+                             world=World(0, 1))
+    with pytest.raises(LatentStoreError, match=r"latent store .*latents.zarr: array z_clean rows \[80, 120\) is "
+                                               r"unreadable \(RuntimeError: .*\), a damaged chunk"):
+        take(source, 20)

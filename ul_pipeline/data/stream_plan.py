@@ -14,6 +14,7 @@ sizes alone (`locate`), so a resumed run reads only the window it resumes in.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Iterator, Sequence
 
@@ -77,6 +78,13 @@ class StreamPlan:
         self.readers, self.seed, self.window_samples = readers, int(seed), max(1, int(window_samples))
         self.sizes = np.array([p.size for p in self.pieces], dtype=np.int64)
         self.num_samples = int(self.sizes.sum())
+
+    @property
+    def fingerprint(self) -> str:
+        """A digest of everything the order depends on but the reader count: the pieces (so the units and
+        their sizes), the seed and the window. Two plans of one reader count with one fingerprint make one order."""
+        text = repr((self.seed, self.window_samples, [(p.unit, p.lo, p.hi) for p in self.pieces]))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def _dealt(self, epoch: int, reader: int) -> np.ndarray:
         """Indices of the pieces `reader` reads in `epoch`, in reading order."""

@@ -33,7 +33,12 @@ def read_rows(store: LatentStore, name: str, rows: slice = slice(None)) -> np.nd
     """Rows of a store array as training reads them: floating point as float32, integers as int64."""
     a = store.group[name]
     dtype = np.float32 if np.issubdtype(a.dtype, np.floating) else np.int64
-    return np.asarray(a[rows], dtype=dtype)
+    try:
+        return np.asarray(a[rows], dtype=dtype)
+    except Exception as e:  # a damaged chunk: the codec's own error names neither the store nor the rows
+        span = "" if rows == slice(None) else f" rows [{rows.start}, {rows.stop})"
+        raise LatentStoreError(f"latent store {store.url}: array {name}{span} is unreadable ({type(e).__name__}: "
+                               f"{e}), a damaged chunk: re-encode it (delete the store)") from e
 
 
 def check_rows(url: str, arrays: dict[str, np.ndarray], num_classes: Optional[int], where: str = "") -> None:

@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from ul_pipeline import distributed
+from ul_pipeline.data.storage import write_file_atomic
 from ul_pipeline.train.checkpoint import check_resumable, load_checkpoint, save_checkpoint
 from ul_pipeline.train.ema import EMA
 from ul_pipeline.train.run_lock import run_folder_lock
@@ -204,6 +205,8 @@ def _train(model: nn.Module, loss_fn: LossFn, batches: Callable[[int], Iterator[
         seconds_before = float(ckpt.get("train_seconds", 0.0))
         if hasattr(batches, "check_position"):  # a streamed source refuses what it cannot continue exactly
             batches.check_position(ckpt.get("loader"), ckpt_path)
+        if w.is_main:  # a kill between last.pt and metrics.jsonl left it behind the checkpoint
+            write_metrics(run_dir, history)
     t_start = time.perf_counter()
 
     def train_seconds() -> float:
@@ -221,7 +224,7 @@ def _train(model: nn.Module, loss_fn: LossFn, batches: Callable[[int], Iterator[
             "history": history, "train_seconds": train_seconds(), **(extra or {}),
             "loader": batches.position(state.samples_seen) if hasattr(batches, "position") else None,
         })
-        (run_dir / "metrics.jsonl").write_text("".join(json.dumps(h) + "\n" for h in history))
+        write_metrics(run_dir, history)
         distributed.barrier()
         for cb in callbacks:
             cb.on_checkpoint(state, ckpt_path)
@@ -293,6 +296,14 @@ def _train(model: nn.Module, loss_fn: LossFn, batches: Callable[[int], Iterator[
     ema_model.load_state_dict(ema.state_dict())
     ema_model.eval()
     return TrainResult(model, ema_model, state, history, ckpt_path, train_seconds())
+
+
+def write_metrics(run_dir: Path, history: list[dict[str, float]]) -> None:
+    """run_dir/metrics.jsonl: the checkpoint's log entries, one JSON line each, written atomically (and only
+    when it differs), so a kill never leaves half a line and a resumed or reused run repairs a stale file."""
+    path, text = run_dir / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history)
+    if not (path.exists() and path.read_text() == text):
+        write_file_atomic(path, lambda f: f.write(text.encode()))
 
 
 def lr_factor(samples_seen: int, train_cfg: Any) -> float:

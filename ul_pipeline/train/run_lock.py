@@ -28,6 +28,6 @@ def run_folder_lock(run_dir: str | os.PathLike) -> Iterator[Path]:
     """Hold the run folder's lock for the `with` block; RunFolderBusy at once when another process holds it."""
     run_dir = Path(run_dir)
     with exclusive_lock(run_dir / LOCK_NAME, f"run folder {run_dir}", RunFolderBusy, "training in it") as path:
-        for stale in run_dir.glob(".last.pt.*.tmp"):  # a write a crash cut short; nobody else writes here
+        for stale in [*run_dir.glob(".last.pt.*.tmp"), *run_dir.glob(".metrics.jsonl.*.tmp")]:  # writes a crash cut short
             stale.unlink(missing_ok=True)
         yield path

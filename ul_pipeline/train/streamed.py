@@ -57,7 +57,7 @@ class StreamedBatches(BatchSource):
             window, offset = self.plan.locate(slot, batches_made(step, slot % self.k, self.k) * self.count)
             readers.append([window.epoch, window.index, offset])
         return {"source": self.kind, "samples_seen": int(samples_seen), "ranks": self.ranks, "workers": self.workers,
-                "readers": readers}
+                "plan": self.plan.fingerprint, "readers": readers}
 
     def check_position(self, saved: Optional[dict], where: str) -> None:
         if not saved or saved.get("source") != self.kind:
@@ -73,6 +73,12 @@ class StreamedBatches(BatchSource):
                 f"cannot resume {where} exactly: its streamed batches came from {saved['ranks']} rank(s) x "
                 f"compute.workers={saved['workers']}, this run has {here['ranks']} x {here['workers']}. Resume with "
                 "the same number of processes and compute.workers (the order of a stream depends on both)")
+        if "plan" in saved and saved["plan"] != here["plan"]:  # checkpoints written before it had no "plan"
+            raise CheckpointError(f"cannot resume {where} exactly: its streamed batches followed another plan (plan "
+                                  f"{saved['plan']}, this run's is {here['plan']}): the units of {self.reader.where} "
+                                  "or their sizes changed since (e.g. a latent store encoded again with another "
+                                  "encode.block_size, or shards written again). Resume on the data set it was "
+                                  "trained on, or use another run directory")
         if saved["readers"] != here["readers"]:
             raise CheckpointError(f"cannot resume {where} exactly: the streaming readers' positions it saved "
                                   f"differ from those of this data set and plan (saved {saved['readers'][:4]}, "
