@@ -4,8 +4,13 @@ A data set is a list of units that are read whole: WebDataset shards (Stage 1) o
 latent store, one Zarr chunk each (Stage 2). When there are fewer units than readers, each unit is
 cut into pieces (row ranges) so that every reader has work (a reader of a piece then reads its unit
 whole and keeps the piece's rows: small data sets only). Every epoch the pieces are shuffled
-from (seed, epoch) and dealt round-robin to the R readers (torchrun ranks x DataLoader workers), so
-each sample is read by exactly one reader once per epoch. A reader walks its pieces in that order a
+from (seed, epoch) and laid end to end, and reader r of R (torchrun ranks x DataLoader workers)
+takes the r-th of R equal contiguous runs of E = floor(N / R) samples of that sequence: a piece that
+straddles two runs is split between them (its unit is then read by both, each keeping its rows).
+So each sample is read by at most one reader once per epoch, and every reader's epoch has the same
+length: readers that take turns batch by batch stay in step for ever. The N mod R < R samples at the
+end of the sequence are left out of that epoch; which ones changes with every epoch's shuffle.
+A reader walks its pieces in that order a
 window at a time: whole pieces until the window holds at least `window_samples` samples (the
 shuffle buffer; at least one piece), and permutes each window from (seed, epoch, reader, window).
 Its stream is its epochs back to back. Where reader r stands after n samples follows from the piece
@@ -21,6 +26,7 @@ from typing import Iterator, Sequence
 import numpy as np
 
 PIECE_ORDER, WINDOW_ORDER = 1, 2  # domain tags of the two kinds of permutation
+PLAN_VERSION = 2  # 2: equal contiguous runs per reader (1 dealt whole pieces round-robin: unequal epochs)
 
 
 @dataclass(frozen=True)
@@ -83,21 +89,34 @@ class StreamPlan:
     def fingerprint(self) -> str:
         """A digest of everything the order depends on but the reader count: the pieces (so the units and
         their sizes), the seed and the window. Two plans of one reader count with one fingerprint make one order."""
-        text = repr((self.seed, self.window_samples, [(p.unit, p.lo, p.hi) for p in self.pieces]))
+        text = repr((PLAN_VERSION, self.seed, self.window_samples, [(p.unit, p.lo, p.hi) for p in self.pieces]))
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-    def _dealt(self, epoch: int, reader: int) -> np.ndarray:
-        """Indices of the pieces `reader` reads in `epoch`, in reading order."""
-        order = np.random.default_rng([self.seed, PIECE_ORDER, epoch]).permutation(len(self.pieces))
-        return order[reader::self.readers]
+    @property
+    def reader_epoch_size(self) -> int:
+        """E: how many samples every reader reads per epoch (the same for all, so turns stay in step)."""
+        return self.num_samples // self.readers
 
     def epoch_pieces(self, epoch: int, reader: int) -> list[Piece]:
-        """The pieces `reader` reads in `epoch`, in reading order."""
-        return [self.pieces[i] for i in self._dealt(epoch, reader)]
+        """The pieces `reader` reads in `epoch`, in reading order: its run of E samples of the epoch's
+        shuffled pieces laid end to end, the pieces at its two ends cut to the run."""
+        order = np.random.default_rng([self.seed, PIECE_ORDER, epoch]).permutation(len(self.pieces))
+        lo = reader * self.reader_epoch_size
+        hi = lo + self.reader_epoch_size
+        out, start = [], 0
+        for i in order:
+            piece = self.pieces[i]
+            a, b = max(lo, start), min(hi, start + piece.size)
+            if a < b:
+                out.append(Piece(piece.unit, piece.lo + a - start, piece.lo + b - start))
+            start += piece.size
+            if start >= hi:
+                break
+        return out
 
     def epoch_size(self, epoch: int, reader: int) -> int:
-        """How many samples `reader` reads in `epoch`."""
-        return int(self.sizes[self._dealt(epoch, reader)].sum())
+        """How many samples `reader` reads in `epoch`: E for every reader and epoch."""
+        return self.reader_epoch_size
 
     def windows(self, epoch: int, reader: int) -> list[Window]:
         """The reader's shuffle windows in `epoch`: whole pieces, at least `window_samples` samples each
