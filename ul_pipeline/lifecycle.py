@@ -173,8 +173,8 @@ def stage2_run(cfg: DictConfig, store, run_dir: str | Path) -> RunChoice:
         return choice
     # unfinished, of another text encoder: choose_run_dir compares only the INPUT_KEYS of train.checkpoint there
     sibling = Path(run_dir).with_name(f"{Path(run_dir).name}-{run_identity(config, version, inputs, 'stage2')}")
-    reasons = [f"unfinished, and trained on other inputs: text_encoder_sha256: checkpoint has {trained_on!r}, "
-               f"this run has {inputs['text_encoder_sha256']!r}"]
+    reasons = [(f"unfinished, and trained on other inputs: text_encoder_sha256: checkpoint has {trained_on!r}, "
+                f"this run has {inputs['text_encoder_sha256']!r}")]
     if (sibling / "last.pt").exists():
         done = load_checkpoint(sibling / "last.pt", kind="stage2").get("complete")
         return RunChoice(sibling, "reuse" if done else "resume", reasons)

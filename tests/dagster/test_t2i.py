@@ -9,7 +9,7 @@ import torch
 import zarr
 
 from assets.definitions import defs
-from tests.dagster.test_assets import ASSETS, BLOCKING, CHECKS, metadata, resources, shards_dir
+from tests.dagster.test_assets import ASSETS, BLOCKING, CHECKS, metadata, resources
 from ul_pipeline.cli import main
 from ul_pipeline.text.encoder import text_encoder_sha256
 
@@ -102,6 +102,7 @@ def _one_caption_shards(path):
 def test_train_captions_pair_with_their_own_images_whatever_the_store(smoke_t2i, tmp_path):
     import shutil
 
+    from tests.dagster.test_assets import shards_dir
     from ul_pipeline.data import load_split_tensor
     from ul_pipeline.evaluation.prompts import encode_prompts, train_pooled
     from ul_pipeline.latents.text_features import open_text_features, read_captions

@@ -98,7 +98,7 @@ def test_cache_reuses_the_fitted_model(fmnist, tmp_path, monkeypatch):
 def test_an_unreadable_cache_file_is_fitted_again_and_replaced(fmnist, tmp_path, poison):
     images, labels, _ = fmnist
     pooled = random_pooled(labels)
-    fit = lambda: fit_agreement_model(images[:64], pooled[:64], seed=0, config=TINY, cache_dir=tmp_path)  # noqa: E731
+    fit = lambda: fit_agreement_model(images[:64], pooled[:64], seed=0, config=TINY, cache_dir=tmp_path)
     first = fit()
     path = Path(first.meta["path"])
     good = path.read_bytes()
