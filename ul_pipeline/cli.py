@@ -83,6 +83,9 @@ def cmd_sample(args) -> None:
     if text_model != bool(args.prompt):
         raise ValueError(f"base model {args.base} is text-conditioned: give --prompt \"...\" (one or more)" if text_model
                          else f"--prompt given, but base model {args.base} is class-conditional (use --label)")
+    if text_model and args.label is not None:
+        raise ValueError(f"--label given, but base model {args.base} is text-conditioned: it reads no class label "
+                         "(give --prompt only)")
     if getattr(base, "context_latents", 0):
         raise ValueError(f"base model {args.base} continues clips from their first frames (stage2.context_frames); "
                          "`sample` has no clips to continue: `evaluate` samples continuations of held-out clips")

@@ -1,6 +1,7 @@
 """The text-image agreement metric: real images beat shuffled captions, seeded fits, the cache, the candidate rules."""
 
 import importlib.util
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -91,6 +92,27 @@ def test_cache_reuses_the_fitted_model(fmnist, tmp_path, monkeypatch):
                                                              "text_encoder_sha256": "e" * 64, **change})
     with pytest.raises(AssertionError, match="refitted"):
         fit_agreement_model(images[1:65], pooled[1:65], seed=0, config=TINY, cache_dir=tmp_path, text_encoder_sha256="e" * 64)
+
+
+@pytest.mark.parametrize("poison", ["truncated", "garbage", "other_key"])
+def test_an_unreadable_cache_file_is_fitted_again_and_replaced(fmnist, tmp_path, poison):
+    images, labels, _ = fmnist
+    pooled = random_pooled(labels)
+    fit = lambda: fit_agreement_model(images[:64], pooled[:64], seed=0, config=TINY, cache_dir=tmp_path)
+    first = fit()
+    path = Path(first.meta["path"])
+    good = path.read_bytes()
+    if poison == "truncated":  # e.g. a copy cut short
+        path.write_bytes(good[:100])
+    elif poison == "garbage":
+        path.write_bytes(b"not a torch file")
+    else:  # a valid file of another key under this name
+        saved = torch.load(path, weights_only=True)
+        torch.save({**saved, "meta": {**saved["meta"], "key": "0" * 64}}, path)
+    with pytest.warns(RuntimeWarning, match="fitting the model again"):
+        again = fit()
+    assert not again.meta["from_cache"] and all(torch.equal(v, again.state_dict()[k]) for k, v in first.state_dict().items())
+    assert fit().meta["from_cache"]  # replaced by a good one
 
 
 def test_bad_input_errors_clearly(fmnist):

