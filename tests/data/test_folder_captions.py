@@ -84,6 +84,8 @@ def test_caption_file_errors_name_the_file(tmp_path):
     _expect(root, r"blue/e\.png has no caption file .*blue/e\.txt \(1 of 5")
     (root / "blue" / "e.txt").write_text("  \n")
     _expect(root, r"caption file .*blue/e\.txt is empty")
+    (root / "blue" / "e.txt").write_text("\u200b\x00 \ufeff")  # zero-width space, NUL, BOM: nothing to read
+    _expect(root, r"caption file .*blue/e\.txt is empty \(or only invisible characters\)")
     (root / "blue" / "e.txt").write_bytes("pâle".encode("latin-1"))
     _expect(root, r"blue/e\.txt is not UTF-8")
     (root / "blue" / "e.txt").write_text("a pale blue square")

@@ -139,3 +139,40 @@ def test_text_features_open_in_xarray_with_named_dimensions(store, tmp_path):
                            "pooled": ["sample", "feature"], "captions": ["sample"]}
     assert got["meta"]["text_encoder_sha256"] == "a" * 64 and got["meta"]["complete"] is True
     assert got["key"].startswith("emoji-") and got["first"]
+
+
+def test_features_another_writer_finished_while_we_waited_for_the_lock_are_not_rewritten(store, monkeypatch):
+    """A review's race: the features were checked absent, then another process wrote them before our lock."""
+    import contextlib
+
+    import ul_pipeline.latents.text_features as tf
+
+    shards, url = store
+    encoder, real_lock, real_write = ToyTextEncoder(), tf.local_writer_lock, tf._write
+
+    @contextlib.contextmanager
+    def lock_after_the_other_writer(fs, path, what):
+        opened = tf.open_store(url)  # the other process, done just before we got the lock
+        real_write(url, None, encoder, tf.read_captions(shards, "train", opened.key_list()), opened.meta, 256, None)
+        with real_lock(fs, path, what):
+            yield
+
+    writes = []
+    monkeypatch.setattr(tf, "_write", lambda *a, **k: writes.append(1) or real_write(*a, **k))
+    monkeypatch.setattr(tf, "local_writer_lock", lock_after_the_other_writer)
+    monkeypatch.setattr(tf, "open_text_features", _absent_once(tf.open_text_features))
+    tf.ensure_text_features(url, shards, encoder)
+    assert writes == []  # ours found them complete under the lock and left them as they were
+    assert open_text_features(url, encoder.sha256).attrs["ul_text"]["complete"]
+
+
+def _absent_once(real):
+    """open_text_features that reports the features absent on its first call (our look before the lock)."""
+    calls = []
+
+    def opened(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise LatentStoreError("absent (first look)")
+        return real(*args, **kwargs)
+    return opened

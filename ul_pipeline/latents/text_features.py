@@ -101,6 +101,10 @@ def ensure_text_features(store_url: str, shards_url: str, encoder, *, storage_op
                                f"{meta['dataset_manifest_sha256'][:12]}, not {shards_url} ({manifest.sha256[:12]})")
     fs, path = url_to_fs(store_url, so)
     with local_writer_lock(fs, path, f"latent store {store_url}"):
+        try:  # another writer may have finished between our first look and the lock
+            return open_text_features(store_url, encoder.sha256, storage_options=so)
+        except LatentStoreError:
+            pass
         return _write(store_url, so, encoder, read_captions(shards_url, meta["split"], store.key_list(),
                                                             storage_options), meta, batch_size, progress)
 

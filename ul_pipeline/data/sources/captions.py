@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import unicodedata
 from typing import Any, Optional
 
 MANIFESTS = ("captions.csv", "captions.jsonl")
@@ -62,14 +63,21 @@ def _from_manifest(fs: Any, root: str, path: str, images: list[str], what: str) 
             raise ValueError(f"{what}: {path} line {line} names {file!r}, which is not an image in the folder")
         if captions[relative[name]] is not None:
             raise ValueError(f"{what}: {path} line {line} names {file!r} a second time")
-        if not caption.strip():
-            raise ValueError(f"{what}: {path} line {line}: the caption of {file!r} is empty")
+        if _blank(caption):
+            raise ValueError(f"{what}: {path} line {line}: the caption of {file!r} is empty (or only invisible "
+                             "characters)")
         captions[relative[name]] = caption.strip()
     missing = [images[i] for i, c in enumerate(captions) if c is None]
     if missing:
         raise ValueError(f"{what}: {len(missing)} images have no caption in {path} (first: {missing[0]}); "
                          "every image needs one")
     return captions  # type: ignore[return-value]
+
+
+def _blank(caption: str) -> bool:
+    """No character a reader (or the tokenizer) would see: whitespace, controls (NUL, ...), format characters
+    (zero-width space, ...)."""
+    return all(ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf") for ch in caption)
 
 
 def folder_captions(fs: Any, root: str, images: list[str], what: str) -> Optional[list[str]]:
@@ -95,7 +103,7 @@ def folder_captions(fs: Any, root: str, images: list[str], what: str) -> Optiona
     captions = []
     for path in sidecars:
         caption = _decode(data[path], path, what).strip()
-        if not caption:
-            raise ValueError(f"{what}: caption file {path} is empty")
+        if _blank(caption):
+            raise ValueError(f"{what}: caption file {path} is empty (or only invisible characters)")
         captions.append(caption)
     return captions
