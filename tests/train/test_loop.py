@@ -164,3 +164,33 @@ def test_the_run_folder_lock_is_released_when_a_run_fails(tmp_path):
     with run_folder_lock(tmp_path):  # free again: the failed run let go
         with pytest.raises(RunFolderBusy, match=f"pid {os.getpid()}"):
             train(nn.Linear(4, 4), Recorder(), batches, train_cfg(), tmp_path, kind="test", config={})
+
+
+def test_fast_path_resumes_either_way_with_this_runs_optimizer(tmp_path):
+    """compute.fast_transformer: a run resumes the other setting's checkpoint, with its own AdamW kind."""
+    from ul_pipeline.nets.layers import Attention
+
+    seen = []
+
+    class Spy(Recorder):
+        def __call__(self, model, batch):
+            seen.append(model.fast)
+            return super().__call__(model, batch)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = Attention(4, 2)
+
+        @property
+        def fast(self):
+            return self.attn.fast
+
+        def forward(self, x):
+            return self.attn(x[:, None])[:, 0]
+    torch.manual_seed(0)
+    train(Net(), Spy(), batches, train_cfg(total_samples=16), tmp_path, kind="test", config={}, fast=True)
+    result = train(Net(), Spy(), batches, train_cfg(total_samples=32), tmp_path, kind="test", config={}, fast=False)
+    assert seen == [True, True, False, False]
+    assert result.state.samples_seen == 32
+    assert torch.load(tmp_path / "last.pt", weights_only=False)["optimizer"]["param_groups"][0]["fused"] is None
