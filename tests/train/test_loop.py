@@ -178,3 +178,33 @@ def test_a_kill_while_metrics_jsonl_is_written_leaves_no_half_line_behind_a_comp
     assert result.state.samples_seen == 48  # reused, not trained again
     assert (tmp_path / "metrics.jsonl").read_text() == whole
     assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))
+
+
+def test_fast_path_resumes_either_way_with_this_runs_optimizer(tmp_path):
+    """compute.fast_transformer: a run resumes the other setting's checkpoint, with its own AdamW kind."""
+    from ul_pipeline.nets.layers import Attention
+
+    seen = []
+
+    class Spy(Recorder):
+        def __call__(self, model, batch):
+            seen.append(model.fast)
+            return super().__call__(model, batch)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attn = Attention(4, 2)
+
+        @property
+        def fast(self):
+            return self.attn.fast
+
+        def forward(self, x):
+            return self.attn(x[:, None])[:, 0]
+    torch.manual_seed(0)
+    train(Net(), Spy(), batches, train_cfg(total_samples=16), tmp_path, kind="test", config={}, fast=True)
+    result = train(Net(), Spy(), batches, train_cfg(total_samples=32), tmp_path, kind="test", config={}, fast=False)
+    assert seen == [True, True, False, False]
+    assert result.state.samples_seen == 32
+    assert torch.load(tmp_path / "last.pt", weights_only=False)["optimizer"]["param_groups"][0]["fused"] is None

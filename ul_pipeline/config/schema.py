@@ -165,6 +165,10 @@ class ComputeConfig:
     dist_timeout_s: float = 600.0  # gloo/NCCL collective timeout: a hung rank fails the group after this
     max_restarts: int = 0  # torchrun --max-restarts: restart a failed group, which resumes from last.pt
     compile: bool = False  # torch.compile the training loss computation
+    # opt-in fast training path (benchmarks/profile_nets.py): attention trained in bf16 on CPU runs the fp32
+    # SDPA kernel (bf16's backward is 5-10x slower at these few tokens) and AdamW is fused. Same math and
+    # weights layout (checkpoints load either way), rounded differently; false = the reference, bit for bit
+    fast_transformer: bool = False
     tf32: bool = True  # TF32 matmuls and convolutions on CUDA (no effect on CPU)
     tensorboard: bool = True  # live curves (and a picture per checkpoint) in <run folder>/tensorboard
 

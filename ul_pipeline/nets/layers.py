@@ -170,8 +170,25 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
     return x * (1 + scale[:, None]) + shift[:, None]
 
 
+def attention_fast(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout_p: float) -> torch.Tensor:
+    """SDPA for the opt-in fast path: when training in bf16 on CPU, the fp32 kernel (same math, 4-6x faster).
+
+    The backward of PyTorch's CPU flash-attention kernel in bf16 is far slower than in fp32 at the few
+    tokens and 32-wide heads of these ViTs (benchmarks/profile_nets.py: 45% of a bf16 base-model training
+    step); its forward is not, so without gradients (sampling) this is the reference call. Inputs and
+    output keep their dtype; only the kernel in between runs in fp32.
+    """
+    if q.device.type != "cpu" or q.dtype != torch.bfloat16 or not (torch.is_grad_enabled() and q.requires_grad):
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
+    with torch.autocast("cpu", enabled=False):
+        h = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), dropout_p=dropout_p)
+    return h.to(q.dtype)  # (B, heads, N, head_dim)
+
+
 class Attention(nn.Module):
     """Multi-head self-attention over tokens via `scaled_dot_product_attention`."""
+
+    fast = False  # the opt-in fast path (compute.fast_transformer; ul_pipeline.nets.fast), never a parameter
 
     def __init__(self, width: int, heads: int, dropout: float = 0.0):
         super().__init__()
@@ -186,7 +203,8 @@ class Attention(nn.Module):
         b, n, d = x.shape
         qkv = self.qkv(x).view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # each (B, heads, N, head_dim)
-        h = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        dropout_p = self.dropout if self.training else 0.0
+        h = (attention_fast if self.fast else F.scaled_dot_product_attention)(q, k, v, dropout_p=dropout_p)
         return self.proj(h.transpose(1, 2).reshape(b, n, d))
 
 

@@ -66,6 +66,7 @@ def train_stage1_from(cfg: DictConfig, batches: BatchSource, run_dir: str | Path
     return train(model, loss_fn, batches, tc, run_dir, kind="stage1", config=config_lib.to_dict(cfg),
                  device=device, precision=precision, callbacks=callbacks, lr_multipliers=lr_multipliers,
                  flops_per_example=stage1_train_flops(cfg), compile=cfg.compute.compile,
+                 fast=cfg.compute.fast_transformer,
                  extra={"image_shape": list(model.image_shape), "latent_shape": list(model.latent_shape),
                         **(extra or {})})
 

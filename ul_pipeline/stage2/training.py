@@ -70,6 +70,7 @@ def train_stage2_from(cfg: DictConfig, batches: BatchSource, latent_shape: tuple
     return train(model, loss_fn, batches, tc, run_dir, kind="stage2", config=config_lib.to_dict(cfg),
                  device=device, precision=precision, callbacks=callbacks,
                  flops_per_example=stage2_train_flops(cfg, latent_shape), compile=cfg.compute.compile,
+                 fast=cfg.compute.fast_transformer,
                  extra={"latent_shape": list(latent_shape), **(extra or {}),
                         "latent_standardization": None if standardization is None else standardization.to_dict()})
 

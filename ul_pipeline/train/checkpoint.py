@@ -21,7 +21,7 @@ CHECKPOINT_FORMAT = 1
 RESUMABLE_KEYS = {"total_samples", "checkpoint_every_samples", "log_every_samples",  # length, cadence
                   "device", "precision", "workers",  # where it runs (compute.*), world size included
                   "nproc_per_node", "nnodes", "rdzv_backend", "rdzv_endpoint", "rdzv_id", "dist_timeout_s",
-                  "max_restarts", "compile", "tf32"}
+                  "max_restarts", "compile", "tf32", "fast_transformer"}
 # the config sections each kind of run consumes: only these decide resume and reuse (eval.*, sample.*,
 # compute.* and the other stages' sections never retrain or refuse a run). Stage 2 reads the store
 # (whose encoder is an input of its own), the data section and the encoder's lambda(0).

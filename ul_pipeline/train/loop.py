@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from ul_pipeline import distributed
 from ul_pipeline.data.storage import write_file_atomic
+from ul_pipeline.nets.fast import set_fast_transformer
 from ul_pipeline.train.checkpoint import check_resumable, load_checkpoint, save_checkpoint
 from ul_pipeline.train.ema import EMA
 from ul_pipeline.train.run_lock import run_folder_lock
@@ -149,7 +150,7 @@ def train(model: nn.Module, loss_fn: LossFn, batches: Callable[[int], Iterator[t
           train_cfg: Any, run_dir: str | Path, *, kind: str, config: dict, device: torch.device | str = "cpu",
           precision: str = "fp32", callbacks: Iterable[Callback] = (), extra: dict | None = None,
           lr_multipliers: dict[str, Callable[[int], float]] | None = None,
-          flops_per_example: float | None = None, compile: bool = False) -> TrainResult:
+          flops_per_example: float | None = None, compile: bool = False, fast: bool = False) -> TrainResult:
     """Train `model` until train_cfg.total_samples, resuming from run_dir/last.pt when it exists.
 
     loss_fn(model, batch) returns (scalar loss, metrics of plain floats). `batches(samples_seen)`
@@ -164,7 +165,8 @@ def train(model: nn.Module, loss_fn: LossFn, batches: Callable[[int], Iterator[t
     `precision` "bf16" runs loss_fn under bf16 autocast on any device (weights, optimiser and EMA
     stay fp32; the loss math casts network outputs to fp32). `flops_per_example` (training FLOPs
     of one example, ~3x forward) adds `gflops_per_s` to the logged metrics. `compile` runs the
-    loss computation through torch.compile.
+    loss computation through torch.compile. `fast` (compute.fast_transformer) turns on the networks'
+    fast attention (ul_pipeline.nets.fast) and a fused AdamW: the same math, rounded differently.
 
     Rank 0 locks run_dir for the whole run: a second run of the folder fails at once (RunFolderBusy).
     Non-finite weights are never saved (save_checkpoint: FloatingPointError, the last good one stays).
@@ -174,14 +176,14 @@ def train(model: nn.Module, loss_fn: LossFn, batches: Callable[[int], Iterator[t
     with run_folder_lock(run_dir) if distributed.world().is_main else nullcontext():
         return _train(model, loss_fn, batches, train_cfg, Path(run_dir), kind=kind, config=config, device=device,
                       precision=precision, callbacks=callbacks, extra=extra, lr_multipliers=lr_multipliers,
-                      flops_per_example=flops_per_example, compile=compile)
+                      flops_per_example=flops_per_example, compile=compile, fast=fast)
 
 
 def _train(model: nn.Module, loss_fn: LossFn, batches: Callable[[int], Iterator[tuple[Tensor, ...]]],
            train_cfg: Any, run_dir: Path, *, kind: str, config: dict, device: torch.device | str,
            precision: str, callbacks: Iterable[Callback], extra: dict | None,
            lr_multipliers: dict[str, Callable[[int], float]] | None, flops_per_example: float | None,
-           compile: bool) -> TrainResult:
+           compile: bool, fast: bool) -> TrainResult:
     """`train` inside the run folder's lock."""
     device = torch.device(device)
     ckpt_path = run_dir / "last.pt"
@@ -189,9 +191,10 @@ def _train(model: nn.Module, loss_fn: LossFn, batches: Callable[[int], Iterator[
     callbacks = list(callbacks) if w.is_main else []  # logs, progress, Dagster: rank 0 only
     offset, share = distributed.share(train_cfg.batch_size, w)
     model.to(device)
+    set_fast_transformer(model, fast)
     groups, multipliers = _param_groups(model, lr_multipliers or {})
     optimizer = torch.optim.AdamW(groups, lr=train_cfg.lr, betas=tuple(train_cfg.betas),
-                                  weight_decay=train_cfg.weight_decay)
+                                  weight_decay=train_cfg.weight_decay, fused=True if fast else None)
     ema = EMA(model, train_cfg.ema_decay)
     state, history, seconds_before = TrainState(), [], 0.0
     if ckpt_path.exists():
@@ -199,6 +202,8 @@ def _train(model: nn.Module, loss_fn: LossFn, batches: Callable[[int], Iterator[
         check_resumable(ckpt, config, ckpt_path, kind, inputs=extra)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
+        for group in optimizer.param_groups:  # this run's choice, not the checkpoint's (it stores `fused`)
+            group["fused"] = True if fast else None
         ema.load_state_dict(ckpt["ema"])
         state = TrainState(ckpt["step"], ckpt["samples_seen"])
         history = ckpt.get("history", [])

@@ -1,0 +1,114 @@
+"""The opt-in fast path (compute.fast_transformer): off, the reference bit for bit; on, the same math
+and the same state dicts, within bf16 rounding."""
+
+import copy
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from ul_pipeline.nets import layers
+from ul_pipeline.nets.fast import set_fast_transformer
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
+from make_vit_fixtures import inputs, randomize, reference_nets, run, stats  # noqa: E402
+
+FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "vit_reference.pt"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def reference():
+    return torch.load(FIXTURE, weights_only=True)
+
+
+def nets(fast: bool) -> dict[str, torch.nn.Module]:
+    return {name: set_fast_transformer(randomize(net), fast) for name, net in reference_nets().items()}
+
+
+@pytest.mark.parametrize("name", ["prior", "base"])
+def test_switch_off_computes_the_committed_reference(reference, name):
+    """Initial weights (what initialisation draws), outputs and gradients as the code before the fast path."""
+    ref = reference[name]
+    net = reference_nets()[name]
+    init = {k: stats(v) for k, v in net.state_dict().items()}
+    assert init.keys() == ref["init"].keys()
+    for k in init:
+        torch.testing.assert_close(init[k], ref["init"][k], rtol=1e-12, atol=0)
+    randomize(net)
+    for precision in ("fp32", "bf16"):
+        out, grads = run(net, inputs(name), precision)
+        tol = dict(rtol=1e-5, atol=1e-6) if precision == "fp32" else dict(rtol=1e-2, atol=1e-3)
+        torch.testing.assert_close(out, ref[precision]["out"], **tol)
+        for k in grads:
+            torch.testing.assert_close(grads[k], ref[precision]["grads"][k], rtol=1e-2 if precision == "bf16" else 1e-4,
+                                       atol=1e-3 if precision == "bf16" else 1e-6)
+
+
+def test_switch_off_never_calls_the_fast_attention(monkeypatch):
+    """Off (and on, then off again) the attention is the reference SDPA call, also in bf16 training."""
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the fast path ran with the switch off")
+    monkeypatch.setattr(layers, "attention_fast", forbidden)
+    for name, net in nets(False).items():
+        run(net, inputs(name), "bf16")
+        run(set_fast_transformer(set_fast_transformer(net, True), False), inputs(name), "bf16")
+
+
+@pytest.mark.parametrize("name", ["prior", "base"])
+def test_fast_path_is_the_same_math(name):
+    """fp32: identical outputs and gradients. bf16 training: the fp32 attention kernel, and outputs and
+    gradients no further from the fp32 reference than the reference bf16 path is (within bf16 rounding)."""
+    ref_net, fast_net = nets(False)[name], nets(True)[name]
+    ref32, fast32 = run(ref_net, inputs(name), "fp32"), run(fast_net, inputs(name), "fp32")
+    assert torch.equal(ref32[0], fast32[0])
+    assert all(torch.equal(ref32[1][k], fast32[1][k]) for k in ref32[1])
+
+    kernel_dtypes = []
+    sdpa = F.scaled_dot_product_attention
+
+    def recording(q, k, v, **kwargs):
+        kernel_dtypes.append(q.dtype)
+        return sdpa(q, k, v, **kwargs)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(layers.F, "scaled_dot_product_attention", recording)
+        fast16 = run(fast_net, inputs(name), "bf16")
+    assert kernel_dtypes and set(kernel_dtypes) == {torch.float32}
+    ref16 = run(ref_net, inputs(name), "bf16")
+    scale = ref32[0].abs().max()
+    assert scale > 0.1  # randomised weights: a non-trivial output
+    ref_err = (ref16[0] - ref32[0]).abs().max()
+    fast_err = (fast16[0] - ref32[0]).abs().max()
+    assert fast_err <= 2 * ref_err + 1e-3 * scale
+    assert fast_err < 2e-2 * scale
+    for k, g32 in ref32[1].items():
+        assert (fast16[1][k] - g32).abs().max() <= 2 * (ref16[1][k] - g32).abs().max() + 1e-2 * g32.abs().max()
+
+
+def test_fast_attention_without_gradients_is_the_reference_call():
+    """Sampling (no gradients) keeps the bf16 kernel: there the fp32 one is no faster."""
+    for name, net in nets(True).items():
+        ref = nets(False)[name].eval()
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            assert torch.equal(net.eval()(*inputs(name)), ref(*inputs(name)))
+
+
+def test_state_dicts_interchange():
+    """The switch adds, removes and reshapes nothing: checkpoints load in both directions."""
+    for name in ("prior", "base"):
+        ref, fast = nets(False)[name], nets(True)[name]
+        sd_ref, sd_fast = ref.state_dict(), fast.state_dict()
+        assert [(k, v.shape) for k, v in sd_ref.items()] == [(k, v.shape) for k, v in sd_fast.items()]
+        other = randomize(copy.deepcopy(ref), seed=7)
+        fast.load_state_dict(other.state_dict())
+        ref.load_state_dict(fast.state_dict())
+        assert all(torch.equal(a, b) for a, b in zip(ref.state_dict().values(), other.state_dict().values()))
