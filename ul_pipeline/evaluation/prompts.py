@@ -111,7 +111,7 @@ def agreement_metrics(result: dict[str, Any], samples: Tensor, sample_captions: 
                       log: Callable[[str], None]) -> None:
     """Prompt-image agreement (ul_pipeline.evaluation.agreement) of `samples` (uint8, row i drawn for caption i)
     with its range: the ceiling (the real held-out images with their captions) and the floors (the samples
-    against shuffled captions; `null_samples`, drawn from the null caption with the same noise). Added to `result`
+    against shuffled captions; `null_samples`, drawn from the null caption with the same seeds). Added to `result`
     as agreement_<score> (the samples), agreement_ceiling_<score>, agreement_floor_shuffled_<score>,
     agreement_floor_null_<score>; the dual encoder is fitted on the train split only and cached in `cache_dir`."""
     from ul_pipeline.evaluation import agreement
