@@ -8,36 +8,26 @@ from assets.partitions import EXPERIMENTS
 EVERYTHING = AssetSelection.all() - AssetSelection.assets("study")  # the five per-experiment assets, with checks
 PARTITION_TAG = "dagster/partition"
 
-smoke_job = define_asset_job(
-    "smoke", selection=EVERYTHING, partitions_def=EXPERIMENTS, run_tags={PARTITION_TAG: "smoke"},
-    executor_def=in_process_executor,  # CI on a small CPU: one process, no per-step interpreter start-up
-    description="The whole chain on the `smoke` experiment (CI, a few minutes on CPU; numbers are meaningless).")
 
-demo_job = define_asset_job(
-    "demo", selection=EVERYTHING, partitions_def=EXPERIMENTS, run_tags={PARTITION_TAG: "demo"},
-    executor_def=in_process_executor,  # the steps run one after another anyway; saves ~30 s of process start-ups
-    description="The whole chain on the `demo` experiment (Fashion-MNIST 32x32 with evaluation).")
+def chain_job(experiment: str, description: str):
+    """The whole chain on one experiment's partition, in one process (the steps run one after another anyway:
+    no per-step interpreter start-up, ~30 s saved on a small CPU)."""
+    return define_asset_job(experiment, selection=EVERYTHING, partitions_def=EXPERIMENTS,
+                            run_tags={PARTITION_TAG: experiment}, executor_def=in_process_executor,
+                            description=description)
 
-smoke_video_job = define_asset_job(
-    "smoke_video", selection=EVERYTHING, partitions_def=EXPERIMENTS, run_tags={PARTITION_TAG: "smoke_video"},
-    executor_def=in_process_executor,
-    description="The whole chain on `smoke_video` (Moving Fashion-MNIST clips, CI; numbers are meaningless).")
 
-demo_video_job = define_asset_job(
-    "demo_video", selection=EVERYTHING, partitions_def=EXPERIMENTS, run_tags={PARTITION_TAG: "demo_video"},
-    executor_def=in_process_executor,
-    description="The whole chain on `demo_video` (Moving Fashion-MNIST 16x32x32 clips, frame prediction, FVD).")
-
-smoke_t2i_job = define_asset_job(
-    "smoke_t2i", selection=EVERYTHING, partitions_def=EXPERIMENTS, run_tags={PARTITION_TAG: "smoke_t2i"},
-    executor_def=in_process_executor,
-    description="The whole text-to-image chain on `smoke_t2i` (the emoji fixture, CI; numbers are meaningless).")
-
-demo_t2i_job = define_asset_job(
-    "demo_t2i", selection=EVERYTHING, partitions_def=EXPERIMENTS, run_tags={PARTITION_TAG: "demo_t2i"},
-    executor_def=in_process_executor,
-    description="The whole chain on `demo_t2i` (Twemoji 32x32 RGB with their names: a cross-attention text model, "
-                "evaluated on the held-out captions).")
+smoke_job = chain_job("smoke", "The whole chain on the `smoke` experiment (CI, a few minutes on CPU; numbers are "
+                               "meaningless).")
+demo_job = chain_job("demo", "The whole chain on the `demo` experiment (Fashion-MNIST 32x32 with evaluation).")
+smoke_video_job = chain_job("smoke_video", "The whole chain on `smoke_video` (Moving Fashion-MNIST clips, CI; numbers "
+                                           "are meaningless).")
+demo_video_job = chain_job("demo_video", "The whole chain on `demo_video` (Moving Fashion-MNIST 16x32x32 clips, frame "
+                                         "prediction, FVD).")
+smoke_t2i_job = chain_job("smoke_t2i", "The whole text-to-image chain on `smoke_t2i` (the emoji fixture, CI; numbers "
+                                       "are meaningless).")
+demo_t2i_job = chain_job("demo_t2i", "The whole chain on `demo_t2i` (Twemoji 32x32 RGB with their names: a "
+                                     "cross-attention text model, evaluated on the held-out captions).")
 
 full_job = define_asset_job(
     "full", selection=EVERYTHING, partitions_def=EXPERIMENTS,
