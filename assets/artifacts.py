@@ -127,6 +127,12 @@ def resolve(experiment: str, storage: StorageResource, experiment_config: Experi
             raise ValueError(f"experiment {experiment} reuses {owner}'s shards, Stage 1 and latent store "
                              f"(latent_store_of: {' -> '.join(chain[1:])}), so its {', '.join(REUSED_SECTIONS)} "
                              f"settings must be {owner}'s; they differ:\n  " + "\n  ".join(diffs))
+        ctx, owner_ctx = int(cfg.stage2.get("context_frames", 0)), int(owner_cfg.stage2.get("context_frames", 0))
+        if ctx and ctx != owner_ctx:  # the store's z_clean_context is the owner's; 0 (no context) reads it as it is
+            raise ValueError(f"experiment {experiment} reuses {owner}'s latent store (latent_store_of), whose "
+                             f"z_clean_context is encoded for {owner}'s stage2.context_frames={owner_ctx}, and "
+                             f"{experiment} has {ctx}: set stage2.context_frames to {owner_ctx} or 0, or drop "
+                             "latent_store_of to encode its own store")
     return ExperimentArtifacts(experiment, cfg, owner, storage, owner_cfg)
 
 

@@ -322,3 +322,24 @@ def test_smoke_chain_on_an_s3_root(s3_server, tmp_path, monkeypatch):
     assert len(list((bucket / "metrics_history").glob("*.parquet"))) == 1
     assert (tmp_path / "runs" / "smoke" / "stage1" / "last.pt").is_file()  # checkpoints stay local
     assert (tmp_path / "runs" / "smoke" / "evaluation" / "metrics.json").is_file()
+
+
+def test_reuse_of_a_video_store_refuses_another_context_before_any_compute(tmp_path):
+    """The owner's store holds z_clean_context for the owner's stage2.context_frames only: a reusing experiment
+    with another non-zero context could never train (its latent_store asset reuses, Stage 2 refuses the store,
+    and re-encoding the owner's store gives the owner's context again), so resolve says so at once; no context
+    (0) reads the store as it is."""
+    configs = tmp_path / "configs"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "configs", configs)
+    demo = (configs / "experiments" / "demo_video.yaml").read_text()
+    assert "context_frames: 4" in demo
+    (configs / "experiments" / "ctx8.yaml").write_text("latent_store_of: demo_video\n" +
+                                                       demo.replace("context_frames: 4", "context_frames: 8", 1))
+    (configs / "experiments" / "ctx0.yaml").write_text("latent_store_of: demo_video\n" +
+                                                       demo.replace("context_frames: 4", "context_frames: 0", 1))
+    env = dict(storage=StorageResource(root=str(tmp_path)), compute=ComputeResource(),
+               experiment_config=ExperimentConfigResource(config_dir=str(configs)))
+    assert resolve("ctx0", **env).owner == "demo_video"
+    with pytest.raises(ValueError, match=r"ctx8 reuses demo_video's latent store.*stage2.context_frames=4.*"
+                                         r"ctx8 has 8"):
+        resolve("ctx8", **env)

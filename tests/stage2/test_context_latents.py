@@ -86,3 +86,25 @@ def test_context_with_mirrors_or_a_learned_variance_is_refused_before_any_comput
     with pytest.raises(ConfigError, match="stage2.context_frames"):
         load_config("smoke_video", [override])
     load_config("smoke_video", [override, "stage2.context_frames=0"])  # without context both still work
+
+
+def test_a_complete_context_store_serves_a_run_without_context(video_encoded, tmp_path):
+    """Setting stage2.context_frames to 0 (a no-context baseline, a Stage-2-only change) keeps the encoder, so
+    Dagster's latent_store asset encodes into the same store: a complete store whose extra z_clean_context is
+    simply unused must be returned, not refused. An incomplete one is still refused (resuming it without the
+    context encoding would mark blocks done with z_clean_context unwritten)."""
+    import shutil
+
+    import zarr
+
+    cfg, shards, s1, store_url = video_encoded
+    url = str(tmp_path / "ctx4.zarr")
+    shutil.copytree(store_url, url)
+    no_context = load_config("smoke_video", [*VIDEO_FAST, "stage2.context_frames=0"])
+    store = lifecycle.encode_latents(s1, shards, url, cfg=no_context)
+    assert store.meta["complete"] and store.meta["context_frames"] == 4  # untouched, still says what it holds
+    assert stage2_batches(no_context, store).fields == ("z_clean", "labels")
+    group = zarr.open_group(url, mode="r+")
+    group.attrs["ul"] = {**group.attrs["ul"], "complete": False}
+    with pytest.raises(LatentStoreError, match="its context encoding is for context_frames=4"):
+        lifecycle.encode_latents(s1, shards, url, cfg=no_context)

@@ -72,10 +72,14 @@ def _check_compatible(store: LatentStore, want: dict[str, Any]) -> None:
         if meta.get(k) != want[k]:
             raise LatentStoreError(f"latent store {store.url}: {k} is {meta.get(k)!r}, this extraction has "
                                    f"{want[k]!r} (pass overwrite=True to replace)")
-    if meta.get("context_frames", 0) != want.get("context_frames", 0):  # video frame prediction's z_clean_context
+    have, need = meta.get("context_frames", 0), want.get("context_frames", 0)
+    # video frame prediction's z_clean_context: a complete store with one serves a run without context (the array
+    # is simply unused, and the encoder is the same, so Dagster's latent_store asset lands on this very store);
+    # an incomplete one is not resumed without it (its blocks would be marked done with z_clean_context unwritten)
+    if have != need and not (need == 0 and meta.get("complete")):
         raise LatentStoreError(f"latent store {store.url}: its context encoding is for context_frames="
-                               f"{meta.get('context_frames', 0)} (0: none, a store written before z_clean_context), "
-                               f"this extraction needs {want.get('context_frames', 0)}; delete the store to re-encode "
+                               f"{have} (0: none, a store written before z_clean_context), "
+                               f"this extraction needs {need}; delete the store to re-encode "
                                "it (or pass overwrite=True)")
 
 
