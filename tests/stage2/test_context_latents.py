@@ -97,7 +97,7 @@ def test_a_complete_context_store_serves_a_run_without_context(video_encoded, tm
 
     import zarr
 
-    cfg, shards, s1, store_url = video_encoded
+    _, shards, s1, store_url = video_encoded
     url = str(tmp_path / "ctx4.zarr")
     shutil.copytree(store_url, url)
     no_context = load_config("smoke_video", [*VIDEO_FAST, "stage2.context_frames=0"])
