@@ -6,7 +6,8 @@ import logging
 import time
 from typing import Callable
 
-from ul_pipeline.train.loop import Callback, TrainState, data_wait_text
+from ul_pipeline.train.loop import Callback, TrainState
+from ul_pipeline.train.progress import data_wait_text
 
 
 class TrainingLog(Callback):

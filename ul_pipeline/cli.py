@@ -42,7 +42,7 @@ def cmd_shard(args) -> None:
 
 def cmd_stage1(args) -> None:
     from ul_pipeline.lifecycle import run_stage1
-    from ul_pipeline.train.loop import ProgressBar
+    from ul_pipeline.train.progress import ProgressBar
 
     result = run_stage1(_config(args), args.shards, args.out, storage_options=storage_options_from_env(),
                         callbacks=[ProgressBar("stage1")])
@@ -60,7 +60,7 @@ def cmd_encode(args) -> None:
 
 def cmd_stage2(args) -> None:
     from ul_pipeline.lifecycle import run_stage2
-    from ul_pipeline.train.loop import ProgressBar
+    from ul_pipeline.train.progress import ProgressBar
 
     result = run_stage2(_config(args), args.latents, args.out, storage_options=storage_options_from_env(),
                         callbacks=[ProgressBar("stage2")])

@@ -14,7 +14,8 @@ from torch import nn
 
 from ul_pipeline.train import loop
 from tests.stage1.test_model import StopAt
-from ul_pipeline.train.loop import data_wait_text, train
+from ul_pipeline.train.loop import train
+from ul_pipeline.train.progress import data_wait_text
 from ul_pipeline.train.run_lock import RunFolderBusy, run_folder_lock
 
 
