@@ -23,7 +23,7 @@ from ul_pipeline.text.encoder import TextEncoder, text_encoder_sha256
 from ul_pipeline.data.sources import build_source
 from ul_pipeline.data.storage import StorageOptions
 from ul_pipeline.latents.encode import encoder_fn
-from ul_pipeline.train.checkpoint import load_checkpoint, unfinished_note
+from ul_pipeline.train.checkpoint import unfinished_note
 from ul_pipeline.train.loop import Callback, TrainResult, resolve_device
 from ul_pipeline.train.tensorboard import TensorBoardLog
 from ul_pipeline.previews import reconstruction_picture, sample_picture
@@ -31,7 +31,7 @@ from ul_pipeline.stage1.batches import stage1_batches
 from ul_pipeline.stage1.training import load_stage1, train_stage1_from
 from ul_pipeline.stage2.batches import stage2_batches
 from ul_pipeline.stage2.training import train_stage2_from
-from ul_pipeline.versioning import RunChoice, choose_run_dir, run_identity, stage_code_version
+from ul_pipeline.versioning import RunChoice, choose_run_dir, stage_code_version
 from ul_pipeline.config.sweeps import data_sha256
 
 Progress = Callable[[int, int], None]
@@ -160,22 +160,8 @@ def stage2_run(cfg: DictConfig, store, run_dir: str | Path) -> RunChoice:
     A text model's captions are an input too: it never continues (complete) or resumes (unfinished) a run
     trained on the features of another text encoder; that run stays as it is and this one goes to its sibling.
     """
-    config, version = config_lib.to_dict(cfg), stage_code_version("stage2")
     inputs = {"encoder_sha256": store.meta["encoder_sha256"],
               "dataset_manifest_sha256": store.meta.get("dataset_manifest_sha256")}
     if cfg.stage2.text_conditioning != "none":
         inputs["text_encoder_sha256"] = text_encoder_sha256()
-    choice = choose_run_dir(run_dir, "stage2", config, version, inputs)
-    if choice.status != "resume" or "text_encoder_sha256" not in inputs or choice.run_dir != Path(run_dir):
-        return choice  # (a complete run of another text encoder differs in its inputs: choose_run_dir's sibling)
-    trained_on = load_checkpoint(choice.run_dir / "last.pt", kind="stage2").get("text_encoder_sha256")
-    if trained_on in (None, inputs["text_encoder_sha256"]):
-        return choice
-    # unfinished, of another text encoder: choose_run_dir compares only the INPUT_KEYS of train.checkpoint there
-    sibling = Path(run_dir).with_name(f"{Path(run_dir).name}-{run_identity(config, version, inputs, 'stage2')}")
-    reasons = [(f"unfinished, and trained on other inputs: text_encoder_sha256: checkpoint has {trained_on!r}, "
-                f"this run has {inputs['text_encoder_sha256']!r}")]
-    if (sibling / "last.pt").exists():
-        done = load_checkpoint(sibling / "last.pt", kind="stage2").get("complete")
-        return RunChoice(sibling, "reuse" if done else "resume", reasons)
-    return RunChoice(sibling, "afresh", reasons)
+    return choose_run_dir(run_dir, "stage2", config_lib.to_dict(cfg), stage_code_version("stage2"), inputs)

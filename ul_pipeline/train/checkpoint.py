@@ -26,8 +26,9 @@ RESUMABLE_KEYS = {"total_samples", "checkpoint_every_samples", "log_every_sample
 # compute.* and the other stages' sections never retrain or refuse a run). Stage 2 reads the store
 # (whose encoder is an input of its own), the data section and the encoder's lambda(0).
 STAGE_CONFIG = {"stage1": ("data", "stage1"), "stage2": ("data", "stage1.logsnr_0", "stage2")}
-# the hashes of what a run was trained on: a run never resumes on other inputs
-INPUT_KEYS = ("dataset_manifest_sha256", "encoder_sha256")
+# the hashes of what a run was trained on: a run never resumes on other inputs (text_encoder_sha256: a text
+# model's caption features; absent from other checkpoints, so not compared for them)
+INPUT_KEYS = ("dataset_manifest_sha256", "encoder_sha256", "text_encoder_sha256")
 
 
 def stage_config(config: dict, kind: str | None) -> dict:
