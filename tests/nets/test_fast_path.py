@@ -18,12 +18,7 @@ from make_vit_fixtures import inputs, randomize, reference_nets, run, stats  # n
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "vit_reference.pt"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small networks: one thread
 
 
 @pytest.fixture(scope="module")

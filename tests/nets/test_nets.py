@@ -11,14 +11,7 @@ from ul_pipeline.nets.layers import Attention
 from ul_pipeline.nets.presets import _flops_on, size_table
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These nets are tiny: one thread is as fast, and immune to OpenMP oversubscription when
-    other processes share the 2 cores (which made 2-thread runs 100x slower here)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # small networks: one thread
 
 
 @pytest.fixture(autouse=True)
