@@ -57,9 +57,8 @@ class DataConfig:
     frames: int = 0  # clip length in frames; 0 = still images, > 0 = video samples (C, T, H, W)
     fps: float = 8.0  # video_folder: clips are resampled to this frame rate (frames per second)
     hflip: bool = False  # random left-right flips: Stage 1 mirrors each image w.p. 1/2; the latent store
-    # keeps z_clean of image and mirror (z_clean_hflip) and Stage 2 picks one per draw, so no mirror is frozen in
-    # the cache. Off by default (the Fashion-MNIST demo and its numbers are without it); not combined with
-    # stage1.encoder_noise: learned
+    # keeps z_clean of image and mirror (z_clean_hflip), Stage 2 picks one per draw (no mirror frozen in the cache).
+    # Off by default (the demo's numbers are without it); not combined with stage1.encoder_noise: learned
 
 
 @dataclass
@@ -114,8 +113,9 @@ class Stage2Config:
     context_dropout: float = 0.1  # video: probability the context is withheld; one uniform per clip drives this and
     # label_dropout, so both go together (the guidance branch) with probability min(label_dropout, context_dropout)
     text_conditioning: str = "none"  # none | pooled: the caption's pooled text vector into the adaLN embedding |
-    # cross: that plus zero-initialised cross-attention to its token states in every block (docs/guides/text-to-image.md);
-    # the captions' features come from the latent store, label_dropout drops them to a learned null caption
+    # cross: that plus zero-initialised, masked cross-attention to its token states in every block (text-to-image:
+    # docs/guides/text-to-image.md); captions' features come from the latent store, label_dropout drops them to a
+    # learned null caption
     standardize: bool = False  # train on (z - the store's latent_shift) / latent_scale (per-channel mean, one
     # scale over all training latents), undone exactly before decoding: for KL-regularised latents, as
     # Stable Diffusion's scale_by_std. UL keeps its own scale (its prior priced it). Images only
@@ -162,7 +162,7 @@ class ComputeConfig:
     deterministic: bool = False  # torch deterministic algorithms (for exact resume checks)
 
     # data parallelism (torchrun; ul_pipeline.distributed). train.batch_size stays the global batch.
-    nproc_per_node: int = 1  # processes per machine (GPUs per node); >1 launches torchrun from Dagster
+    nproc_per_node: int = 1  # processes per machine (GPUs per node); >1 Dagster launches torchrun through Pipes
     nnodes: int = 1  # machines in the torchrun group
     rdzv_backend: str = "c10d"  # torchrun rendezvous backend
     rdzv_endpoint: str = "localhost:29400"  # host:port of the rendezvous (the head node on a cluster)
