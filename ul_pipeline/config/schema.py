@@ -41,7 +41,7 @@ class ConfigError(ValueError):
 @dataclass
 class DataConfig:
     source: str = "fashion_mnist"  # fashion_mnist | fashion_mnist_captions | emoji | image_folder | shards |
-    # moving_fashion_mnist | video_folder (README "Captioned data"; the captioned ones write `<key>.txt`)
+    # moving_fashion_mnist | video_folder (captioned sources: docs/guides/text-to-image.md; they write `<key>.txt`)
     uri: Optional[str] = None  # source location (fsspec URL); None = the embedded Debian dataset
     resolution: int = 32  # images are padded/resized to resolution x resolution pixels
     channels: int = 1  # 1 (grayscale) or 3 (RGB)
@@ -52,17 +52,18 @@ class DataConfig:
     seed: int = 0  # seed of the train/validation split
     in_memory: bool = True  # both stages load their train data into RAM (shards' train split, the latent store);
     # false streams it from local or S3 storage (shards / store blocks shuffled per epoch, split over ranks and
-    # workers). Explicit, not by size: streaming sees other batches, so it is another run (README)
+    # workers). Explicit, not by size: streaming sees other batches, so it is another run (docs/guides/scale-out.md)
     shuffle_buffer: int = 2000  # streaming shuffle window, in samples (whole shards or store blocks, at least one)
     frames: int = 0  # clip length in frames; 0 = still images, > 0 = video samples (C, T, H, W)
     fps: float = 8.0  # video_folder: clips are resampled to this frame rate (frames per second)
     hflip: bool = False  # random left-right flips: Stage 1 mirrors each image w.p. 1/2; the latent store
-    # keeps z_clean of image and mirror (z_clean_hflip) and Stage 2 picks one per draw
+    # keeps z_clean of image and mirror (z_clean_hflip), Stage 2 picks one per draw (no mirror frozen in the cache).
+    # Off by default (the demo's numbers are without it); not combined with stage1.encoder_noise: learned
 
 
 @dataclass
 class TrainConfig:
-    batch_size: int = 64  # examples per optimiser step (per device)
+    batch_size: int = 64  # examples per optimiser step: the global batch, shared equally by all torchrun ranks
     total_samples: int = 100_000  # training length, in samples seen
     lr: float = 2e-4  # AdamW peak learning rate
     weight_decay: float = 0.0  # AdamW decoupled weight decay
@@ -83,12 +84,13 @@ class Stage1Config:
     logsnr_0: float = 5.0  # eq. 2: encoder noise level lambda(0); the paper fixes 5
     prior_logsnr_min: float = -15.0  # prior schedule end point lambda_min (nats-level)
     decoder_logsnr_min: float = -10.0  # decoder schedule, before the resolution shift
-    decoder_logsnr_max: float = 10.0
+    decoder_logsnr_max: float = 10.0  # decoder schedule's other end, before the resolution shift
     decoder_shift: bool = True  # add 2 log(64/d) to the decoder's schedule (simple diffusion)
     c_lf: float = 1.5  # decoder loss factor; higher puts more bits in the latent
     bias: float = 0.0  # b in the decoder's sigmoid(b - lambda) weighting
-    encoder_hold_samples: int = 0  # encoder lr is 0 this long, then warms up (0 = paper; see README)
-    # ablation switches (UL_METHOD.md sec. 7); the defaults are the paper's UL
+    encoder_hold_samples: int = 0  # encoder lr is 0 this long, then warms up (0 = paper; docs/results/demo.md)
+
+    # ablation switches (docs/concepts/method.md, ablations); the defaults are the paper's UL
     prior: str = "diffusion"  # diffusion (UL) | normal: fixed N(0, I) prior on z0, L_z = KL in closed form
     decoder_loss: str = "diffusion"  # diffusion (UL) | mse: deterministic x_hat = D(z0), squared error
     encoder_noise: str = "fixed"  # fixed (UL: sigma0 from logsnr_0) | learned: encoder predicts extra variance
@@ -106,12 +108,14 @@ class Stage2Config:
     bias: float = 0.0  # b in the base model's sigmoid(b - lambda) weighting
     logsnr_min: float = -15.0  # base-model schedule start; its end is tied to stage1.logsnr_0
     label_dropout: float = 0.1  # probability a label (text models: the caption) is replaced by the null (for CFG)
-    context_frames: int = 0  # video: first frames given as context (whole groups of the time patch); 0 = none
+    context_frames: int = 0  # video: first frames given as context (whole groups of the time patch); 0 = none.
+    # The latent store then also keeps their encoding as sampling gives it (z_clean_context)
     context_dropout: float = 0.1  # video: probability the context is withheld; one uniform per clip drives this and
     # label_dropout, so both go together (the guidance branch) with probability min(label_dropout, context_dropout)
     text_conditioning: str = "none"  # none | pooled: the caption's pooled text vector into the adaLN embedding |
-    # cross: that plus zero-initialised cross-attention to its token states in every block (text-to-image, README);
-    # the captions' features come from the latent store, label_dropout drops them to a learned null caption
+    # cross: that plus zero-initialised, masked cross-attention to its token states in every block (text-to-image:
+    # docs/guides/text-to-image.md); captions' features come from the latent store, label_dropout drops them to a
+    # learned null caption
     standardize: bool = False  # train on (z - the store's latent_shift) / latent_scale (per-channel mean, one
     # scale over all training latents), undone exactly before decoding: for KL-regularised latents, as
     # Stable Diffusion's scale_by_std. UL keeps its own scale (its prior priced it). Images only
@@ -132,7 +136,7 @@ class SampleConfig:
     guidance: float = 0.0  # classifier-free guidance weight w (0 = conditional, no guidance)
     eta: float = 1.0  # base-model sampler noise: 1 ancestral, 0 deterministic DDIM, between: DDIM's eta
     decoder_eta: float = 1.0  # the same for the decoder's sampler
-    batch_size: int = 256
+    batch_size: int = 256  # samples per sampler batch (evaluation and the sample command)
 
 
 @dataclass
@@ -156,8 +160,9 @@ class ComputeConfig:
     workers: int = 0  # streaming DataLoader workers per rank (0 = read in the training process); a streamed
     # run resumes only with the same workers and world size
     deterministic: bool = False  # torch deterministic algorithms (for exact resume checks)
+
     # data parallelism (torchrun; ul_pipeline.distributed). train.batch_size stays the global batch.
-    nproc_per_node: int = 1  # processes per machine (GPUs per node); >1 launches torchrun from Dagster
+    nproc_per_node: int = 1  # processes per machine (GPUs per node); >1 Dagster launches torchrun through Pipes
     nnodes: int = 1  # machines in the torchrun group
     rdzv_backend: str = "c10d"  # torchrun rendezvous backend
     rdzv_endpoint: str = "localhost:29400"  # host:port of the rendezvous (the head node on a cluster)
@@ -165,6 +170,7 @@ class ComputeConfig:
     dist_timeout_s: float = 600.0  # gloo/NCCL collective timeout: a hung rank fails the group after this
     max_restarts: int = 0  # torchrun --max-restarts: restart a failed group, which resumes from last.pt
     compile: bool = False  # torch.compile the training loss computation
+
     # opt-in fast training path (benchmarks/profile_nets.py): attention trained in bf16 on CPU runs the fp32
     # SDPA kernel (bf16's backward is 5-10x slower at these few tokens) and AdamW is fused. Same math and
     # weights layout (checkpoints load either way), rounded differently; false = the reference, bit for bit
@@ -175,7 +181,7 @@ class ComputeConfig:
 
 @dataclass
 class ExperimentConfig:
-    name: str = "default"
+    name: str = "default"  # the experiment's name: its file's stem or sweep point key unless the file sets it
     latent_store_of: Optional[str] = None  # reuse this experiment's Stage 1 + latent store
     data: DataConfig = field(default_factory=DataConfig)
     stage1: Stage1Config = field(default_factory=Stage1Config)

@@ -1,4 +1,4 @@
-"""Per-example diffusion loss terms in nats (UL_METHOD.md sec. 1-3). Reductions: sums over dims only."""
+"""Per-example diffusion loss terms in nats (docs/concepts/method.md). Reductions: sums over dims only."""
 
 from __future__ import annotations
 

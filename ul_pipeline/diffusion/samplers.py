@@ -1,4 +1,4 @@
-"""Ancestral sampling in lambda and classifier-free guidance (UL_METHOD.md sec. 3)."""
+"""Ancestral sampling in lambda and classifier-free guidance (docs/concepts/method.md, Stage 2)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Variance-preserving log-SNR conventions and schedules lambda(t), t in [0, 1] (UL_METHOD.md sec. 1).
+"""Variance-preserving log-SNR conventions and schedules lambda(t), t in [0, 1] (docs/concepts/method.md).
 
 lambda = log(alpha^2 / sigma^2), alpha^2 = sigmoid(lambda), sigma^2 = sigmoid(-lambda);
 lambda(t) decreases with t: lambda(0) = logsnr_max (most precise), lambda(1) = logsnr_min.

@@ -1,4 +1,4 @@
-"""Loss weightings w(lambda) on the eps-MSE (UL_METHOD.md sec. 1)."""
+"""Loss weightings w(lambda) on the eps-MSE (docs/concepts/method.md, notation)."""
 
 from __future__ import annotations
 

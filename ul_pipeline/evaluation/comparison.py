@@ -5,7 +5,7 @@ same decoder with a normal prior; the SD-style KL-VAE: normal prior and MSE deco
 narrower base model on a UL store). Pairs are compared on the same samples' noise (common random
 numbers), so the paired bootstrap of KID(a) - KID(b) over generated samples is much narrower than
 two independent error bars; the training-seed spread comes from the repeated points. The rule
-(decided before the numbers, README): a at a matched rate beats b if the 95% paired interval of
+(decided before the numbers, docs/results/latent-study.md): a at a matched rate beats b if the 95% paired interval of
 KID(a) - KID(b) lies below 0 and the gap exceeds twice the seed spread of KID.
 """
 

@@ -1,4 +1,4 @@
-"""Stage 1 (UL_METHOD.md sec. 2, 7): the model and its variants (priors, decoders, encoder noise)."""
+"""Stage 1 (docs/concepts/method.md, Stage 1 and ablations): the model and its variants (priors, decoders, encoder noise)."""
 
 from ul_pipeline.stage1.decoders import DiffusionDecoder, MSEDecoder, decoder_term
 from ul_pipeline.stage1.model import Stage1Terms, UnifiedLatents

@@ -1,4 +1,4 @@
-"""Stage 1: encoder, prior and decoder trained together on L = L_z + L_x (UL_METHOD.md sec. 2)."""
+"""Stage 1: encoder, prior and decoder trained together on L = L_z + L_x (docs/concepts/method.md, Stage 1)."""
 
 from __future__ import annotations
 

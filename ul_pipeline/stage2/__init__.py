@@ -1,4 +1,4 @@
-"""Stage 2: base models trained on frozen, cached latents (UL_METHOD.md sec. 3).
+"""Stage 2: base models trained on frozen, cached latents (docs/concepts/method.md, Stage 2).
 
 `model.py` holds the class-conditional `BaseModel` (the interface: `loss_terms`, `sample_z0`) and
 `Stage2Terms`; `frame_conditioned.py` continues a clip from context latent frames; `build.py` picks

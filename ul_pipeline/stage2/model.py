@@ -1,4 +1,4 @@
-"""Stage 2: a class-conditional base model on frozen, cached z_clean (UL_METHOD.md sec. 3)."""
+"""Stage 2: a class-conditional base model on frozen, cached z_clean (docs/concepts/method.md, Stage 2)."""
 
 from __future__ import annotations
 
