@@ -131,7 +131,7 @@ def s3_server(tmp_path_factory):
     proc = subprocess.Popen([rclone, "serve", "s3", "--addr", f"127.0.0.1:{port}", "--auth-key", f"{key},{secret}",
                              "--config", "", str(root)], stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 120  # a hang guard: a loaded machine starts it slowly
         while True:
             if proc.poll() is not None:
                 pytest.fail(f"rclone serve s3 exited with {proc.returncode}; see {log.name}")
@@ -142,7 +142,7 @@ def s3_server(tmp_path_factory):
                 break
             except OSError:
                 if time.monotonic() > deadline:
-                    pytest.fail(f"rclone serve s3 did not answer on {endpoint} within 20 s; see {log.name}")
+                    pytest.fail(f"rclone serve s3 did not answer on {endpoint} within 120 s; see {log.name}")
                 time.sleep(0.05)
         yield S3Server(endpoint, key, secret, bucket, root)
     finally:

@@ -84,10 +84,10 @@ def test_expected_failures_print_one_line_naming_the_file(tmp_path, capsys):
 def test_cli_process_exit_status_and_debug_traceback(tmp_path):
     cmd = [sys.executable, "-m", "ul_pipeline", "stage2", "-e", "smoke", "--latents", str(tmp_path / "none.zarr"),
            "--out", str(tmp_path / "s2")]
-    plain = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    plain = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert plain.returncode == 1 and "Traceback" not in plain.stderr
     assert plain.stderr.strip().count("\n") == 0 and "none.zarr" in plain.stderr
-    debug = subprocess.run([*cmd, "--debug"], capture_output=True, text=True, timeout=120)
+    debug = subprocess.run([*cmd, "--debug"], capture_output=True, text=True, timeout=600)
     assert debug.returncode != 0 and "Traceback" in debug.stderr and "LatentStoreError" in debug.stderr
 
 

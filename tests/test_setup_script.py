@@ -38,7 +38,7 @@ def run_setup(root: Path) -> subprocess.CompletedProcess:
     npm.chmod(0o755)
     env["PATH"] = f"{fake_bin}:{env['PATH']}"
     return subprocess.run(["bash", str(root / "scripts" / "setup.sh")], env=env, capture_output=True, text=True,
-                          timeout=120)
+                          timeout=600)
 
 
 @pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist").exists(), reason="setup.sh would apt-get the dataset")

@@ -26,7 +26,7 @@ def append_from_processes(url: str, writers: int, options: dict | None = None) -
     """`writers` real processes appending 10 rows each to one history at the same time."""
     procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(REPO), url, str(w), json.dumps(options or {})],
                               stderr=subprocess.PIPE, text=True) for w in range(writers)]
-    errors = [p.communicate(timeout=120)[1] for p in procs]
+    errors = [p.communicate(timeout=600)[1] for p in procs]
     assert all(p.returncode == 0 for p in procs), errors
 
 

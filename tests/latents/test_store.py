@@ -90,7 +90,7 @@ PLAIN_ZARR_READER = textwrap.dedent("""
 def read_with_plain_zarr(url: str, storage_options, cwd: Path) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     out = subprocess.run([sys.executable, "-c", PLAIN_ZARR_READER, url, json.dumps(storage_options)],
-                         cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+                         cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
 
@@ -191,7 +191,7 @@ KILLED_RUN = textwrap.dedent("""
 def test_sigkilled_extraction_resumes_to_the_same_store(tmp_path, shards, reference_store):
     url = str(tmp_path / "latents.zarr")
     out = subprocess.run([sys.executable, "-c", KILLED_RUN, str(REPO), str(REPO / "tests"), shards, url],
-                         capture_output=True, text=True, timeout=120)
+                         capture_output=True, text=True, timeout=600)
     assert out.returncode == -signal.SIGKILL, out.stderr
     with pytest.raises(LatentStoreError, match="is incomplete"):
         open_store(url)
@@ -284,7 +284,7 @@ XARRAY_READER = textwrap.dedent("""
 def test_store_opens_in_xarray_with_named_dimensions(tmp_path, shards, reference_store):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     out = subprocess.run([sys.executable, "-c", XARRAY_READER, reference_store.url], cwd=tmp_path, env=env,
-                         capture_output=True, text=True, timeout=60)
+                         capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     got = json.loads(out.stdout)
     assert got["dims"]["z_clean"] == ["sample", "channel", "y", "x"]

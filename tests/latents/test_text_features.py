@@ -132,7 +132,7 @@ def test_text_features_open_in_xarray_with_named_dimensions(store, tmp_path):
     ensure_text_features(url, shards, ToyTextEncoder())
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     out = subprocess.run([sys.executable, "-c", XARRAY_READER, url], cwd=tmp_path, env=env, capture_output=True,
-                         text=True, timeout=60)
+                         text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     got = json.loads(out.stdout)
     assert got["dims"] == {"token_states": ["sample", "token", "feature"], "mask": ["sample", "token"],
