@@ -21,7 +21,11 @@ probability min(label_dropout, context_dropout) (the default 0.1 and 0.1: every 
 guidance branch; independent drops gave it 0.01). A larger context_dropout adds clips trained with
 their label but no context (label-conditioned clips from nothing), a larger label_dropout clips
 with context but no label. The sampler writes the given context into z before every step and
-returns it untouched.
+returns it untouched. The guidance branch sees at sampling what a dropped clip saw in training: no
+clean context, the context frames at the step's noise level like the rest (a draw of
+q(z_t | z0 = context), fresh at every step) under the null label and an all-False context mask;
+only the conditional branch reads the clean context. Before this, both branches read the clean
+context, so the subtracted branch was one the network had never been trained on.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import torch
 from torch import Tensor
 
 from ul_pipeline import distributed
-from ul_pipeline.diffusion import alpha_sigma, ancestral_sample
+from ul_pipeline.diffusion import alpha_sigma, ancestral_sample, expand_like
 from ul_pipeline.diffusion.forward import add_noise
 from ul_pipeline.stage2.model import BaseModel, Stage2Terms
 
@@ -131,12 +135,22 @@ class FrameConditionedBaseModel(BaseModel):
         def with_context(z: Tensor) -> Tensor:
             return z if ctx is None else torch.cat([ctx, z[:, :, k:]], dim=2)
 
+        def without_context(z: Tensor, logsnr: Tensor) -> Tensor:
+            """What a clip trained without context holds: its context frames at this level too, z_t ~ q(z_t | z0)."""
+            if ctx is None:
+                return z
+            lam = expand_like(logsnr, ctx)
+            alpha_t, sigma_t = alpha_sigma(lam)
+            alpha0, _ = alpha_sigma(torch.tensor(self.schedule.logsnr_max, device=ctx.device))
+            noise = torch.randn(ctx.shape, generator=generator, device=ctx.device)
+            scale = sigma_t * (-torch.expm1(lam - self.schedule.logsnr_max)).clamp(min=0.0).sqrt()
+            return torch.cat([alpha_t / alpha0 * ctx + scale * noise, z[:, :, k:]], dim=2)
+
         def denoise(z: Tensor, logsnr: Tensor) -> Tensor:
-            z = with_context(z)
             if guidance == 0.0:
-                return self.net(z, logsnr, labels, mask)
-            v = self.net(torch.cat([z, z]), torch.cat([logsnr, logsnr]), torch.cat([labels, null_labels]),
-                         torch.cat([mask, no_ctx]))
+                return self.net(with_context(z), logsnr, labels, mask)
+            v = self.net(torch.cat([with_context(z), without_context(z, logsnr)]), torch.cat([logsnr, logsnr]),
+                         torch.cat([labels, null_labels]), torch.cat([mask, no_ctx]))
             v_cond, v_uncond = v.chunk(2)
             return (1.0 + guidance) * v_cond - guidance * v_uncond
 
