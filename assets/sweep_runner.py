@@ -88,12 +88,18 @@ def commit_result(results_dir: str, point, log: Callable[[str], None]) -> None:
     """git add + commit of the point's result folder alone (other staged changes stay staged, uncommitted)."""
     folder = Path(results_dir) / point.label
     msg = f"{point.key}: committed result (sweep_runner --commit)"
-    try:
-        for cmd in (["git", "add", "--", str(folder)], ["git", "commit", "-q", "-m", msg, "--", str(folder)]):
-            subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=folder.parent)
-        log(f"  committed {folder}")
-    except (OSError, subprocess.CalledProcessError) as e:
-        log(f"  WARNING: could not commit {folder} ({getattr(e, 'stderr', '') or e}); commit it by hand")
+    for attempt in range(5):  # a second runner process may hold the index lock for a moment
+        try:
+            for cmd in (["git", "add", "--", str(folder)], ["git", "commit", "-q", "-m", msg, "--", str(folder)]):
+                subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=folder.parent)
+            log(f"  committed {folder}")
+            return
+        except (OSError, subprocess.CalledProcessError) as e:
+            error = getattr(e, "stderr", "") or str(e)
+            if "index.lock" not in error:
+                break
+            time.sleep(2.0 * (attempt + 1))
+    log(f"  WARNING: could not commit {folder} ({error.strip()}); commit it by hand")
 
 
 def check_seed_results(loaded, results_dir: Optional[str], config_dir) -> None:
