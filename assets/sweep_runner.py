@@ -16,13 +16,21 @@ committed result matches its config and stage code versions is skipped even on a
 with no checkpoints; the study then reads the committed results. Runs
 are recorded in $DAGSTER_HOME when it is set, else in a throw-away instance. Points run one after
 another, so points that share a shard set never write it at the same time.
+
+A sweep with a `seeds:` plan (ul_pipeline/config/seeds.py) has a point per arm and study seed; a
+normal-prior seed point whose rate target is its UL point's measured rate waits until that point's
+result is committed (the UL point runs first). `--commit` commits each finished point's result
+folder at once (git, only that folder), so a long study is saved point by point. The report then
+also judges the sweep's `paired` comparisons over the seeds (seeds.md, seeds.json, paired_seeds.png).
 """
 
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Callable, Optional
 
 from dagster import DagsterInstance, Definitions
@@ -76,6 +84,35 @@ def export_result(results_dir: str, point, art: ExperimentArtifacts, seconds: fl
                 art.evaluation_dir, wall)
 
 
+def commit_result(results_dir: str, point, log: Callable[[str], None]) -> None:
+    """git add + commit of the point's result folder alone (other staged changes stay staged, uncommitted)."""
+    folder = Path(results_dir) / point.label
+    msg = f"{point.key}: committed result (sweep_runner --commit)"
+    for attempt in range(5):  # a second runner process may hold the index lock for a moment
+        try:
+            for cmd in (["git", "add", "--", str(folder)], ["git", "commit", "-q", "-m", msg, "--", str(folder)]):
+                subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=folder.parent)
+            log(f"  committed {folder}")
+            return
+        except (OSError, subprocess.CalledProcessError) as e:
+            error = getattr(e, "stderr", "") or str(e)
+            if "index.lock" not in error:
+                break
+            time.sleep(2.0 * (attempt + 1))
+    log(f"  WARNING: could not commit {folder} ({error.strip()}); commit it by hand")
+
+
+def check_seed_results(loaded, results_dir: Optional[str], config_dir) -> None:
+    """A seeds plan reads rates from its own results folder: --results must be that folder."""
+    plan = loaded.seeds
+    if plan is None or not plan.rate_of or results_dir is None:
+        return
+    want = (Path(config_dir).resolve().parent / plan.results).resolve()
+    if Path(results_dir).resolve() != want:
+        raise ConfigError(f"{loaded.origin}: sweep.seeds.results is {want}, but --results is {results_dir}: the rate "
+                          "targets are read from the first, so results must be written there")
+
+
 def training_reference(sweep, storage, experiment_config, compute):
     """Inception features of the first eval.kid_reference_size training images of the sweep's shards (cached)."""
     from ul_pipeline.data import load_split_tensor, read_manifest
@@ -103,24 +140,34 @@ def write_report(sweep, results_dir: str, report_dir: str, res, log: Callable[[s
     if not results:
         log(f"sweep {sweep.name}: no committed results in {results_dir}; no report")
         return False
-    reference = training_reference(sweep, *res) if sweep.compare else np.zeros((0, 1))
+    reference = training_reference(sweep, *res) if sweep.compare or sweep.seeds else np.zeros((0, 1))
     summary = write_comparison(results, [Pair(*c) for c in sweep.compare], sweep.repeats, reference, report_dir)
     log(f"sweep {sweep.name}: report of {len(results)} of {len(sweep.points)} points in {report_dir} "
         f"(table.md, comparisons.md, kid_vs_bits.png, kid_vs_psnr.png)")
     for c in summary["comparisons"]:
         log(f"  {c['a']} vs {c['b']}: {c['verdict']}")
+    if sweep.seeds is not None and sweep.seeds.paired:
+        from ul_pipeline.evaluation.seed_report import write_seed_report
+
+        seeds = write_seed_report(sweep.seeds, results, reference, report_dir)
+        log(f"sweep {sweep.name}: paired seeds in {report_dir} (seeds.md, seeds.json, paired_seeds.png)")
+        for c in seeds["comparisons"]:
+            log(f"  {c['a']} vs {c['b']} over seeds: {c['verdict']}")
     return len(results) == len(sweep.points)
 
 
 def run_sweep(sweep: str, defs: Definitions, instance: DagsterInstance, log: Callable[[str], None] = print,
               results_dir: Optional[str] = None, report_dir: Optional[str] = None,
-              only: Optional[list[str]] = None) -> bool:
+              only: Optional[list[str]] = None, commit: bool = False) -> bool:
     """Each point of `sweep` in order (done ones skipped), then its study; True when all succeeded.
 
     `only`: run just these point labels (in the sweep's order) and no study, e.g. to run two points in
-    two processes at once; the study is made by a later run without `only`."""
+    two processes at once; the study is made by a later run without `only`. `commit`: git-commit each
+    finished point's result folder (needs `results_dir`)."""
     storage, experiment_config, compute = (defs.resources[k] for k in ("storage", "experiment_config", "compute"))
-    loaded = load_sweep(sweep, experiment_config.config_dir or CONFIG_DIR)
+    config_dir = experiment_config.config_dir or CONFIG_DIR
+    loaded = load_sweep(sweep, config_dir)
+    check_seed_results(loaded, results_dir, config_dir)
     points = loaded.points
     if only:
         unknown = sorted(set(only) - {p.label for p in points})
@@ -131,6 +178,12 @@ def run_sweep(sweep: str, defs: Definitions, instance: DagsterInstance, log: Cal
     full, t_sweep, failed = defs.resolve_job_def("full"), time.perf_counter(), []
     for i, point in enumerate(points, 1):
         tag = f"[{i}/{len(points)}] {point.key}"
+        if point.waits_for:  # a rate target from a seed point that may have finished meanwhile: look again
+            point = next(p for p in load_sweep(sweep, config_dir).points if p.key == point.key)
+            if point.waits_for:
+                log(f"{tag}: waits for {point.waits_for}'s committed result (its rate target); not run")
+                failed.append(point.key)
+                continue
         if results_dir is not None:
             why = committed_reason(results_dir, point, experiment_config.config_dir or CONFIG_DIR)
             if why is None:
@@ -143,6 +196,8 @@ def run_sweep(sweep: str, defs: Definitions, instance: DagsterInstance, log: Cal
             log(f"{tag}: already evaluated on its current checkpoints; skipped")
             if results_dir is not None:
                 export_result(results_dir, point, art, 0.0)
+                if commit:
+                    commit_result(results_dir, point, log)
             continue
         log(f"{tag}: running job full ({reason})")
         t0 = time.perf_counter()
@@ -154,7 +209,9 @@ def run_sweep(sweep: str, defs: Definitions, instance: DagsterInstance, log: Cal
         elif results_dir is not None:
             export_result(results_dir, point, resolve(point.key, storage, experiment_config, compute),
                           time.perf_counter() - t0)
-            log(f"{tag}: result written to {results_dir}/{point.label} (commit it)")
+            log(f"{tag}: result written to {results_dir}/{point.label}" + ("" if commit else " (commit it)"))
+            if commit:
+                commit_result(results_dir, point, log)
     if failed:
         log(f"sweep {sweep}: {len(failed)} point(s) failed ({', '.join(failed)}); study not materialised. "
             f"Fix them and run again: finished points are skipped.")
@@ -185,9 +242,13 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--results", help="folder of committed point results (e.g. results/NAME)")
     parser.add_argument("--report", help="with --results: where the comparison goes (default docs/NAME)")
     parser.add_argument("--points", help="comma-separated point labels: run only these, and no study")
+    parser.add_argument("--commit", action="store_true",
+                        help="with --results: git-commit each finished point's result folder as it finishes")
     parser.add_argument("--report-only", action="store_true",
                         help="with --results: write the comparison of the points committed so far; run nothing")
     args = parser.parse_args(argv)
+    if args.commit and not args.results:
+        parser.error("--commit needs --results")
     from assets.definitions import defs
 
     with instance_from_env() as instance:
@@ -202,7 +263,7 @@ def main(argv: Optional[list[str]] = None) -> int:
                 return 0
             ok = run_sweep(args.sweep, defs, instance, log=lambda msg: print(msg, flush=True),
                            results_dir=args.results, report_dir=args.report,
-                           only=args.points.split(",") if args.points else None)
+                           only=args.points.split(",") if args.points else None, commit=args.commit)
         except ConfigError as e:
             print(f"config error: {e}", file=sys.stderr)
             return 2

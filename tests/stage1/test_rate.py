@@ -1,13 +1,15 @@
-"""The rate controller steers beta to the KL weight whose rate is the target, and resumes exactly."""
+"""The rate controllers steer beta to the KL weight whose rate is the target, and resume exactly; the pi law
+without the integral law's collapse-and-overshoot transient."""
 
 import math
+import random
 
 import pytest
 import torch
 
 from ul_pipeline.config import load_config
 from ul_pipeline.stage1 import UnifiedLatents
-from ul_pipeline.stage1.rate import RateController
+from ul_pipeline.stage1.rate import PiRateController, RateController
 
 
 def run(controller: RateController, rate_of_beta, steps: int) -> list[float]:
@@ -71,3 +73,57 @@ def test_a_target_below_the_normal_priors_floor_with_fixed_noise_is_refused_befo
     model = UnifiedLatents.from_config(load_config("smoke", ["stage1.prior=normal", "stage1.encoder_noise=learned",
                                                              "stage1.target_bits_per_pixel=0.335"]))
     assert model.rate.target == 0.335
+
+
+def lagging_rate(controller, steps: int, beta_star: float, tau: float, slope: float = 1.0, r0: float = 0.715,
+                 noise: float = 0.05, seed: int = 0) -> list[float]:
+    """A toy encoder: the rate relaxes (time constant tau steps) toward 0.3 (beta*/beta)^slope, seen with noise.
+
+    Started at beta = 1 far above beta* with the rate above the target, like the normal-prior baseline on
+    the smoke data (rate 0.72 at initialisation, beta* ~ 0.02 for 0.3 bits/pixel)."""
+    rng, rate, out = random.Random(seed), r0, []
+    for _ in range(steps):
+        beta = controller.update(rate * math.exp(rng.gauss(0.0, noise)))
+        rate += (min(3.0, 0.3 * (beta_star / beta) ** slope) - rate) / tau
+        out.append(rate)
+    return out
+
+
+PLANTS = [(0.015, 30, 1.0), (0.005, 60, 1.0), (0.05, 15, 0.5), (0.015, 100, 1.5)]
+WARMUP = 150  # steps: the first approach to the target
+
+
+@pytest.mark.parametrize("beta_star, tau, slope", PLANTS)
+def test_pi_law_keeps_the_rate_within_half_and_one_and_a_half_targets_after_warmup(beta_star, tau, slope):
+    rates = lagging_rate(PiRateController(0.3, gain=0.05), 1500, beta_star, tau, slope)
+    after = rates[WARMUP:]
+    assert 0.5 * 0.3 <= min(after) and max(after) <= 1.5 * 0.3, (min(after), max(after))
+    assert sum(rates[-200:]) / 200 == pytest.approx(0.3, rel=0.05)  # and it settles on the target
+
+
+@pytest.mark.parametrize("beta_star, tau, slope", PLANTS)
+def test_integral_law_collapses_the_rate_on_the_same_plants(beta_star, tau, slope):
+    """The study's law on the same plants: the transient the pi law removes (the rate below half the target)."""
+    rates = lagging_rate(RateController(0.3, gain=0.02), 1500, beta_star, tau, slope)
+    assert min(rates[WARMUP:]) < 0.5 * 0.3
+
+
+def test_pi_state_travels_in_the_state_dict_and_holds_with_the_encoder():
+    a = PiRateController(0.3, gain=0.05, beta0=2.0, hold_steps=3)
+    assert run(a, lambda beta: 5.0, 3) == [2.0] * 3  # held
+    run(a, lambda beta: 0.9 / beta, 50)
+    b = PiRateController(0.3, gain=0.05, beta0=2.0, hold_steps=3)
+    b.load_state_dict(a.state_dict())
+    assert run(a, lambda beta: 0.9 / beta, 20) == run(b, lambda beta: 0.9 / beta, 20)
+    assert set(a.state_dict()) == {"log_beta", "steps", "integral", "fast", "slow"}
+
+
+def test_the_default_law_is_the_committed_studys():
+    base = ["stage1.prior=normal", "stage1.encoder_noise=learned", "stage1.target_bits_per_pixel=0.3"]
+    model = UnifiedLatents.from_config(load_config("smoke", base))
+    assert type(model.rate) is RateController and set(model.rate.state_dict()) == {"log_beta", "steps"}
+    pi = UnifiedLatents.from_config(load_config("smoke", base + ["stage1.rate_control=pi"]))
+    assert type(pi.rate) is PiRateController
+    from ul_pipeline.config import ConfigError
+    with pytest.raises(ConfigError, match="stage1.rate_control"):
+        load_config("smoke", base + ["stage1.rate_control=pid"])

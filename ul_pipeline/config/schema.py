@@ -98,7 +98,8 @@ class Stage1Config:
     latent_weight: float = 1.0  # beta on L_z in the training loss (UL: 1; the KL-VAE baseline: small)
     target_bits_per_pixel: float = 0.0  # > 0: steer beta during training so L_z tracks this rate (rate-matched
     # baselines; stage1/rate.py); latent_weight is then beta's starting value. 0 = beta fixed
-    rate_gain: float = 0.02  # rate controller: change of log(beta) per step per unit of relative rate error
+    rate_gain: float = 0.02  # rate controller: change of log(beta) per step per unit of rate error (pi: tested at 0.05)
+    rate_control: str = "integral"  # integral (the study's) | pi: PI law without its transient (stage1/rate.py)
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
@@ -230,6 +231,7 @@ def validate(cfg: DictConfig) -> None:
     _check(cfg.stage1.latent_weight > 0, "stage1.latent_weight", "must be > 0")
     _check(cfg.stage1.target_bits_per_pixel >= 0, "stage1.target_bits_per_pixel", "must be >= 0 (0 = beta fixed)")
     _check(cfg.stage1.rate_gain > 0, "stage1.rate_gain", "must be > 0")
+    _check(cfg.stage1.rate_control in ("integral", "pi"), "stage1.rate_control", "must be integral or pi")
     _check(not (cfg.stage2.standardize and cfg.data.frames), "stage2.standardize",
            "is for still images; the frame-conditioned base model does not standardise its latents")
     _check(cfg.eval.num_generated >= 0, "eval.num_generated", "must be >= 0 (0 = eval.num_samples)")

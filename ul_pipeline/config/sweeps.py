@@ -27,6 +27,7 @@ from typing import Any, Optional
 from omegaconf import DictConfig, OmegaConf
 
 from ul_pipeline.config.schema import CONFIG_DIR, ConfigError, ExperimentConfig, config_hash
+from ul_pipeline.config.seeds import SeedPlan, expand_seeds
 
 SECTION = "sweep"  # the top-level YAML key; not part of the config schema
 POINT_SEP = ":"  # between the sweep name and the point, and between grid assignments
@@ -42,6 +43,7 @@ class SweepPoint:
     label: str  # c_lf=1.3 (grid) or normal_prior (variant)
     overrides: dict[str, Any]  # dotted config key -> value, merged over the sweep file's base
     variant: Optional[str] = None  # the variant's name; None for a grid point
+    waits_for: Optional[str] = None  # a seed point whose rate target is this point's committed rate (config/seeds.py)
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class Sweep:
     points: tuple[SweepPoint, ...]  # grid points in product order, then variants in file order
     compare: tuple[tuple[str, str, str], ...] = ()  # (label a, label b, why): planned paired comparisons
     repeats: tuple[tuple[str, str], ...] = ()  # (label, its training-seed repeat): the seed spread
+    seeds: Optional[SeedPlan] = None  # paired training seeds and the comparisons judged over them
 
 
 def split_point_key(key: str) -> tuple[str, Optional[str]]:
@@ -106,6 +109,9 @@ def find_point(name: str, label: str, config_dir: Path | str = CONFIG_DIR) -> Sw
     sweep = load_sweep(name, config_dir)
     for p in sweep.points:
         if p.label == label:
+            if p.waits_for:
+                raise ConfigError(f"{sweep.origin}: point '{p.key}' takes its rate target from {p.waits_for}'s "
+                                  f"committed result, which does not exist yet: run {name}{POINT_SEP}{p.waits_for} first")
             return p
     raise ConfigError(f"{sweep.origin}: sweep '{name}' has no point '{name}{POINT_SEP}{label}' "
                       f"(points: {', '.join(p.key for p in sweep.points)})")
@@ -115,10 +121,10 @@ def expand(name: str, section: dict, origin: str) -> Sweep:
     """Points of one `sweep:` section: the grid's cartesian product, then the named variants."""
     if POINT_SEP in name:
         raise ConfigError(f"{origin}: a sweep's file name may not contain '{POINT_SEP}'")
-    unknown = set(section) - {"grid", "variants", "compare", "repeats"}
+    unknown = set(section) - {"grid", "variants", "compare", "repeats", "seeds", "paired"}
     if unknown:
         raise ConfigError(f"{origin}: {SECTION}: unknown key(s) {sorted(unknown)} "
-                          "(allowed: grid, variants, compare, repeats)")
+                          "(allowed: grid, variants, compare, repeats, seeds, paired)")
     grid, variants = section.get("grid") or {}, section.get("variants") or {}
     if not isinstance(grid, dict) or not isinstance(variants, dict):
         raise ConfigError(f"{origin}: {SECTION}.grid and {SECTION}.variants must be mappings")
@@ -146,6 +152,12 @@ def expand(name: str, section: dict, origin: str) -> Sweep:
         for key in overrides:
             _check_key(key, where)
         points.append(SweepPoint(f"{name}{POINT_SEP}{variant}", str(variant), dict(overrides), str(variant)))
+    plan = None
+    if section.get("seeds") is not None:
+        plan, extra = expand_seeds(section["seeds"], {p.label: p.overrides for p in points if p.variant},
+                                   origin, Path(origin).resolve().parents[2])
+        for label, overrides, waits_for in extra:
+            points.append(SweepPoint(f"{name}{POINT_SEP}{label}", label, overrides, label, waits_for))
     seen = set()
     for p in points:
         if p.key in seen:
@@ -154,7 +166,11 @@ def expand(name: str, section: dict, origin: str) -> Sweep:
     labels = {p.label for p in points}
     compare = tuple(_pair(c, labels, f"{origin}: {SECTION}.compare", with_why=True) for c in section.get("compare") or [])
     repeats = tuple(_pair(r, labels, f"{origin}: {SECTION}.repeats", with_why=False) for r in section.get("repeats") or [])
-    return Sweep(name, origin, short, tuple(points), compare, repeats)
+    paired = tuple(_pair(c, set(plan.arms) if plan else set(), f"{origin}: {SECTION}.paired (arms of sweep.seeds)",
+                         with_why=True) for c in section.get("paired") or [])
+    if plan is not None:
+        plan = SeedPlan(plan.n, plan.arms, paired, plan.results, plan.rate_of)
+    return Sweep(name, origin, short, tuple(points), compare, repeats, plan)
 
 
 def _pair(entry: Any, labels: set[str], where: str, with_why: bool) -> tuple:

@@ -15,7 +15,7 @@ from ul_pipeline.diffusion import Schedule, resolution_shift
 from ul_pipeline.stage1.decoders import build_decoder
 from ul_pipeline.stage1.posterior import ENCODER_NOISES, FixedNoise, LatentPosterior
 from ul_pipeline.stage1.priors import LatentTerms, build_prior
-from ul_pipeline.stage1.rate import RateController
+from ul_pipeline.stage1.rate import RATE_LAWS, RateController
 
 
 @dataclass
@@ -104,8 +104,8 @@ class UnifiedLatents(nn.Module):
                     f"{s1.prior} prior with {s1.encoder_noise} encoder noise can reach here ({floor:.4f} bits/pixel: "
                     "KL(N(m, sigma0^2) || N(0, 1)) >= (sigma0^2 - log sigma0^2 - 1) / 2 nats per latent dimension); "
                     "use stage1.encoder_noise=learned to let the variance grow")
-            rate = RateController(s1.target_bits_per_pixel, s1.rate_gain, beta0=s1.latent_weight,
-                                  hold_steps=s1.encoder_hold_samples // s1.train.batch_size)
+            rate = RATE_LAWS[s1.rate_control](s1.target_bits_per_pixel, s1.rate_gain, beta0=s1.latent_weight,
+                                              hold_steps=s1.encoder_hold_samples // s1.train.batch_size)
         return cls(encoder, prior, decoder, image_shape, noise=noise, logsnr_0=s1.logsnr_0,
                    latent_weight=s1.latent_weight, rate=rate)
 
