@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from ul_pipeline import config as config_lib
 from ul_pipeline.evaluation import metrics
 from ul_pipeline.diffusion import Schedule, resolution_shift
+from ul_pipeline.diffusion.solvers import SamplerSpec
 from ul_pipeline.stage1.decoders import build_decoder
 from ul_pipeline.stage1.posterior import ENCODER_NOISES, FixedNoise, LatentPosterior
 from ul_pipeline.stage1.priors import LatentTerms, build_prior
@@ -128,15 +129,17 @@ class UnifiedLatents(nn.Module):
 
     @torch.no_grad()
     def decode(self, z0: Tensor, steps: int, generator: torch.Generator | None = None,
-               progress: Callable[[int, int], None] | None = None, eta: float = 1.0) -> Tensor:
-        """x ~ p(x | z0), images in [-1, 1] (one pass for the MSE decoder); eta as in ancestral_sample."""
-        return self.decoder.decode(z0, steps, generator, progress, eta=eta)
+               progress: Callable[[int, int], None] | None = None, eta: float = 1.0,
+               sampler: SamplerSpec | None = None) -> Tensor:
+        """x ~ p(x | z0), images in [-1, 1] (one pass for the MSE decoder); eta as in ancestral_sample,
+        `sampler` the decoder's grid and solver (diffusion/solvers.py; None: the paper's)."""
+        return self.decoder.decode(z0, steps, generator, progress, eta=eta, sampler=sampler)
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor, steps: int, generator: torch.Generator | None = None,
-                    eta: float = 1.0) -> Tensor:
+                    eta: float = 1.0, sampler: SamplerSpec | None = None) -> Tensor:
         """x -> q(z0 | x) -> z0 -> one decoder sample."""
-        return self.decode(self.posterior(x).sample_z0(generator), steps, generator, eta=eta)
+        return self.decode(self.posterior(x).sample_z0(generator), steps, generator, eta=eta, sampler=sampler)
 
     @torch.no_grad()
     def latent_nats(self, x: Tensor, repeats: int = 1, generator: torch.Generator | None = None) -> Tensor:
