@@ -116,3 +116,8 @@ def sample_clean(denoise: Denoiser, shape: tuple[int, ...], schedule: Schedule, 
         if progress is not None:
             progress(i + 1, steps)
     return predict_x(z, logsnrs[-1])
+
+
+def decoder_sampler(sample_config) -> SamplerSpec:
+    """The decoder's SamplerSpec from a config's `sample` section (sample.decoder_solver, _grid, _logsnr_end)."""
+    return SamplerSpec(sample_config.decoder_solver, sample_config.decoder_grid, sample_config.decoder_logsnr_end)

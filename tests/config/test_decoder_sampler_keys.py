@@ -1,0 +1,46 @@
+"""sample.decoder_solver / decoder_grid / decoder_logsnr_end: checked when loaded, naming the key, and
+they reach the decoder (the paper's sampler stays reachable and is what the latent study pins)."""
+
+import pytest
+import torch
+
+from ul_pipeline.config import ConfigError, load_config
+from ul_pipeline.diffusion.solvers import SamplerSpec, decoder_sampler
+from ul_pipeline.stage1.model import UnifiedLatents
+
+
+def test_bad_decoder_sampler_keys_are_refused_naming_them():
+    with pytest.raises(ConfigError, match="'sample.decoder_solver': must be one of ancestral, dpm2m"):
+        load_config("smoke", ["sample.decoder_solver=heun"])
+    with pytest.raises(ConfigError, match="'sample.decoder_grid': must be one of t, logsnr"):
+        load_config("smoke", ["sample.decoder_grid=karras"])
+    with pytest.raises(ConfigError, match="'sample.decoder_logsnr_end': must be null or in"):
+        load_config("smoke", ["sample.decoder_logsnr_end=12.0"])
+    with pytest.raises(ConfigError, match="decoder_logsnr_end"):
+        load_config("smoke", ["sample.decoder_logsnr_end=high"])
+
+
+def test_keys_make_the_spec():
+    cfg = load_config("smoke", ["sample.decoder_solver=dpm2m", "sample.decoder_grid=logsnr",
+                                "sample.decoder_logsnr_end=7.5"])
+    assert decoder_sampler(cfg.sample) == SamplerSpec("dpm2m", "logsnr", 7.5)
+    paper = ["sample.decoder_solver=ancestral", "sample.decoder_grid=t", "sample.decoder_logsnr_end=null"]
+    assert decoder_sampler(load_config("smoke", paper).sample).is_paper
+
+
+def test_the_latent_study_keeps_the_paper_sampler():
+    """Its committed points were evaluated with the paper's decoder sampler; the study config pins it."""
+    assert decoder_sampler(load_config("latent_study").sample).is_paper
+
+
+def test_the_spec_reaches_the_decoder():
+    torch.manual_seed(0)
+    ul = UnifiedLatents.from_config(load_config("smoke")).eval()
+    z0 = torch.randn(2, *ul.latent_shape)
+
+    def decode(spec):
+        return ul.decode(z0, 4, generator=torch.Generator().manual_seed(1), sampler=spec)
+
+    assert torch.equal(decode(None), decode(SamplerSpec()))
+    assert not torch.equal(decode(None), decode(SamplerSpec("dpm2m", "logsnr")))
+    assert torch.equal(decode(SamplerSpec("dpm2m", "logsnr")), decode(SamplerSpec("dpm2m", "logsnr")))
