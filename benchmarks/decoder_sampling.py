@@ -12,8 +12,9 @@ On held-out images (the shards' val split, its first --n):
    solvers.py; ancestral:t:16:1 is the paper's and the demos' sampler): PSNR, the last log-SNR before the
    clean step, and a high-pass noise figure in flat regions: where the original is flat (all channels
    within 4 grey levels over the 5x5 neighbourhood), the RMS of the reconstruction minus its own 3x3 mean,
-   in grey levels (a flat original scores ~0; speckle scores its amplitude). Also the error's RMS and mean
-   there, and for colour the correlation of the error between channels (R-G, G-B).
+   in grey levels (a flat original scores ~0; speckle scores its amplitude); speckled_share: the share of
+   images whose own figure exceeds 4 grey levels. Also the error's RMS and mean there, and for colour the
+   correlation of the error between channels (R-G, G-B).
 3. rFID of the --fid-settings at --fid-n images (Inception features, as `evaluate`).
 Samplers run under the checkpoint's compute.precision (bf16 autocast on CPU, as `evaluate` runs them).
 Writes benchmarks/results/decoder_sampling_NAME.json and .md.
@@ -39,12 +40,10 @@ from ul_pipeline.stage1.training import load_stage1  # noqa: E402
 from ul_pipeline.train.loop import autocast, resolve_precision  # noqa: E402
 
 DEFAULT_SETTINGS = [f"ancestral:t:{s}:{e}" for s in (16, 32, 64, 256) for e in (1, 0)] + [
-    "dpm2m:t:16:0", "dpm2m:t:32:0", "dpm2m:t:64:0",
-    "ancestral:logsnr:16:1", "ancestral:logsnr:32:1", "ancestral:logsnr:64:1",
-    "ancestral:logsnr:16:0", "ancestral:logsnr:32:0",
-    "dpm2m:logsnr:16:0", "dpm2m:logsnr:32:0", "dpm2m:logsnr:64:0",
-    "ancestral:t:16:1:4", "ancestral:t:16:1:7", "dpm2m:logsnr:32:0:7", "dpm2m:logsnr:32:0:9"]
-LOGSNRS = [-6.0, -3.0, 0.0, 2.0, 3.0, 4.0, 5.0, 5.78, 7.0, 8.0, 9.0, 10.0, 11.39]
+    "dpm2m:t:16:0", "dpm2m:t:32:0", "dpm2m:t:64:0", "ancestral:logsnr:32:1", "dpm2m:logsnr:16:0", "dpm2m:logsnr:32:0",
+    "ancestral:t:1:0",  # one x_hat from (almost) pure noise: E[x | z0], the decoder's mean (blurry, best PSNR)
+    "ancestral:t:16:1:4", "ancestral:t:16:1:6", "ancestral:t:16:1:8", "dpm2m:t:16:0:6", "dpm2m:t:32:0:6"]
+LOGSNRS = [-6.0, -3.0, 0.0, 2.0, 3.0, 4.0, 5.0, 5.78, 6.5, 7.0, 8.0, 9.0, 10.0]  # clipped to the schedule's end
 GREY = 127.5  # grey levels per unit in [-1, 1]
 
 
@@ -54,7 +53,16 @@ def parse_setting(text: str) -> tuple[SamplerSpec, int, float]:
     return SamplerSpec(parts[0], parts[1], end), int(parts[2]), float(parts[3])
 
 
-def xpred_table(ul, x: torch.Tensor, precision: str, batch: int) -> list[dict]:
+def flat_mask(orig_uint8: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) bool: all channels of the original within 4 grey levels over the 5x5 neighbourhood."""
+    o = orig_uint8.float()
+    hi = F.max_pool2d(o, 5, 1, 2).amax(1, keepdim=True)
+    lo = -F.max_pool2d(-o, 5, 1, 2).amax(1, keepdim=True)
+    return ((hi - lo) <= 4).expand_as(o)
+
+
+def xpred_table(ul, images: torch.Tensor, precision: str, batch: int) -> list[dict]:
+    x, flat = metrics.to_float(images), flat_mask(images)
     g = torch.Generator().manual_seed(1)
     z0 = torch.cat([ul.posterior(x[i:i + batch]).sample_z0(g) for i in range(0, len(x), batch)])
     eps = torch.randn(x.shape, generator=g)
@@ -71,18 +79,17 @@ def xpred_table(ul, x: torch.Tensor, precision: str, batch: int) -> list[dict]:
         err = torch.cat(out) - x
         passthrough = (sigma / alpha) * eps
         carried = (err * eps).sum() / (passthrough * eps).sum()
+        carried_flat = (err * eps)[flat].sum() / (passthrough * eps)[flat].sum()
         rows.append(dict(logsnr=round(lam_t.item(), 2), xhat_rmse=round(GREY * err.pow(2).mean().sqrt().item(), 2),
                          passthrough_rmse=round(GREY * passthrough.pow(2).mean().sqrt().item(), 2),
-                         carried=round(carried.item(), 3)))
+                         carried=round(carried.item(), 3), xhat_rmse_flat=round(GREY * err[flat].pow(2).mean().sqrt().item(), 2),
+                         carried_flat=round(carried_flat.item(), 3)))
     return rows
 
 
 def flat_noise(orig: torch.Tensor, rec: torch.Tensor) -> dict:
     """High-pass noise in the originals' flat regions (uint8 (N, C, H, W) in, grey levels out)."""
-    o, r = orig.float(), rec.float()
-    hi = F.max_pool2d(o, 5, 1, 2).amax(1, keepdim=True)
-    lo = -F.max_pool2d(-o, 5, 1, 2).amax(1, keepdim=True)
-    flat = ((hi - lo) <= 4).expand_as(o)
+    o, r, flat = orig.float(), rec.float(), flat_mask(orig)
     hp = r - F.avg_pool2d(F.pad(r, (1, 1, 1, 1), mode="replicate"), 3, 1)
     hp_orig = o - F.avg_pool2d(F.pad(o, (1, 1, 1, 1), mode="replicate"), 3, 1)
     err = r - o
@@ -91,6 +98,8 @@ def flat_noise(orig: torch.Tensor, rec: torch.Tensor) -> dict:
                flat_hp_rms_original=round(hp_orig[flat].pow(2).mean().sqrt().item(), 2),
                flat_err_rms=round(err[flat].pow(2).mean().sqrt().item(), 2),
                flat_err_mean=round(err[flat].mean().item(), 2))
+    per_image = ((hp**2 * flat).flatten(1).sum(1) / flat.flatten(1).sum(1).clamp(min=1)).sqrt()
+    res["speckled_share"] = round((per_image > 4.0).float().mean().item(), 3)  # images with flat_hp_rms > 4 levels
     if o.shape[1] == 3:
         m = flat[:, 0]
         e = [err[:, c][m] - err[:, c][m].mean() for c in range(3)]
@@ -120,6 +129,10 @@ def main() -> None:
     p.add_argument("--settings", nargs="+", default=DEFAULT_SETTINGS)
     p.add_argument("--fid-settings", nargs="*", default=[])
     p.add_argument("--batch", type=int, default=250)
+    p.add_argument("--grid-settings", nargs="*", default=[],
+                   help="a PNG: row of originals, then one row of reconstructions per setting (--grid-k images)")
+    p.add_argument("--grid-k", type=int, default=16)
+    p.add_argument("--grid-offset", type=int, default=0, help="first held-out image of the picture")
     p.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     a = p.parse_args()
     torch.set_grad_enabled(False)
@@ -134,7 +147,7 @@ def main() -> None:
                   machine=platform.processor() or platform.machine(),
                   decoder_schedule=[round(ul.decoder.schedule.logsnr_min, 3), round(ul.decoder.schedule.logsnr_max, 3)],
                   c_lf=float(cfg.stage1.c_lf), bias=float(cfg.stage1.bias))
-    result["xpred"] = xpred_table(ul, metrics.to_float(images[:a.xpred_n]), precision, a.batch)
+    result["xpred"] = xpred_table(ul, images[:a.xpred_n], precision, a.batch)
     print(json.dumps(result["xpred"]), flush=True)
     sweep = []
     for text in a.settings:
@@ -166,9 +179,16 @@ def main() -> None:
             fid_rows.append(row)
             print(json.dumps(row), flush=True)
         result["fid"] = fid_rows
-    result["seconds"] = round(time.perf_counter() - t0, 1)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
+    if a.grid_settings:
+        from ul_pipeline.evaluation.image import save_grid
+
+        src = images[a.grid_offset:a.grid_offset + a.grid_k]
+        rows = [src] + [reconstruct(ul, src, *parse_setting(text), precision, a.batch) for text in a.grid_settings]
+        path = save_grid(torch.cat(rows), out / f"decoder_sampling_{a.name}.png", nrow=len(src))
+        result["grid"] = dict(path=path.name, rows=["originals", *a.grid_settings], first_image=a.grid_offset)
+    result["seconds"] = round(time.perf_counter() - t0, 1)
     (out / f"decoder_sampling_{a.name}.json").write_text(json.dumps(result, indent=1) + "\n")
     (out / f"decoder_sampling_{a.name}.md").write_text(markdown(result))
     print(f"wrote {out}/decoder_sampling_{a.name}.json and .md ({result['seconds']} s)")
@@ -178,10 +198,13 @@ def markdown(r: dict) -> str:
     lines = [f"# Decoder sampling: {r['experiment']} (Stage 1 {r['stage1_sha256'][:12]}, commit {r['commit']})", "",
              f"c_lf {r['c_lf']}, b {r['bias']}, decoder schedule log-SNR {r['decoder_schedule']}, samplers in "
              f"{r['precision']}, {r['threads']} threads. Grey levels are 0..255.", "",
-             "## x-prediction per log-SNR", "", "| log-SNR | x_hat RMSE | noise passed through | carried |",
-             "|---|---|---|---|"]
-    lines += [f"| {x['logsnr']} | {x['xhat_rmse']} | {x['passthrough_rmse']} | {x['carried']} |" for x in r["xpred"]]
-    cols = ["setting", "last_logsnr_before_clean", "psnr", "flat_hp_rms", "flat_err_rms", "flat_err_mean"]
+             "## x-prediction per log-SNR", "", "carried: the share of x_t's noise kept in x_hat (0 removed, 1 passed "
+             "through); flat: in the originals' flat regions, where the truth is known from the neighbours", "",
+             "| log-SNR | x_hat RMSE | noise passed through | carried | x_hat RMSE, flat | carried, flat |",
+             "|---|---|---|---|---|---|"]
+    lines += [f"| {x['logsnr']} | {x['xhat_rmse']} | {x['passthrough_rmse']} | {x['carried']} | {x['xhat_rmse_flat']} "
+              f"| {x['carried_flat']} |" for x in r["xpred"]]
+    cols = ["setting", "last_logsnr_before_clean", "psnr", "flat_hp_rms", "speckled_share", "flat_err_rms", "flat_err_mean"]
     if "flat_err_corr_rg" in r["sweep"][0]:
         cols += ["flat_err_corr_rg", "flat_err_corr_gb"]
     cols.append("seconds")
@@ -189,9 +212,12 @@ def markdown(r: dict) -> str:
               "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     lines += ["| " + " | ".join(str(row[c]) for c in cols) + " |" for row in r["sweep"]]
     if r.get("fid"):
-        fc = ["setting", "n", "psnr", "rfid", "flat_hp_rms", "flat_err_rms"]
+        fc = ["setting", "n", "psnr", "rfid", "flat_hp_rms", "speckled_share", "flat_err_rms"]
         lines += ["", "## rFID", "", "| " + " | ".join(fc) + " |", "|" + "---|" * len(fc)]
         lines += ["| " + " | ".join(str(row[c]) for c in fc) + " |" for row in r["fid"]]
+    if r.get("grid"):
+        lines += ["", f"![reconstructions]({r['grid']['path']})", "",
+                  "Rows, top to bottom: " + ", ".join(r["grid"]["rows"]) + f" (held-out images from {r['grid']['first_image']})."]
     return "\n".join(lines) + "\n"
 
 
