@@ -9,7 +9,8 @@ On held-out images (the shards' val split, its first --n):
    through (x_t / alpha, i.e. sigma / alpha eps), and `carried`: the share of the injected noise the
    prediction keeps as content, <x_hat - x, eps> / <sigma/alpha eps, eps> (0: removed, 1: passed through).
 2. Reconstructions for each sampler setting solver:grid:steps:eta[:logsnr_end] (ul_pipeline/diffusion/
-   solvers.py; ancestral:t:16:1 is the paper's and the demos' sampler): PSNR, the last log-SNR before the
+   solvers.py; options: a number = logsnr_end, noclip = clamp only the image, draws=K = the mean of K decoder
+   samples of one z0; ancestral:t:16:1 is the paper's and the demos' sampler): PSNR, the last log-SNR before the
    clean step, and a high-pass noise figure in flat regions: where the original is flat (all channels
    within 4 grey levels over the 5x5 neighbourhood), the RMS of the reconstruction minus its own 3x3 mean,
    in grey levels (a flat original scores ~0; speckle scores its amplitude); speckled_share: the share of
@@ -39,18 +40,26 @@ from ul_pipeline.evaluation import metrics  # noqa: E402
 from ul_pipeline.stage1.training import load_stage1  # noqa: E402
 from ul_pipeline.train.loop import autocast, resolve_precision  # noqa: E402
 
-DEFAULT_SETTINGS = [f"ancestral:t:{s}:{e}" for s in (16, 32, 64, 256) for e in (1, 0)] + [
-    "dpm2m:t:16:0", "dpm2m:t:32:0", "dpm2m:t:64:0", "ancestral:logsnr:32:1", "dpm2m:logsnr:16:0", "dpm2m:logsnr:32:0",
-    "ancestral:t:1:0",  # one x_hat from (almost) pure noise: E[x | z0], the decoder's mean (blurry, best PSNR)
-    "ancestral:t:16:1:4", "ancestral:t:16:1:6", "ancestral:t:16:1:8", "dpm2m:t:16:0:6", "dpm2m:t:32:0:6"]
+DEFAULT_SETTINGS = [f"ancestral:t:{s}:{e}" for s in (16, 32, 64) for e in (1, 0)] + [
+    "ancestral:t:256:1", "dpm2m:t:16:0", "dpm2m:t:32:0", "dpm2m:t:64:0", "ancestral:logsnr:32:1", "dpm2m:logsnr:16:0",
+    "dpm2m:logsnr:32:0", "ancestral:t:16:1:4", "ancestral:t:16:1:8", "ancestral:t:16:1:noclip",
+    "ancestral:logsnr:32:1:noclip", "ancestral:t:16:1:draws=4", "ancestral:t:16:1:noclip:draws=4"]
 LOGSNRS = [-6.0, -3.0, 0.0, 2.0, 3.0, 4.0, 5.0, 5.78, 6.5, 7.0, 8.0, 9.0, 10.0]  # clipped to the schedule's end
 GREY = 127.5  # grey levels per unit in [-1, 1]
 
 
-def parse_setting(text: str) -> tuple[SamplerSpec, int, float]:
+def parse_setting(text: str) -> tuple[SamplerSpec, int, float, int]:
+    """solver:grid:steps:eta[:options], options: a number (logsnr_end), noclip, draws=K (reconstruction mean)."""
     parts = text.split(":")
-    end = float(parts[4]) if len(parts) > 4 and parts[4] not in ("", "-") else None
-    return SamplerSpec(parts[0], parts[1], end), int(parts[2]), float(parts[3])
+    end, clip, draws = None, True, 1
+    for opt in parts[4:]:
+        if opt == "noclip":
+            clip = False
+        elif opt.startswith("draws="):
+            draws = int(opt[6:])
+        elif opt not in ("", "-"):
+            end = float(opt)
+    return SamplerSpec(parts[0], parts[1], end, clip), int(parts[2]), float(parts[3]), draws
 
 
 def flat_mask(orig_uint8: torch.Tensor) -> torch.Tensor:
@@ -108,12 +117,14 @@ def flat_noise(orig: torch.Tensor, rec: torch.Tensor) -> dict:
     return res
 
 
-def reconstruct(ul, images: torch.Tensor, spec: SamplerSpec, steps: int, eta: float, precision: str, batch: int):
+def reconstruct(ul, images: torch.Tensor, spec: SamplerSpec, steps: int, eta: float, draws: int, precision: str,
+                batch: int):
     g = torch.Generator().manual_seed(0)
     out = []
     for i in range(0, len(images), batch):
         with autocast(precision, torch.device("cpu")):
-            x = ul.reconstruct(metrics.to_float(images[i:i + batch]), steps, generator=g, eta=eta, sampler=spec)
+            x = ul.reconstruct(metrics.to_float(images[i:i + batch]), steps, generator=g, eta=eta, sampler=spec,
+                               draws=draws)
         out.append(metrics.to_uint8(x))
     return torch.cat(out)
 
@@ -151,11 +162,11 @@ def main() -> None:
     print(json.dumps(result["xpred"]), flush=True)
     sweep = []
     for text in a.settings:
-        spec, steps, eta = parse_setting(text)
+        spec, steps, eta, draws = parse_setting(text)
         t1 = time.perf_counter()
-        rec = reconstruct(ul, images[:a.n], spec, steps, eta, precision, a.batch)
+        rec = reconstruct(ul, images[:a.n], spec, steps, eta, draws, precision, a.batch)
         grid = logsnr_grid(ul.decoder.schedule, steps, spec.grid, spec.logsnr_end)
-        row = dict(setting=text, solver=spec.solver, grid=spec.grid, steps=steps, eta=eta,
+        row = dict(setting=text, solver=spec.solver, grid=spec.grid, steps=steps, eta=eta, clip=spec.clip, draws=draws,
                    logsnr_end=round(grid[-1].item(), 2), last_logsnr_before_clean=round(grid[-2].item(), 2),
                    psnr=round(metrics.psnr_uint8(images[:a.n], rec).clamp(max=100).mean().item(), 2),
                    **flat_noise(images[:a.n], rec), seconds=round(time.perf_counter() - t1, 1))
@@ -171,8 +182,8 @@ def main() -> None:
                                     manifest_sha256=read_manifest(a.shards).sha256)
         fid_rows = []
         for text in a.fid_settings:
-            spec, steps, eta = parse_setting(text)
-            rec = reconstruct(ul, images[:a.fid_n], spec, steps, eta, precision, a.batch)
+            spec, steps, eta, draws = parse_setting(text)
+            rec = reconstruct(ul, images[:a.fid_n], spec, steps, eta, draws, precision, a.batch)
             row = dict(setting=text, n=a.fid_n,
                        psnr=round(metrics.psnr_uint8(images[:a.fid_n], rec).clamp(max=100).mean().item(), 2),
                        rfid=round(frechet_distance(f_real, feats(rec)), 2), **flat_noise(images[:a.fid_n], rec))

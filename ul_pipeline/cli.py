@@ -138,7 +138,7 @@ def cmd_reconstruct(args) -> None:
     images = images[:args.num]
     g = torch.Generator().manual_seed(args.seed)
     recon = to_uint8(ul.reconstruct(to_float(images), args.decoder_steps or cfg.sample.decoder_steps, generator=g,
-                                    sampler=decoder_sampler(cfg.sample)))
+                                    sampler=decoder_sampler(cfg.sample), draws=cfg.sample.reconstruction_draws))
     path = save_grid(torch.stack([images, recon], 1).flatten(0, 1), args.out, nrow=16)
     print(f"PSNR {psnr_uint8(images, recon).mean().item():.2f} dB on {len(images)} images; wrote {path}")
 

@@ -1,4 +1,4 @@
-"""sample.decoder_solver / decoder_grid / decoder_logsnr_end: checked when loaded, naming the key, and
+"""sample.decoder_solver / decoder_grid / decoder_clip / reconstruction_draws: checked when loaded, naming the key, and
 they reach the decoder (the paper's sampler stays reachable and is what the latent study pins)."""
 
 import pytest
@@ -14,23 +14,24 @@ def test_bad_decoder_sampler_keys_are_refused_naming_them():
         load_config("smoke", ["sample.decoder_solver=heun"])
     with pytest.raises(ConfigError, match="'sample.decoder_grid': must be one of t, logsnr"):
         load_config("smoke", ["sample.decoder_grid=karras"])
-    with pytest.raises(ConfigError, match="'sample.decoder_logsnr_end': must be null or in"):
-        load_config("smoke", ["sample.decoder_logsnr_end=12.0"])
-    with pytest.raises(ConfigError, match="decoder_logsnr_end"):
-        load_config("smoke", ["sample.decoder_logsnr_end=high"])
+    with pytest.raises(ConfigError, match="'sample.reconstruction_draws': must be >= 1"):
+        load_config("smoke", ["sample.reconstruction_draws=0"])
+    with pytest.raises(ConfigError, match="decoder_clip"):
+        load_config("smoke", ["sample.decoder_clip=sometimes"])
 
 
 def test_keys_make_the_spec():
     cfg = load_config("smoke", ["sample.decoder_solver=dpm2m", "sample.decoder_grid=logsnr",
-                                "sample.decoder_logsnr_end=7.5"])
-    assert decoder_sampler(cfg.sample) == SamplerSpec("dpm2m", "logsnr", 7.5)
-    paper = ["sample.decoder_solver=ancestral", "sample.decoder_grid=t", "sample.decoder_logsnr_end=null"]
+                                "sample.decoder_clip=false"])
+    assert decoder_sampler(cfg.sample) == SamplerSpec("dpm2m", "logsnr", clip=False)
+    paper = ["sample.decoder_solver=ancestral", "sample.decoder_grid=t", "sample.decoder_clip=true"]
     assert decoder_sampler(load_config("smoke", paper).sample).is_paper
 
 
 def test_the_latent_study_keeps_the_paper_sampler():
     """Its committed points were evaluated with the paper's decoder sampler; the study config pins it."""
-    assert decoder_sampler(load_config("latent_study").sample).is_paper
+    cfg = load_config("latent_study")
+    assert decoder_sampler(cfg.sample).is_paper and cfg.sample.reconstruction_draws == 1
 
 
 def test_the_spec_reaches_the_decoder():
@@ -44,3 +45,17 @@ def test_the_spec_reaches_the_decoder():
     assert torch.equal(decode(None), decode(SamplerSpec()))
     assert not torch.equal(decode(None), decode(SamplerSpec("dpm2m", "logsnr")))
     assert torch.equal(decode(SamplerSpec("dpm2m", "logsnr")), decode(SamplerSpec("dpm2m", "logsnr")))
+    assert decode(SamplerSpec(clip=False)).abs().max() <= 1.0  # the image is clamped, only the steps are not
+
+
+def test_reconstruction_draws_average_decoder_samples_of_one_z0():
+    torch.manual_seed(0)
+    ul = UnifiedLatents.from_config(load_config("smoke")).eval()
+    x = torch.rand(2, *ul.image_shape) * 2 - 1
+    g = torch.Generator().manual_seed(3)
+    z0 = ul.posterior(x).sample_z0(g)
+    draws = [ul.decode(z0, 3, generator=g) for _ in range(3)]
+    mean = ul.reconstruct(x, 3, generator=torch.Generator().manual_seed(3), draws=3)
+    torch.testing.assert_close(mean, sum(draws) / 3)
+    one = ul.reconstruct(x, 3, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(one, draws[0])

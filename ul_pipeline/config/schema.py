@@ -138,7 +138,8 @@ class SampleConfig:
     decoder_eta: float = 1.0  # the same for the decoder's sampler (its ancestral solver)
     decoder_solver: str = "ancestral"  # ancestral (the paper's) | dpm2m: DPM-Solver++(2M), deterministic (no retraining)
     decoder_grid: str = "t"  # decoder steps uniform in t on its cosine schedule (t, the paper's) | in log-SNR (logsnr)
-    decoder_logsnr_end: Optional[float] = None  # log-SNR where the decoder's grid stops and returns x_hat; None: its end
+    decoder_clip: bool = True  # clamp the decoder's x_hat to [-1, 1] at every step (the paper's) | only the image
+    reconstruction_draws: int = 1  # reconstructions: 1 = one decoder sample (the paper's); K = mean of K (E[x | z0])
     batch_size: int = 256  # samples per sampler batch (evaluation and the sample command)
 
 
@@ -256,9 +257,7 @@ def validate(cfg: DictConfig) -> None:
            "store keeps one context encoding, z_clean_context, without mirror or variance)")
     for key, ok in (("decoder_solver", ("ancestral", "dpm2m")), ("decoder_grid", ("t", "logsnr"))):
         _check(cfg.sample[key] in ok, f"sample.{key}", f"must be one of {', '.join(ok)}, got '{cfg.sample[key]}'")
-    end, s1 = cfg.sample.decoder_logsnr_end, cfg.stage1
-    _check(end is None or s1.decoder_logsnr_min < end <= s1.decoder_logsnr_max, "sample.decoder_logsnr_end",
-           f"must be null or in (stage1.decoder_logsnr_min, stage1.decoder_logsnr_max], got {end}")
+    _check(cfg.sample.reconstruction_draws >= 1, "sample.reconstruction_draws", "must be >= 1 (1 = one sample)")
     _check(cfg.encode.dtype in ("float32", "float16"), "encode.dtype", "must be float32 or float16")
     _check(cfg.compute.precision in ("auto", "fp32", "bf16"), "compute.precision", "must be auto, fp32 or bf16")
     for key in ("nproc_per_node", "nnodes"):

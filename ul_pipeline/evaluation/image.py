@@ -110,7 +110,7 @@ def evaluate(stage1_checkpoint: str | Path, shards_url: str, out_dir: str | Path
         "decoder_steps": smp.decoder_steps, "steps": smp.steps, "guidance": smp.guidance,
         "sampler_precision": precision, "eta": smp.eta, "decoder_eta": smp.decoder_eta,
         "decoder_solver": smp.decoder_solver, "decoder_grid": smp.decoder_grid,
-        "decoder_logsnr_end": smp.decoder_logsnr_end,
+        "decoder_clip": smp.decoder_clip, "reconstruction_draws": smp.reconstruction_draws,
         "c_lf": float(stage1_cfg.stage1.c_lf), "bias": float(stage1_cfg.stage1.bias),
         "stage1_complete": _complete(stage1_checkpoint, s1_meta, warn),
     }
@@ -150,7 +150,7 @@ def evaluate(stage1_checkpoint: str | Path, shards_url: str, out_dir: str | Path
             x = metrics.to_float(images[s].to(device))
             with autocast(precision, device):
                 recon.append(metrics.to_uint8(ul.reconstruct(x, smp.decoder_steps, generator=g, eta=smp.decoder_eta,
-                                                            sampler=decoder_sampler(smp))).cpu())
+                                                            sampler=decoder_sampler(smp), draws=smp.reconstruction_draws)).cpu())
             log(f"reconstructed {s.stop}/{n} ({time.perf_counter() - t0:.0f} s into the evaluation)")
         recon = torch.cat(recon)
     result["psnr"] = metrics.psnr_uint8(images, recon).clamp(max=100.0).mean().item()

@@ -105,7 +105,8 @@ def evaluate_video(ul, cfg, base, clips: torch.Tensor, labels: torch.Tensor, out
     with timed("reconstruct"), autocast(precision, device):
         recon = torch.cat([metrics.to_uint8(ul.reconstruct(metrics.to_float(clips[s].to(device)), smp.decoder_steps,
                                                            generator=generator, eta=smp.decoder_eta,
-                                                           sampler=decoder_sampler(smp))).cpu()
+                                                           sampler=decoder_sampler(smp),
+                                                           draws=smp.reconstruction_draws)).cpu()
                            for s in batches])
     per_frame = frame_psnr(clips, recon)  # (N, T)
     result["psnr"] = per_frame.mean().item()

@@ -137,9 +137,14 @@ class UnifiedLatents(nn.Module):
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor, steps: int, generator: torch.Generator | None = None,
-                    eta: float = 1.0, sampler: SamplerSpec | None = None) -> Tensor:
-        """x -> q(z0 | x) -> z0 -> one decoder sample."""
-        return self.decode(self.posterior(x).sample_z0(generator), steps, generator, eta=eta, sampler=sampler)
+                    eta: float = 1.0, sampler: SamplerSpec | None = None, draws: int = 1) -> Tensor:
+        """x -> q(z0 | x) -> z0 -> one decoder sample (draws > 1: the mean of that many decoder samples
+        of the same z0, a Monte-Carlo estimate of E[x | z0]; sample.reconstruction_draws)."""
+        z0 = self.posterior(x).sample_z0(generator)
+        x_hat = self.decode(z0, steps, generator, eta=eta, sampler=sampler)
+        for _ in range(draws - 1):
+            x_hat = x_hat + self.decode(z0, steps, generator, eta=eta, sampler=sampler)
+        return x_hat / draws if draws > 1 else x_hat
 
     @torch.no_grad()
     def latent_nats(self, x: Tensor, repeats: int = 1, generator: torch.Generator | None = None) -> Tensor:
