@@ -138,6 +138,7 @@ class SampleConfig:
     decoder_eta: float = 1.0  # the same for the decoder's sampler (its ancestral solver)
     decoder_solver: str = "ancestral"  # ancestral (the paper's) | dpm2m: DPM-Solver++(2M), deterministic (no retraining)
     decoder_grid: str = "t"  # decoder steps uniform in t on its cosine schedule (t, the paper's) | in log-SNR (logsnr)
+    decoder_logsnr_end: Optional[float] = None  # log-SNR where the decoder's grid stops and returns x_hat; None: its end
     decoder_clip: bool = True  # clamp the decoder's x_hat to [-1, 1] at every step (the paper's) | only the image
     reconstruction_draws: int = 1  # reconstructions: 1 = one decoder sample (the paper's); K = mean of K (E[x | z0])
     batch_size: int = 256  # samples per sampler batch (evaluation and the sample command)
