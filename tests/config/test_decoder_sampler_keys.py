@@ -34,6 +34,20 @@ def test_the_latent_study_keeps_the_paper_sampler():
     assert decoder_sampler(cfg.sample).is_paper and cfg.sample.reconstruction_draws == 1
 
 
+def test_the_new_keys_at_their_defaults_leave_a_result_identity_unchanged():
+    """Committed results (the latent study) stay current: at the paper's values the keys are not part of
+    config_sha256; any other value is."""
+    from ul_pipeline.config import to_dict
+    from ul_pipeline.evaluation.results import result_config
+
+    def ident(*overrides):
+        return result_config(to_dict(load_config("latent_study", list(overrides))))
+
+    old = ident()
+    assert "decoder_clip" not in old["sample"] and "reconstruction_draws" not in old["sample"]
+    assert ident("sample.decoder_clip=false") != old and ident("sample.reconstruction_draws=4") != old
+
+
 def test_the_spec_reaches_the_decoder():
     torch.manual_seed(0)
     ul = UnifiedLatents.from_config(load_config("smoke")).eval()
