@@ -73,7 +73,7 @@ def test_grids():
     assert ended[-1].item() == 4.0 and bool((ended.diff() > 0).all())
     for lam in (-9.0, 0.0, 4.0, 7.5):
         assert SCHED.logsnr(torch.tensor(t_of_logsnr(SCHED, lam), dtype=torch.float64)).item() == pytest.approx(lam)
-    with pytest.raises(ValueError, match="decoder_logsnr_end"):
+    with pytest.raises(ValueError, match="logsnr_end"):
         logsnr_grid(SCHED, 16, "logsnr", logsnr_end=9.0)
     with pytest.raises(ValueError, match="unknown solver"):
         SamplerSpec("heun")

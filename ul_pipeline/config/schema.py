@@ -135,12 +135,9 @@ class SampleConfig:
     decoder_steps: int = 100  # decoder ancestral steps
     guidance: float = 0.0  # classifier-free guidance weight w (0 = conditional, no guidance)
     eta: float = 1.0  # base-model sampler noise: 1 ancestral, 0 deterministic DDIM, between: DDIM's eta
-    decoder_eta: float = 1.0  # the same for the decoder's sampler (its ancestral solver)
-    decoder_solver: str = "ancestral"  # ancestral (the paper's) | dpm2m: DPM-Solver++(2M), deterministic (no retraining)
-    decoder_grid: str = "t"  # decoder steps uniform in t on its cosine schedule (t, the paper's) | in log-SNR (logsnr)
-    decoder_logsnr_end: Optional[float] = None  # log-SNR where the decoder's grid stops and returns x_hat; None: its end
+    decoder_eta: float = 1.0  # the same for the decoder's sampler
     decoder_clip: bool = True  # clamp the decoder's x_hat to [-1, 1] at every step (the paper's) | only the image
-    reconstruction_draws: int = 1  # reconstructions: 1 = one decoder sample (the paper's); K = mean of K (E[x | z0])
+    reconstruction_draws: int = 1  # reconstructions: 1 = one decoder sample (the paper's); K: the mean of K (E[x | z0])
     batch_size: int = 256  # samples per sampler batch (evaluation and the sample command)
 
 
@@ -256,9 +253,6 @@ def validate(cfg: DictConfig) -> None:
     _check(not (cfg.stage2.context_frames and (cfg.data.hflip or cfg.stage1.encoder_noise == "learned")),
            "stage2.context_frames", "is not supported with data.hflip or stage1.encoder_noise: learned (the latent "
            "store keeps one context encoding, z_clean_context, without mirror or variance)")
-    for key, ok in (("decoder_solver", ("ancestral", "dpm2m")), ("decoder_grid", ("t", "logsnr"))):
-        _check(cfg.sample[key] in ok, f"sample.{key}", f"must be one of {', '.join(ok)}, got '{cfg.sample[key]}'")
-    _check(cfg.sample.reconstruction_draws >= 1, "sample.reconstruction_draws", "must be >= 1 (1 = one sample)")
     _check(cfg.encode.dtype in ("float32", "float16"), "encode.dtype", "must be float32 or float16")
     _check(cfg.compute.precision in ("auto", "fp32", "bf16"), "compute.precision", "must be auto, fp32 or bf16")
     for key in ("nproc_per_node", "nnodes"):

@@ -109,7 +109,6 @@ def evaluate(stage1_checkpoint: str | Path, shards_url: str, out_dir: str | Path
         "sampler": "ancestral" if smp.eta == smp.decoder_eta == 1.0 else "ddim-eta",
         "decoder_steps": smp.decoder_steps, "steps": smp.steps, "guidance": smp.guidance,
         "sampler_precision": precision, "eta": smp.eta, "decoder_eta": smp.decoder_eta,
-        "decoder_solver": smp.decoder_solver, "decoder_grid": smp.decoder_grid,
         "decoder_clip": smp.decoder_clip, "reconstruction_draws": smp.reconstruction_draws,
         "c_lf": float(stage1_cfg.stage1.c_lf), "bias": float(stage1_cfg.stage1.bias),
         "stage1_complete": _complete(stage1_checkpoint, s1_meta, warn),

@@ -48,9 +48,8 @@ class CommittedResult:
 
 # keys added after results were committed, at the value that computes what the code did before they existed: not
 # part of a result's identity, so a new switch left off keeps committed results standing
-ADDED_KEYS_AT_DEFAULT = {("stage2", "text_conditioning"): "none", ("sample", "decoder_solver"): "ancestral",
-                         ("sample", "decoder_grid"): "t", ("sample", "decoder_logsnr_end"): None,
-                         ("sample", "decoder_clip"): True, ("sample", "reconstruction_draws"): 1}
+ADDED_KEYS_AT_DEFAULT = {("stage2", "text_conditioning"): "none", ("sample", "decoder_clip"): True,
+                         ("sample", "reconstruction_draws"): 1}
 
 
 def result_config(config: dict) -> dict:

@@ -140,6 +140,8 @@ class UnifiedLatents(nn.Module):
                     eta: float = 1.0, sampler: SamplerSpec | None = None, draws: int = 1) -> Tensor:
         """x -> q(z0 | x) -> z0 -> one decoder sample (draws > 1: the mean of that many decoder samples
         of the same z0, a Monte-Carlo estimate of E[x | z0]; sample.reconstruction_draws)."""
+        if draws < 1:
+            raise ValueError(f"sample.reconstruction_draws must be >= 1 (1 = one decoder sample), got {draws}")
         z0 = self.posterior(x).sample_z0(generator)
         x_hat = self.decode(z0, steps, generator, eta=eta, sampler=sampler)
         for _ in range(draws - 1):
