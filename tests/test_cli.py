@@ -108,7 +108,7 @@ class _FakeStage1:
     def __init__(self, calls):
         self.calls = calls
 
-    def decode(self, z0, steps, generator=None, progress=None, eta=1.0):
+    def decode(self, z0, steps, generator=None, progress=None, eta=1.0, sampler=None):
         self.calls["decoder"] = (steps, eta)
         return torch.zeros(len(z0), 1, 8, 8)
 

@@ -70,6 +70,7 @@ def cmd_stage2(args) -> None:
 def cmd_sample(args) -> None:
     import torch
 
+    from ul_pipeline.diffusion.solvers import decoder_sampler
     from ul_pipeline.evaluation.image import save_grid
     from ul_pipeline.evaluation.metrics import to_uint8
     from ul_pipeline.stage1.training import load_stage1
@@ -100,7 +101,8 @@ def cmd_sample(args) -> None:
         text = encode_prompts(args.prompt, base_meta, "cpu", base.cross)
         per_prompt = args.num or 4
         x = sample_prompts(ul, base, text, per_prompt=per_prompt, steps=steps, decoder_steps=decoder_steps,
-                           guidance=guidance, eta=eta, decoder_eta=decoder_eta, seed=args.seed, batch_size=smp.batch_size)
+                           guidance=guidance, eta=eta, decoder_eta=decoder_eta, seed=args.seed, batch_size=smp.batch_size,
+                           decoder_sampler=decoder_sampler(smp))
         path = prompt_grid(x, args.prompt, args.out)
         print(f"wrote {path} ({len(args.prompt)} prompts x {per_prompt} samples: {steps} base steps with eta {eta}, "
               f"guidance {guidance}; {decoder_steps} decoder steps with eta {decoder_eta})")
@@ -110,7 +112,8 @@ def cmd_sample(args) -> None:
     labels = (torch.full((args.num,), args.label) if args.label is not None
               else torch.arange(args.num) % base.num_classes)
     z0 = base.sample_z0(labels, steps, guidance, generator=g, progress=_progress("base model"), eta=eta)
-    x = to_uint8(ul.decode(z0, decoder_steps, generator=g, progress=_progress("decoder"), eta=decoder_eta))
+    x = to_uint8(ul.decode(z0, decoder_steps, generator=g, progress=_progress("decoder"), eta=decoder_eta,
+                           sampler=decoder_sampler(smp)))
     if x.ndim == 5:  # clips (N, C, T, H, W): one row of frames per clip
         from ul_pipeline.evaluation.video import frame_strip
 
@@ -125,6 +128,7 @@ def cmd_reconstruct(args) -> None:
     import torch
 
     from ul_pipeline.data import load_split_tensor
+    from ul_pipeline.diffusion.solvers import decoder_sampler
     from ul_pipeline.evaluation.image import save_grid
     from ul_pipeline.evaluation.metrics import psnr_uint8, to_float, to_uint8
     from ul_pipeline.stage1.training import load_stage1
@@ -133,7 +137,8 @@ def cmd_reconstruct(args) -> None:
     images, _, _ = load_split_tensor(args.shards, args.split, storage_options=storage_options_from_env())
     images = images[:args.num]
     g = torch.Generator().manual_seed(args.seed)
-    recon = to_uint8(ul.reconstruct(to_float(images), args.decoder_steps or cfg.sample.decoder_steps, generator=g))
+    recon = to_uint8(ul.reconstruct(to_float(images), args.decoder_steps or cfg.sample.decoder_steps, generator=g,
+                                    sampler=decoder_sampler(cfg.sample), draws=cfg.sample.reconstruction_draws))
     path = save_grid(torch.stack([images, recon], 1).flatten(0, 1), args.out, nrow=16)
     print(f"PSNR {psnr_uint8(images, recon).mean().item():.2f} dB on {len(images)} images; wrote {path}")
 

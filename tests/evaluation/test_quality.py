@@ -37,9 +37,9 @@ def test_samples_start_from_the_same_noise_whatever_the_decoder(trained, tmp_pat
     seen = []
     real_decode = UnifiedLatents.decode
 
-    def recording(self, z0, steps, generator=None, progress=None, eta=1.0):
+    def recording(self, z0, steps, generator=None, progress=None, eta=1.0, sampler=None):
         seen.append(z0.clone())
-        return real_decode(self, z0, steps, generator, progress, eta)
+        return real_decode(self, z0, steps, generator, progress, eta, sampler)
 
     monkeypatch.setattr(UnifiedLatents, "decode", recording)
     for decoder_steps in (2, 5):  # the decoder draws a different amount of noise per batch

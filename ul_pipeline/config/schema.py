@@ -137,6 +137,8 @@ class SampleConfig:
     guidance: float = 0.0  # classifier-free guidance weight w (0 = conditional, no guidance)
     eta: float = 1.0  # base-model sampler noise: 1 ancestral, 0 deterministic DDIM, between: DDIM's eta
     decoder_eta: float = 1.0  # the same for the decoder's sampler
+    decoder_clip: bool = True  # clamp the decoder's x_hat to [-1, 1] at every step (the paper's) | only the image
+    reconstruction_draws: int = 1  # reconstructions: 1 = one decoder sample (the paper's); K: the mean of K (E[x | z0])
     batch_size: int = 256  # samples per sampler batch (evaluation and the sample command)
 
 

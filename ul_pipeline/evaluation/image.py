@@ -24,6 +24,7 @@ from ul_pipeline.config import to_dict
 from ul_pipeline.evaluation import metrics
 from ul_pipeline.data import load_split_tensor
 from ul_pipeline.data.storage import StorageOptions
+from ul_pipeline.diffusion.solvers import decoder_sampler
 from ul_pipeline.evaluation.fid import FeatureExtractor
 from ul_pipeline.evaluation.history import append_metrics_row
 from ul_pipeline.evaluation.prompts import encode_prompts, evaluate_prompts
@@ -108,6 +109,7 @@ def evaluate(stage1_checkpoint: str | Path, shards_url: str, out_dir: str | Path
         "sampler": "ancestral" if smp.eta == smp.decoder_eta == 1.0 else "ddim-eta",
         "decoder_steps": smp.decoder_steps, "steps": smp.steps, "guidance": smp.guidance,
         "sampler_precision": precision, "eta": smp.eta, "decoder_eta": smp.decoder_eta,
+        "decoder_clip": smp.decoder_clip, "reconstruction_draws": smp.reconstruction_draws,
         "c_lf": float(stage1_cfg.stage1.c_lf), "bias": float(stage1_cfg.stage1.bias),
         "stage1_complete": _complete(stage1_checkpoint, s1_meta, warn),
     }
@@ -146,7 +148,8 @@ def evaluate(stage1_checkpoint: str | Path, shards_url: str, out_dir: str | Path
         for s in batches(n):
             x = metrics.to_float(images[s].to(device))
             with autocast(precision, device):
-                recon.append(metrics.to_uint8(ul.reconstruct(x, smp.decoder_steps, generator=g, eta=smp.decoder_eta)).cpu())
+                recon.append(metrics.to_uint8(ul.reconstruct(x, smp.decoder_steps, generator=g, eta=smp.decoder_eta,
+                                                            sampler=decoder_sampler(smp), draws=smp.reconstruction_draws)).cpu())
             log(f"reconstructed {s.stop}/{n} ({time.perf_counter() - t0:.0f} s into the evaluation)")
         recon = torch.cat(recon)
     result["psnr"] = metrics.psnr_uint8(images, recon).clamp(max=100.0).mean().item()
@@ -187,7 +190,7 @@ def evaluate(stage1_checkpoint: str | Path, shards_url: str, out_dir: str | Path
                     z0 = base.sample_z0(conditions[s].to(device), smp.steps, smp.guidance, generator=g_base,
                                         eta=smp.eta)
                     samples.append(metrics.to_uint8(ul.decode(z0, smp.decoder_steps, generator=g_decoder,
-                                                              eta=smp.decoder_eta)).cpu())
+                                                              eta=smp.decoder_eta, sampler=decoder_sampler(smp))).cpu())
                 log(f"sampled {s.stop}/{n_gen} ({time.perf_counter() - t0:.0f} s into the evaluation)")
             samples = torch.cat(samples)
         result["num_generated"] = n_gen
@@ -204,7 +207,8 @@ def evaluate(stage1_checkpoint: str | Path, shards_url: str, out_dir: str | Path
             with timed("reconstruct_cross"):
                 cross = torch.cat([metrics.to_uint8(ul.reconstruct(metrics.to_float(val_images[n:][s].to(device)),
                                                                    smp.decoder_steps, generator=g,
-                                                                   eta=smp.decoder_eta)).cpu()
+                                                                   eta=smp.decoder_eta,
+                                                                   sampler=decoder_sampler(smp))).cpu()
                                    for s in batches(n)])
         elif ev.cross_fid:
             log(f"cross-FID skipped: it needs {2 * n} held-out images, the shards have {len(val_images)}")

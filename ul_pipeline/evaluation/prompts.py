@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ul_pipeline.diffusion.solvers import SamplerSpec
+from ul_pipeline.diffusion.solvers import decoder_sampler as sampler_of
 from ul_pipeline.evaluation import metrics
 from ul_pipeline.nets.text_base import TextCondition
 
@@ -57,7 +59,7 @@ def held_out_prompts(captions: Sequence[str], count: int = HELD_OUT_PROMPTS) -> 
 @torch.no_grad()
 def sample_prompts(ul, base, text: TextCondition, *, per_prompt: int, steps: int, decoder_steps: int,
                    guidance: float, eta: float = 1.0, decoder_eta: float = 1.0, seed: int = 0,
-                   device="cpu", batch_size: int = 256) -> Tensor:
+                   device="cpu", batch_size: int = 256, decoder_sampler: SamplerSpec | None = None) -> Tensor:
     """uint8 samples (P * per_prompt, C, H, W), prompt-major: base model -> z0 -> decoder, seeded."""
     rows = torch.arange(len(text)).repeat_interleave(per_prompt)
     g_base = torch.Generator(device=device).manual_seed(seed + 1)
@@ -65,7 +67,8 @@ def sample_prompts(ul, base, text: TextCondition, *, per_prompt: int, steps: int
     out = []
     for i in range(0, len(rows), batch_size):
         z0 = base.sample_z0(text[rows[i:i + batch_size]].to(device), steps, guidance, generator=g_base, eta=eta)
-        out.append(metrics.to_uint8(ul.decode(z0, decoder_steps, generator=g_decoder, eta=decoder_eta)).cpu())
+        out.append(metrics.to_uint8(ul.decode(z0, decoder_steps, generator=g_decoder, eta=decoder_eta,
+                                             sampler=decoder_sampler)).cpu())
     return torch.cat(out)
 
 
@@ -176,7 +179,8 @@ def evaluate_prompts(result: dict[str, Any], ul, base, base_meta: dict, *, val_c
     text = encode_prompts(shown, base_meta, device, base.cross)
     images = sample_prompts(ul, base, text, per_prompt=PROMPT_SAMPLES, steps=smp.steps,
                             decoder_steps=smp.decoder_steps, guidance=smp.guidance, eta=smp.eta,
-                            decoder_eta=smp.decoder_eta, seed=seed, device=device, batch_size=smp.batch_size)
+                            decoder_eta=smp.decoder_eta, seed=seed, device=device, batch_size=smp.batch_size,
+                            decoder_sampler=sampler_of(smp))
     result["prompts"] = shown
     result["prompts_grid"] = str(prompt_grid(images, shown, Path(out_dir) / "prompts_grid.png"))
     log(f"prompt grid: {len(shown)} prompts x {PROMPT_SAMPLES} samples")
@@ -198,7 +202,8 @@ def evaluate_prompts(result: dict[str, Any], ul, base, base_meta: dict, *, val_c
     null_text = sample_text.dropped(torch.ones(len(sample_text), dtype=torch.bool))
     null_samples = sample_prompts(ul, base, null_text, per_prompt=1, steps=smp.steps,
                                   decoder_steps=smp.decoder_steps, guidance=0.0, eta=smp.eta,
-                                  decoder_eta=smp.decoder_eta, seed=seed, device=device, batch_size=smp.batch_size)
+                                  decoder_eta=smp.decoder_eta, seed=seed, device=device, batch_size=smp.batch_size,
+                            decoder_sampler=sampler_of(smp))
     val_images = load_split_tensor(shards_url, "val", storage_options=storage_options)[0]
     val_pooled = encode_prompts(list(val_captions), base_meta, device, cross=False).pooled
     n = len(samples)

@@ -48,7 +48,8 @@ class CommittedResult:
 
 # keys added after results were committed, at the value that computes what the code did before they existed: not
 # part of a result's identity, so a new switch left off keeps committed results standing
-ADDED_KEYS_AT_DEFAULT = {("stage2", "text_conditioning"): "none", ("stage1", "rate_control"): "integral"}
+ADDED_KEYS_AT_DEFAULT = {("stage2", "text_conditioning"): "none", ("stage1", "rate_control"): "integral",
+                         ("sample", "decoder_clip"): True, ("sample", "reconstruction_draws"): 1}
 
 
 def result_config(config: dict) -> dict:

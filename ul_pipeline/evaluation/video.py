@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ul_pipeline.diffusion.solvers import decoder_sampler
 from ul_pipeline.evaluation import metrics
 from ul_pipeline.latents.encode import context_clip
 from ul_pipeline.train.loop import autocast
@@ -103,7 +104,9 @@ def evaluate_video(ul, cfg, base, clips: torch.Tensor, labels: torch.Tensor, out
 
     with timed("reconstruct"), autocast(precision, device):
         recon = torch.cat([metrics.to_uint8(ul.reconstruct(metrics.to_float(clips[s].to(device)), smp.decoder_steps,
-                                                           generator=generator, eta=smp.decoder_eta)).cpu()
+                                                           generator=generator, eta=smp.decoder_eta,
+                                                           sampler=decoder_sampler(smp),
+                                                           draws=smp.reconstruction_draws)).cpu()
                            for s in batches])
     per_frame = frame_psnr(clips, recon)  # (N, T)
     result["psnr"] = per_frame.mean().item()
@@ -129,7 +132,7 @@ def evaluate_video(ul, cfg, base, clips: torch.Tensor, labels: torch.Tensor, out
                     z0 = base.sample_z0(labels[s].to(device), smp.steps, smp.guidance, generator=generator,
                                         eta=smp.eta, **kwargs)
                     out.append(metrics.to_uint8(ul.decode(z0, smp.decoder_steps, generator=generator,
-                                                          eta=smp.decoder_eta)).cpu())
+                                                          eta=smp.decoder_eta, sampler=decoder_sampler(smp))).cpu())
             samples = torch.cat(out)
         kk = min(ev.grid_size, n, 16)
         result["sample_grid"] = str(frame_strip(samples[:kk], out_dir / "samples.png"))

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from ul_pipeline.diffusion import Schedule, ancestral_sample, diffusion_term_nats, sigmoid_weight, sum_over_dims
 from ul_pipeline.diffusion.forward import add_noise
+from ul_pipeline.diffusion.solvers import SamplerSpec, sample_clean
 
 Progress = Callable[[int, int], None]
 
@@ -41,12 +42,15 @@ class DiffusionDecoder(nn.Module):
 
     @torch.no_grad()
     def decode(self, z0: Tensor, steps: int, generator: torch.Generator | None = None,
-               progress: Progress | None = None, eta: float = 1.0) -> Tensor:
-        """Sample x ~ p(x | z0) (eta 1 ancestral, 0 DDIM); images in [-1, 1]."""
+               progress: Progress | None = None, eta: float = 1.0, sampler: SamplerSpec | None = None) -> Tensor:
+        """Sample x ~ p(x | z0) (eta 1 ancestral, 0 DDIM; `sampler`: grid, solver, end); images in [-1, 1]."""
         shape = (z0.shape[0], *self.image_shape)
-        return ancestral_sample(lambda x_t, lam: self.net(x_t, lam, z0), shape, self.schedule, steps,
-                                final="clean", clip_x=1.0, eta=eta, generator=generator, device=z0.device,
-                                progress=progress)
+        denoise = lambda x_t, lam: self.net(x_t, lam, z0)  # noqa: E731
+        if sampler is None or sampler.is_paper:  # the paper's sampler, exactly as it always ran
+            return ancestral_sample(denoise, shape, self.schedule, steps, final="clean", clip_x=1.0, eta=eta,
+                                    generator=generator, device=z0.device, progress=progress)
+        return sample_clean(denoise, shape, self.schedule, steps, sampler, clip_x=1.0, eta=eta,
+                            generator=generator, device=z0.device, progress=progress)
 
 
 class MSEDecoder(nn.Module):
@@ -73,8 +77,8 @@ class MSEDecoder(nn.Module):
 
     @torch.no_grad()
     def decode(self, z0: Tensor, steps: int = 0, generator: torch.Generator | None = None,
-               progress: Progress | None = None, eta: float = 1.0) -> Tensor:
-        """x_hat = D(z0) in [-1, 1]; `steps`, `generator` and `eta` are unused (there is nothing to sample)."""
+               progress: Progress | None = None, eta: float = 1.0, sampler: SamplerSpec | None = None) -> Tensor:
+        """x_hat = D(z0) in [-1, 1]; `steps`, `generator`, `eta`, `sampler` are unused (nothing to sample)."""
         x = self.predict(z0).clamp(-1.0, 1.0)
         if progress is not None:
             progress(1, 1)

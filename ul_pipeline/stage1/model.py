@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from ul_pipeline import config as config_lib
 from ul_pipeline.evaluation import metrics
 from ul_pipeline.diffusion import Schedule, resolution_shift
+from ul_pipeline.diffusion.solvers import SamplerSpec
 from ul_pipeline.stage1.decoders import build_decoder
 from ul_pipeline.stage1.posterior import ENCODER_NOISES, FixedNoise, LatentPosterior
 from ul_pipeline.stage1.priors import LatentTerms, build_prior
@@ -128,15 +129,24 @@ class UnifiedLatents(nn.Module):
 
     @torch.no_grad()
     def decode(self, z0: Tensor, steps: int, generator: torch.Generator | None = None,
-               progress: Callable[[int, int], None] | None = None, eta: float = 1.0) -> Tensor:
-        """x ~ p(x | z0), images in [-1, 1] (one pass for the MSE decoder); eta as in ancestral_sample."""
-        return self.decoder.decode(z0, steps, generator, progress, eta=eta)
+               progress: Callable[[int, int], None] | None = None, eta: float = 1.0,
+               sampler: SamplerSpec | None = None) -> Tensor:
+        """x ~ p(x | z0), images in [-1, 1] (one pass for the MSE decoder); eta as in ancestral_sample,
+        `sampler` the decoder's grid and solver (diffusion/solvers.py; None: the paper's)."""
+        return self.decoder.decode(z0, steps, generator, progress, eta=eta, sampler=sampler)
 
     @torch.no_grad()
     def reconstruct(self, x: Tensor, steps: int, generator: torch.Generator | None = None,
-                    eta: float = 1.0) -> Tensor:
-        """x -> q(z0 | x) -> z0 -> one decoder sample."""
-        return self.decode(self.posterior(x).sample_z0(generator), steps, generator, eta=eta)
+                    eta: float = 1.0, sampler: SamplerSpec | None = None, draws: int = 1) -> Tensor:
+        """x -> q(z0 | x) -> z0 -> one decoder sample (draws > 1: the mean of that many decoder samples
+        of the same z0, a Monte-Carlo estimate of E[x | z0]; sample.reconstruction_draws)."""
+        if draws < 1:
+            raise ValueError(f"sample.reconstruction_draws must be >= 1 (1 = one decoder sample), got {draws}")
+        z0 = self.posterior(x).sample_z0(generator)
+        x_hat = self.decode(z0, steps, generator, eta=eta, sampler=sampler)
+        for _ in range(draws - 1):
+            x_hat = x_hat + self.decode(z0, steps, generator, eta=eta, sampler=sampler)
+        return x_hat / draws if draws > 1 else x_hat
 
     @torch.no_grad()
     def latent_nats(self, x: Tensor, repeats: int = 1, generator: torch.Generator | None = None) -> Tensor:
