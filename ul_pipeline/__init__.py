@@ -17,8 +17,8 @@ hash import closures, and this package's __init__ is in every one of them.
 
 import importlib
 
-_API = ("BaseModel", "LatentStore", "UnifiedLatents", "load_base_model", "load_stage1", "open_store", "sample",
-        "to_model_range", "to_uint8")
+_API = ("BaseModel", "LatentStore", "UnifiedLatents", "load_base_model", "load_split_tensor", "load_stage1", "open_store",
+        "psnr_uint8", "sample", "save_grid", "to_model_range", "to_uint8")
 _EXPORTS = {**{name: "ul_pipeline.api" for name in _API}, "load_config": "ul_pipeline.config",
             "code_version": "ul_pipeline.provenance"}
 __all__ = sorted(_EXPORTS) + ["__version__"]

@@ -22,15 +22,17 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from ul_pipeline.evaluation.metrics import to_float, to_uint8
+from ul_pipeline.data.loader import load_split_tensor
+from ul_pipeline.evaluation.image import save_grid
+from ul_pipeline.evaluation.metrics import psnr_uint8, to_float, to_uint8
 from ul_pipeline.latents.store import LatentStore, open_store
 from ul_pipeline.stage1.model import UnifiedLatents
 from ul_pipeline.stage1.training import load_stage1
 from ul_pipeline.stage2.model import BaseModel
 from ul_pipeline.stage2.training import load_base_model
 
-__all__ = ["BaseModel", "LatentStore", "UnifiedLatents", "load_base_model", "load_stage1", "open_store", "sample",
-           "to_model_range", "to_uint8"]
+__all__ = ["BaseModel", "LatentStore", "UnifiedLatents", "load_base_model", "load_split_tensor", "load_stage1",
+           "open_store", "psnr_uint8", "sample", "save_grid", "to_model_range", "to_uint8"]
 
 
 def to_model_range(images: Tensor) -> Tensor:
