@@ -25,7 +25,7 @@ WHEEL=$(ls "$WORK"/dist/ul_pipeline-*.whl)
 echo "   $WHEEL"; took
 
 step "the wheel's metadata accepts Python 3.12"
-"$PY" -m pip install --dry-run --ignore-installed --python-version 3.12 --only-binary=:all: --no-deps "$WHEEL" | tail -1
+"$PY" -m pip install --dry-run --target "$WORK/py312" --python-version 3.12 --only-binary=:all: --no-deps "$WHEEL" | tail -1
 took
 
 step "a fresh virtualenv outside any repository: $WORK/venv"
