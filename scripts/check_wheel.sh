@@ -8,6 +8,7 @@
 # Usage: bash scripts/check_wheel.sh [WORK_DIR]      (default: a new folder under /tmp)
 #   PYTHON=python3.12 to install into another interpreter; SKIP_DAGSTER=1 to skip the Dagster job.
 set -euo pipefail
+unset PYTHONPATH UL_CONFIG_DIR UL_RUNS_DIR  # nothing from a checkout may leak into the installed package's runs
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 WORK="${1:-$(mktemp -d /tmp/ul-check-wheel.XXXXXX)}"
 PY=${PYTHON:-python3.11}
@@ -32,13 +33,12 @@ step "a fresh virtualenv outside any repository: $WORK/venv"
 rm -rf "$WORK/venv"
 "$PY" -m venv "$WORK/venv"
 "$WORK/venv/bin/python" -m pip install -q -c "$REPO/constraints.txt" "$WHEEL"
-"$WORK/venv/bin/python" -c "import torch, ul_pipeline; print('   torch', torch.__version__, '| ul-pipeline', ul_pipeline.__version__)"
+(cd "$WORK" && "$WORK/venv/bin/python" -c "import torch, ul_pipeline; print('   torch', torch.__version__, '| ul-pipeline', ul_pipeline.__version__, 'from', ul_pipeline.__file__)")
 took
 
 rm -rf "$WORK/empty" && mkdir -p "$WORK/empty/assets" && cd "$WORK/empty"
 echo "# a user's own folder named assets/" > assets/README
 export PATH="$WORK/venv/bin:$PATH" DAGSTER_HOME="$WORK/empty/.dagster_home" UL_STORAGE_ROOT="$WORK/empty/artifacts"
-unset PYTHONPATH UL_CONFIG_DIR UL_RUNS_DIR
 if git rev-parse --show-toplevel >/dev/null 2>&1; then echo "$WORK/empty is inside a git repository" >&2; exit 2; fi
 
 step "configs from the package; init copies them out"
