@@ -21,6 +21,7 @@ took() { echo "   ($(( $(date +%s) - step_start )) s)"; }
 
 step "build the wheel from $REPO ($(git -C "$REPO" rev-parse --short=12 HEAD)$(git -C "$REPO" diff --quiet HEAD || echo ', dirty'))"
 rm -rf "$WORK/dist"
+BUILT_SHA=$(git -C "$REPO" rev-parse --short=7 HEAD)  # the commit the wheel is built from (HEAD may move later)
 "$PY" -m pip wheel --no-deps -q -w "$WORK/dist" "$REPO"
 WHEEL=$(ls "$WORK"/dist/ul_pipeline-*.whl)
 echo "   $WHEEL"; took
@@ -62,7 +63,7 @@ import sys, torch
 v = torch.load('runs/smoke/stage1/last.pt', weights_only=True)['code_version']
 print('   recorded code_version:', v)
 assert v == '$(basename "$WHEEL" | cut -d- -f2)', v
-assert '+g$(git -C "$REPO" rev-parse --short=7 HEAD)' in v, v
+assert '+g$BUILT_SHA' in v, v
 "
 took
 
