@@ -1,4 +1,5 @@
-"""The one wiring module: `dagster dev` (workspace.yaml) and `dagster job execute -m assets.definitions` load `defs`."""
+"""The one wiring module: `dagster dev` (workspace.yaml) and `dagster job execute -m ul_pipeline_dagster` load `defs`
+(through ul_pipeline_dagster.py, which binds this package by location so a user's own assets/ folder cannot shadow it)."""
 
 from dagster import Definitions
 

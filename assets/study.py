@@ -57,7 +57,7 @@ def build_study_asset(sweeps: StaticPartitionsDefinition, sweep_of_point: Mappin
                                                                                         experiment_config, compute))
         except StudyError as e:
             raise Failure(description=f"{e}. Materialize evaluation for those partitions first, or run "
-                                      f"`python -m assets.sweep_runner {sweep.name}` (it skips finished points).",
+                                      f"`python -m ul_pipeline_dagster sweep_runner {sweep.name}` (it skips finished points).",
                           metadata={"metrics_history": path_md(storage.history_url())}) from None
         context.log.info(f"study of {sweep.name}: {result.table.height} points -> {result.parquet}")
         return MaterializeResult(metadata={

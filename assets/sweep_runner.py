@@ -1,7 +1,7 @@
 """Run a sweep point by point through the `full` job, skipping points already evaluated, then its study.
 
-    python -m assets.sweep_runner NAME        # NAME: configs/experiments/NAME.yaml with a `sweep:` section
-    python -m assets.sweep_runner NAME --results results/NAME   # and keep finished points in the repository
+    python -m ul_pipeline_dagster sweep_runner NAME        # NAME: configs/experiments/NAME.yaml with a `sweep:` section
+    python -m ul_pipeline_dagster sweep_runner NAME --results results/NAME   # and keep finished points in the repository
 
 A point is done when `{runs}/{point}/evaluation/metrics.json` exists, records the hash of the point's
 current config (`config_sha256`, compute.* aside), and its `stage1_sha256` and `base_sha256` are the
@@ -236,7 +236,7 @@ def instance_from_env() -> DagsterInstance:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m assets.sweep_runner", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m ul_pipeline_dagster sweep_runner", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweep", help="the sweep's name, e.g. paper_trends")
     parser.add_argument("--results", help="folder of committed point results (e.g. results/NAME)")

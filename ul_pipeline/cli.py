@@ -1,7 +1,7 @@
 """`python -m ul_pipeline <command>`: a thin front on ul_pipeline.lifecycle and .evaluation, local or s3://.
 
 Every command takes `--experiment NAME|FILE.yaml` and trailing `key=value` config overrides,
-validated before any compute.
+validated before any compute; `init` and `fetch-assets` set up an installed package (ul_pipeline.install).
 """
 
 from __future__ import annotations
@@ -251,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--history", default=None,
                    help="metrics history folder, one Parquet object per evaluation (default: {$UL_STORAGE_ROOT or artifacts}/metrics_history)")
     c.add_argument("--out", default=None, help="folder for study.parquet and study.png (default: {runs}/NAME/study)")
+    from ul_pipeline.install import add_commands
+
+    add_commands(sub)  # init, fetch-assets
     return p
 
 

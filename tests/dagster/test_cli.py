@@ -23,7 +23,7 @@ def dagster_home(tmp_path: Path) -> Path:
 def execute(args: list[str], home: Path, root: Path, timeout: int) -> subprocess.CompletedProcess:
     env = {**os.environ, "DAGSTER_HOME": str(home), "UL_STORAGE_ROOT": str(root)}
     env.pop("UL_RUNS_DIR", None)
-    proc = subprocess.run([DAGSTER, "job", "execute", "-m", "assets.definitions", *args], cwd=REPO, env=env,
+    proc = subprocess.run([DAGSTER, "job", "execute", "-m", "ul_pipeline_dagster", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-6000:]
     return proc

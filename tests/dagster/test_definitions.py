@@ -121,5 +121,5 @@ def test_workspace_points_at_the_definitions_module():
     import yaml
 
     location = yaml.safe_load((REPO / "workspace.yaml").read_text())["load_from"][0]["python_module"]
-    assert location["module_name"] == "assets.definitions" and location["working_directory"] == "."
+    assert location["module_name"] == "ul_pipeline_dagster" and location["working_directory"] == "."
     assert os.path.exists(REPO / "assets" / "definitions.py")

@@ -67,7 +67,7 @@ def test_the_smoke_chain_from_dagster_job_execute_on_two_nodes_equals_one_proces
         "compute": {"config": {"device": "cpu", **SLURM, "slurm_rdzv_port": free_port()}},
         "storage": {"config": {"root": str(root)}}}}))
     env = {**os.environ, "DAGSTER_HOME": str(home), "PYTHONPATH": str(REPO)}
-    done = subprocess.run([str(Path(sys.executable).parent / "dagster"), "job", "execute", "-m", "assets.definitions",
+    done = subprocess.run([str(Path(sys.executable).parent / "dagster"), "job", "execute", "-m", "ul_pipeline_dagster",
                            "-j", "smoke", "-c", str(run_config)], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -108,7 +108,7 @@ def test_emoji_shards_use_the_sources_split(tmp_path):
 
 def test_emoji_without_setup_names_the_setup_step(tmp_path, monkeypatch):
     monkeypatch.setenv("UL_CACHE_DIR", str(tmp_path))
-    with pytest.raises(FileNotFoundError, match="scripts/setup.sh"):
+    with pytest.raises(FileNotFoundError, match="ul-pipeline fetch-assets"):
         build_source("emoji", None, resolution=32, channels=3)
 
 

@@ -119,7 +119,7 @@ def test_bad_input_and_missing_weights_give_clear_errors(monkeypatch):
     with pytest.raises(ValueError, match="differ"):
         fvd(np.zeros((2, 9, 8, 8, 3), np.uint8), np.zeros((2, 10, 8, 8, 3), np.uint8))
     monkeypatch.setattr(fvd_mod.importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(I3DWeightsMissing, match="scripts/setup.sh"):
+    with pytest.raises(I3DWeightsMissing, match="ul-pipeline fetch-assets"):
         i3d_weights_path()
 
 

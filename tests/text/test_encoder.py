@@ -46,7 +46,7 @@ def test_missing_wheel_names_the_setup_step(monkeypatch):
     import ul_pipeline.text.encoder as enc
 
     monkeypatch.setattr(enc, "MINILM_PACKAGE", "no_such_package_ul")
-    with pytest.raises(FileNotFoundError, match="scripts/setup.sh"):
+    with pytest.raises(FileNotFoundError, match="ul-pipeline fetch-assets"):
         enc.model_dir()
 
 

@@ -18,10 +18,7 @@ from typing import Any, Optional
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-# the experiments (and Dagster's partitions): the repository's configs/, or $UL_CONFIG_DIR (your own folder with a
-# base.yaml and experiments/*.yaml), read when the package is imported
-CONFIG_DIR = Path(os.environ.get("UL_CONFIG_DIR") or Path(__file__).resolve().parents[2] / "configs").resolve()
-
+from ul_pipeline.config.locations import CONFIG_DIR  # noqa: F401  (where experiments are read from)
 
 DATA_SOURCES = ("fashion_mnist", "fashion_mnist_captions", "emoji", "image_folder", "shards", "moving_fashion_mnist",
                 "video_folder")

@@ -47,8 +47,9 @@ def read_idx_gz(url: str, storage_options: StorageOptions = None) -> np.ndarray:
     try:
         raw = fs.cat_file(path)
     except FileNotFoundError:
-        raise IdxFormatError(f"{url}: file not found (install Debian package dataset-fashion-mnist "
-                             f"or point data.uri at a folder holding the IDX .gz files)") from None
+        raise IdxFormatError(f"{url}: file not found (`ul-pipeline fetch-assets fashion-mnist` installs Debian "
+                             "package dataset-fashion-mnist; or point data.uri at a folder holding the IDX .gz "
+                             "files)") from None
     try:
         data = gzip.decompress(raw)
     except (OSError, EOFError, zlib.error) as e:

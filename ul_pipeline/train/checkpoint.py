@@ -6,15 +6,14 @@ import hashlib
 import io
 import os
 import pickle
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-import ul_pipeline
 from ul_pipeline.data.storage import write_file_atomic
+from ul_pipeline.provenance import code_version
 
 CHECKPOINT_FORMAT = 1
 # keys that may change between a run and its resumption (length and cadence, not science)
@@ -48,19 +47,6 @@ def stage_config(config: dict, kind: str | None) -> dict:
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, corrupt, of the wrong kind, or does not match the config."""
-
-
-def code_version() -> str:
-    """Package version plus the git commit of the source tree when there is one."""
-    try:
-        root = Path(ul_pipeline.__file__).resolve().parent.parent
-        sha = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True,
-                             text=True, timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        sha, dirty = "", ""
-    return f"{ul_pipeline.__version__}+{sha}{'.dirty' if dirty else ''}" if sha else ul_pipeline.__version__
 
 
 def file_sha256(path: str | os.PathLike) -> str:

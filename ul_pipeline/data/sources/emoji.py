@@ -2,7 +2,7 @@
 
 The package (61.7 MB; art by Twitter and contributors, CC-BY 4.0: credit it; emoji.json MIT) holds
 64x64 RGBA PNGs under `package/img/twitter/64/` and their names in `package/emoji.json`: 1,911
-base emoji and 1,875 skin-tone variants. `scripts/setup.sh` fetches it once (`npm pack`) into
+base emoji and 1,875 skin-tone variants. `ul-pipeline fetch-assets emoji` fetches it once (`npm pack`) into
 `~/.cache/ul-pipeline/` (or `$UL_CACHE_DIR`); nothing is downloaded at run time.
 
 A sample is one PNG composited on a fixed white background and resized to the configured
@@ -61,7 +61,7 @@ def read_package(url: Optional[str], storage_options: StorageOptions = None) -> 
     try:
         data = fs.cat_file(path)
     except FileNotFoundError:
-        raise FileNotFoundError(f"emoji source: {url} not found; run scripts/setup.sh once (it fetches "
+        raise FileNotFoundError(f"emoji source: {url} not found; run `ul-pipeline fetch-assets emoji` once (it fetches "
                                 f"{EMOJI_PACKAGE} with `npm pack` into {cache_dir()}), or point data.uri at "
                                 "the .tgz") from None
     entries, pngs = None, {}
@@ -73,7 +73,7 @@ def read_package(url: Optional[str], storage_options: StorageOptions = None) -> 
                 elif member.name.startswith(IMAGE_DIR) and member.name.endswith(".png"):
                     pngs[member.name[len(IMAGE_DIR):]] = tar.extractfile(member).read()
     except (tarfile.TarError, OSError, EOFError, ValueError) as e:
-        raise ValueError(f"emoji source {url}: corrupt tarball ({e}); delete it and run scripts/setup.sh") from None
+        raise ValueError(f"emoji source {url}: corrupt tarball ({e}); delete it and run `ul-pipeline fetch-assets emoji`") from None
     if entries is None:
         raise ValueError(f"emoji source {url}: no package/emoji.json; not the {EMOJI_PACKAGE} tarball")
     return entries, pngs
