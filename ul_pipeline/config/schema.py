@@ -31,6 +31,23 @@ def sample_shape(data: Any) -> tuple[int, ...]:
     return (int(data.channels), *t, int(data.resolution), int(data.resolution))
 
 
+# keys added after results were committed, at the value that computes what the code did before they existed: left
+# out of every hash of a config (results, shards' data_sha256, run folders) at that value, so a new switch left at
+# its default keeps committed results, shards and runs standing
+ADDED_KEYS_AT_DEFAULT = {("stage2", "text_conditioning"): "none", ("stage1", "rate_control"): "integral",
+                         ("sample", "decoder_clip"): True, ("sample", "reconstruction_draws"): 1,
+                         ("data", "background"): "white"}
+
+
+def without_added_defaults(config: dict) -> dict:
+    """A resolved config (or one section of it, keyed by section name) without ADDED_KEYS_AT_DEFAULT at default."""
+    out = dict(config)
+    for (section, key), default in ADDED_KEYS_AT_DEFAULT.items():
+        if isinstance(out.get(section), dict) and out[section].get(key, default) == default:
+            out[section] = {k: v for k, v in out[section].items() if k != key}
+    return out
+
+
 class ConfigError(ValueError):
     """A config key is unknown, mistyped or out of range; the message names it."""
 
@@ -42,7 +59,8 @@ class DataConfig:
     uri: Optional[str] = None  # source location (fsspec URL); None = the embedded Debian dataset
     resolution: int = 32  # images are padded/resized to resolution x resolution pixels
     channels: int = 1  # 1 (grayscale) or 3 (RGB)
-    num_classes: int = 10  # class labels are ints in [0, num_classes)
+    num_classes: int = 10  # class labels are ints in [0, num_classes); 0 = unconditional: labels are not
+    # stored (every sample label 0), a flat image folder needs no captions, Stage 2 learns p(z) (no guidance)
     val_size: int = 1000  # held-out samples taken (deterministically) from the source
     limit: Optional[int] = None  # use at most this many source samples (None = all)
     shard_size: int = 2000  # samples per WebDataset tar shard
@@ -53,6 +71,7 @@ class DataConfig:
     shuffle_buffer: int = 2000  # streaming shuffle window, in samples (whole shards or store blocks, at least one)
     frames: int = 0  # clip length in frames; 0 = still images, > 0 = video samples (C, T, H, W)
     fps: float = 8.0  # video_folder: clips are resampled to this frame rate (frames per second)
+    background: str = "white"  # image_folder: colour transparent pixels are composited on (a name or #rrggbb)
     hflip: bool = False  # random left-right flips: Stage 1 mirrors each image w.p. 1/2; the latent store
     # keeps z_clean of image and mirror (z_clean_hflip), Stage 2 picks one per draw (no mirror frozen in the cache).
     # Off by default (the demo's numbers are without it); not combined with stage1.encoder_noise: learned
@@ -215,6 +234,10 @@ def validate(cfg: DictConfig) -> None:
     _check(cfg.data.frames > 0 or cfg.data.source not in VIDEO_SOURCES, "data.frames",
            f"source '{cfg.data.source}' yields clips: set data.frames > 0")
     _check(cfg.data.channels in (1, 3), "data.channels", f"must be 1 or 3, got {cfg.data.channels}")
+    _check(cfg.data.num_classes >= 0, "data.num_classes", "must be >= 0 (0 = unconditional)")
+    _check(cfg.data.num_classes > 0 or cfg.sample.guidance == 0 or cfg.stage2.text_conditioning != "none",
+           "sample.guidance", "must be 0 for an unconditional model (data.num_classes: 0): there is no condition "
+           "to guide by")
     _check(cfg.data.resolution >= 8, "data.resolution", "must be >= 8")
     _check(cfg.data.shard_size > 0, "data.shard_size", "must be > 0")
     _check(cfg.data.shuffle_buffer >= 1, "data.shuffle_buffer", "must be >= 1 (samples per streaming window)")
