@@ -31,23 +31,6 @@ def sample_shape(data: Any) -> tuple[int, ...]:
     return (int(data.channels), *t, int(data.resolution), int(data.resolution))
 
 
-# keys added after results were committed, at the value that computes what the code did before they existed: left
-# out of every hash of a config (results, shards' data_sha256, run folders) at that value, so a new switch left at
-# its default keeps committed results, shards and runs standing
-ADDED_KEYS_AT_DEFAULT = {("stage2", "text_conditioning"): "none", ("stage1", "rate_control"): "integral",
-                         ("sample", "decoder_clip"): True, ("sample", "reconstruction_draws"): 1,
-                         ("data", "background"): "white"}
-
-
-def without_added_defaults(config: dict) -> dict:
-    """A resolved config (or one section of it, keyed by section name) without ADDED_KEYS_AT_DEFAULT at default."""
-    out = dict(config)
-    for (section, key), default in ADDED_KEYS_AT_DEFAULT.items():
-        if isinstance(out.get(section), dict) and out[section].get(key, default) == default:
-            out[section] = {k: v for k, v in out[section].items() if k != key}
-    return out
-
-
 class ConfigError(ValueError):
     """A config key is unknown, mistyped or out of range; the message names it."""
 
@@ -235,9 +218,8 @@ def validate(cfg: DictConfig) -> None:
            f"source '{cfg.data.source}' yields clips: set data.frames > 0")
     _check(cfg.data.channels in (1, 3), "data.channels", f"must be 1 or 3, got {cfg.data.channels}")
     _check(cfg.data.num_classes >= 0, "data.num_classes", "must be >= 0 (0 = unconditional)")
-    _check(cfg.data.num_classes > 0 or cfg.sample.guidance == 0 or cfg.stage2.text_conditioning != "none",
-           "sample.guidance", "must be 0 for an unconditional model (data.num_classes: 0): there is no condition "
-           "to guide by")
+    _check(cfg.data.num_classes or not cfg.sample.guidance or cfg.stage2.text_conditioning != "none",
+           "sample.guidance", "must be 0 with data.num_classes 0 (unconditional): no condition to guide by")
     _check(cfg.data.resolution >= 8, "data.resolution", "must be >= 8")
     _check(cfg.data.shard_size > 0, "data.shard_size", "must be > 0")
     _check(cfg.data.shuffle_buffer >= 1, "data.shuffle_buffer", "must be >= 1 (samples per streaming window)")

@@ -26,9 +26,9 @@ from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
+from ul_pipeline.config.identity import without_added_defaults
 from ul_pipeline.config.schema import CONFIG_DIR, ConfigError, ExperimentConfig, config_hash
 from ul_pipeline.config.seeds import SeedPlan, expand_seeds
-from ul_pipeline.config.schema import without_added_defaults
 
 SECTION = "sweep"  # the top-level YAML key; not part of the config schema
 POINT_SEP = ":"  # between the sweep name and the point, and between grid assignments

@@ -20,7 +20,7 @@ from typing import Any, Optional
 
 import torch
 
-from ul_pipeline.config.schema import without_added_defaults
+from ul_pipeline.config.identity import without_added_defaults
 from ul_pipeline.train.checkpoint import code_version
 from ul_pipeline.versioning import json_sha256
 

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ul_pipeline.config.schema import without_added_defaults
+from ul_pipeline.config.identity import without_added_defaults
 from ul_pipeline.data.storage import write_file_atomic
 from ul_pipeline.provenance import code_version
 
