@@ -42,8 +42,7 @@ class DataConfig:
     uri: Optional[str] = None  # source location (fsspec URL); None = the embedded Debian dataset
     resolution: int = 32  # images are padded/resized to resolution x resolution pixels
     channels: int = 1  # 1 (grayscale) or 3 (RGB)
-    num_classes: int = 10  # class labels are ints in [0, num_classes); 0 = unconditional: labels are not
-    # stored (every sample label 0), a flat image folder needs no captions, Stage 2 learns p(z) (no guidance)
+    num_classes: int = 10  # labels are ints in [0, num_classes); 0 = unconditional (all labels 0, no guidance)
     val_size: int = 1000  # held-out samples taken (deterministically) from the source
     limit: Optional[int] = None  # use at most this many source samples (None = all)
     shard_size: int = 2000  # samples per WebDataset tar shard
@@ -210,16 +209,14 @@ def _check(ok: bool, key: str, msg: str) -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Range and choice checks that a type alone cannot express."""
-    _check(cfg.data.source in DATA_SOURCES, "data.source",
-           f"must be one of {', '.join(DATA_SOURCES)}, got '{cfg.data.source}'")
+    _check(cfg.data.source in DATA_SOURCES, "data.source", f"must be one of {', '.join(DATA_SOURCES)}, got '{cfg.data.source}'")
     _check(cfg.data.frames >= 0, "data.frames", "must be >= 0 (0 = still images)")
     _check(cfg.data.fps > 0, "data.fps", "must be > 0")
     _check(cfg.data.frames > 0 or cfg.data.source not in VIDEO_SOURCES, "data.frames",
            f"source '{cfg.data.source}' yields clips: set data.frames > 0")
     _check(cfg.data.channels in (1, 3), "data.channels", f"must be 1 or 3, got {cfg.data.channels}")
-    _check(cfg.data.num_classes >= 0, "data.num_classes", "must be >= 0 (0 = unconditional)")
-    _check(cfg.data.num_classes or not cfg.sample.guidance or cfg.stage2.text_conditioning != "none",
-           "sample.guidance", "must be 0 with data.num_classes 0 (unconditional): no condition to guide by")
+    _check(cfg.data.num_classes >= 0, "data.num_classes", "must be >= 0 (0 = unconditional: no condition, no guidance)")
+    _check(cfg.data.num_classes or not cfg.sample.guidance or cfg.stage2.text_conditioning != "none", "sample.guidance", "must be 0 when data.num_classes is 0")
     _check(cfg.data.resolution >= 8, "data.resolution", "must be >= 8")
     _check(cfg.data.shard_size > 0, "data.shard_size", "must be > 0")
     _check(cfg.data.shuffle_buffer >= 1, "data.shuffle_buffer", "must be >= 1 (samples per streaming window)")
