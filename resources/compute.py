@@ -40,12 +40,6 @@ class ComputeResource(ConfigurableResource):
     slurm_python: Optional[str] = Field(default=None, description="the interpreter on the nodes (default: this one)")
     slurm_entry: str = Field(default="assets.pipes_entry", description="the module every rank runs")
 
-    def setup_for_execution(self, context) -> None:
-        """In each step process: end with the process that started it (`kill -9` of `dagster job execute`)."""
-        from resources.lifeline import stop_with_parent
-
-        stop_with_parent()
-
     def slurm_settings(self) -> dict:
         """The slurm_* fields without their prefix (assets.sbatch.SlurmSettings)."""
         return {k[len("slurm_"):]: getattr(self, k) for k in type(self).model_fields if k.startswith("slurm_")}

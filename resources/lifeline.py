@@ -2,7 +2,7 @@
 
 `dagster job execute` runs each step in a child process (the multiprocess executor's spawn). Killed
 with `kill -9`, the parent cannot stop its children, and a step that was training would go on with
-parent 1 until its run ended. `stop_with_parent` (called when a step's resources are set up) makes
+parent 1 until its run ended. `stop_with_parent` (called when the step imports `assets`, before any work) makes
 the step process receive SIGKILL the moment its parent dies: on Linux through
 `prctl(PR_SET_PDEATHSIG)`, elsewhere through a daemon thread that watches the parent id once a
 second. SIGKILL, not SIGTERM: Dagster maps SIGTERM in a step to an interrupt it handles by reporting
