@@ -4,6 +4,7 @@ model does not know is one line; a prompt over the text encoder's limit is warne
 import pytest
 import torch
 
+import ul_pipeline.evaluation.image  # noqa: F401  (imported before the fakes: it binds load_stage1 at import)
 from tests.test_cli import _FakeBase, _FakeStage1
 from ul_pipeline.cli import main
 
