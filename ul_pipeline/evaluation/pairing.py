@@ -9,9 +9,9 @@ from pathlib import Path
 def check_base_encoder(base_checkpoint: str | Path, b_meta: dict, stage1_checkpoint: str | Path, s1_meta: dict) -> None:
     """ValueError naming both files when the base model was trained on latents of another encoder than this
     Stage-1 checkpoint's (checkpoint key encoder_sha256; a base model without it is not checked)."""
-    if b_meta.get("encoder_sha256") not in (None, s1_meta["sha256"]):
+    if b_meta.get("encoder_sha256") is not None and b_meta["encoder_sha256"] != s1_meta.get("sha256"):
         raise ValueError(f"base model {base_checkpoint} was trained on latents of encoder "
-                         f"{b_meta['encoder_sha256'][:16]}, not of {stage1_checkpoint} ({s1_meta['sha256'][:16]}): "
+                         f"{b_meta['encoder_sha256'][:16]}, not of {stage1_checkpoint} ({str(s1_meta.get('sha256'))[:16]}): "
                          "give the Stage-1 checkpoint its latent store was encoded with")
 
 
