@@ -215,8 +215,7 @@ def validate(cfg: DictConfig) -> None:
     _check(cfg.data.frames > 0 or cfg.data.source not in VIDEO_SOURCES, "data.frames",
            f"source '{cfg.data.source}' yields clips: set data.frames > 0")
     _check(cfg.data.channels in (1, 3), "data.channels", f"must be 1 or 3, got {cfg.data.channels}")
-    _check(cfg.data.num_classes >= 0, "data.num_classes", "must be >= 0 (0 = unconditional: no condition, no guidance)")
-    _check(cfg.data.num_classes or not cfg.sample.guidance or cfg.stage2.text_conditioning != "none", "sample.guidance", "must be 0 when data.num_classes is 0")
+    _check(cfg.data.num_classes > 0 or (cfg.data.num_classes == 0 and (not cfg.sample.guidance or cfg.stage2.text_conditioning != "none")), "data.num_classes", "must be >= 0, and 0 (unconditional) with sample.guidance 0")
     _check(cfg.data.resolution >= 8, "data.resolution", "must be >= 8")
     _check(cfg.data.shard_size > 0, "data.shard_size", "must be > 0")
     _check(cfg.data.shuffle_buffer >= 1, "data.shuffle_buffer", "must be >= 1 (samples per streaming window)")
@@ -238,8 +237,7 @@ def validate(cfg: DictConfig) -> None:
     _check(cfg.eval.num_generated >= 0, "eval.num_generated", "must be >= 0 (0 = eval.num_samples)")
     _check(cfg.eval.kid_reference_size >= 0, "eval.kid_reference_size", "must be >= 0 (0 = off)")
     _check(cfg.stage1.encoder_hold_samples >= 0, "stage1.encoder_hold_samples", "must be >= 0")
-    _check(cfg.stage1.prior_logsnr_min < cfg.stage1.logsnr_0, "stage1.prior_logsnr_min",
-           "must be below stage1.logsnr_0")
+    _check(cfg.stage1.prior_logsnr_min < cfg.stage1.logsnr_0, "stage1.prior_logsnr_min", "must be below stage1.logsnr_0")
     _check(cfg.stage1.decoder_logsnr_min < cfg.stage1.decoder_logsnr_max, "stage1.decoder_logsnr_min",
            "must be below stage1.decoder_logsnr_max")
     _check(cfg.stage2.logsnr_min < cfg.stage1.logsnr_0, "stage2.logsnr_min", "must be below stage1.logsnr_0")
