@@ -38,6 +38,10 @@ def cmd_shard(args) -> None:
                     progress=_progress("shard"))
     print(f"wrote {m.num_samples('train')} train + {m.num_samples('val')} val samples to {args.out} "
           f"(manifest sha256 {m.sha256})")
+    if m.class_names is not None:  # the label map, also in the manifest's class_names column
+        print("labels: " + ", ".join(f"{i}={name}" for i, name in enumerate(m.class_names)))
+    elif m.num_classes == 0:
+        print("unconditional (data.num_classes: 0): every sample has label 0")
 
 
 def cmd_stage1(args) -> None:
@@ -45,7 +49,7 @@ def cmd_stage1(args) -> None:
     from ul_pipeline.train.progress import ProgressBar
 
     result = run_stage1(_config(args), args.shards, args.out, storage_options=storage_options_from_env(),
-                        callbacks=[ProgressBar("stage1")])
+                        callbacks=[ProgressBar("stage1")], log=_note)
     print(json.dumps({"checkpoint": str(result.checkpoint), **result.history[-1]}, indent=2))
 
 
@@ -63,7 +67,7 @@ def cmd_stage2(args) -> None:
     from ul_pipeline.train.progress import ProgressBar
 
     result = run_stage2(_config(args), args.latents, args.out, storage_options=storage_options_from_env(),
-                        callbacks=[ProgressBar("stage2")])
+                        callbacks=[ProgressBar("stage2")], log=_note)
     print(json.dumps({"checkpoint": str(result.checkpoint), **result.history[-1]}, indent=2))
 
 
@@ -73,13 +77,16 @@ def cmd_sample(args) -> None:
     from ul_pipeline.diffusion.solvers import decoder_sampler
     from ul_pipeline.evaluation.image import save_grid
     from ul_pipeline.evaluation.metrics import to_uint8
+    from ul_pipeline.evaluation.pairing import check_base_encoder, check_label, check_text_encoder
     from ul_pipeline.stage1.training import load_stage1
 
     from ul_pipeline.stage2.text_conditioned import TextConditionedBaseModel
     from ul_pipeline.stage2.training import load_base_model
 
-    ul, stage1_cfg, _ = load_stage1(args.stage1)
+    ul, stage1_cfg, s1_meta = load_stage1(args.stage1)
     base, _, base_meta = load_base_model(args.base)
+    check_base_encoder(args.base, base_meta, args.stage1, s1_meta)  # before any work: a wrong pair costs nothing
+    check_text_encoder(args.base, base_meta)
     text_model = isinstance(base, TextConditionedBaseModel)
     if text_model != bool(args.prompt):
         raise ValueError(f"base model {args.base} is text-conditioned: give --prompt \"...\" (one or more)" if text_model
@@ -87,6 +94,8 @@ def cmd_sample(args) -> None:
     if text_model and args.label is not None:
         raise ValueError(f"--label given, but base model {args.base} is text-conditioned: it reads no class label "
                          "(give --prompt only)")
+    if not text_model:
+        check_label(args.label, base, args.base)
     if getattr(base, "context_latents", 0):
         raise ValueError(f"base model {args.base} continues clips from their first frames (stage2.context_frames); "
                          "`sample` has no clips to continue: `evaluate` samples continuations of held-out clips")
@@ -95,6 +104,8 @@ def cmd_sample(args) -> None:
     guidance = smp.guidance if args.guidance is None else args.guidance
     eta = smp.eta if args.eta is None else args.eta
     decoder_eta = smp.decoder_eta if args.decoder_eta is None else args.decoder_eta
+    folder = None if args.out.lower().endswith(".png") else args.out  # a folder: grid + one file per sample
+    grid_path = f"{folder}/grid.png" if folder else args.out
     if text_model:  # --num samples per prompt, one row each, the prompt beside it
         from ul_pipeline.evaluation.prompts import encode_prompts, prompt_grid, sample_prompts
 
@@ -103,24 +114,30 @@ def cmd_sample(args) -> None:
         x = sample_prompts(ul, base, text, per_prompt=per_prompt, steps=steps, decoder_steps=decoder_steps,
                            guidance=guidance, eta=eta, decoder_eta=decoder_eta, seed=args.seed, batch_size=smp.batch_size,
                            decoder_sampler=decoder_sampler(smp))
-        path = prompt_grid(x, args.prompt, args.out)
-        print(f"wrote {path} ({len(args.prompt)} prompts x {per_prompt} samples: {steps} base steps with eta {eta}, "
-              f"guidance {guidance}; {decoder_steps} decoder steps with eta {decoder_eta})")
-        return
-    g = torch.Generator().manual_seed(args.seed)
-    args.num = args.num or 64
-    labels = (torch.full((args.num,), args.label) if args.label is not None
-              else torch.arange(args.num) % base.num_classes)
-    z0 = base.sample_z0(labels, steps, guidance, generator=g, progress=_progress("base model"), eta=eta)
-    x = to_uint8(ul.decode(z0, decoder_steps, generator=g, progress=_progress("decoder"), eta=decoder_eta,
-                           sampler=decoder_sampler(smp)))
-    if x.ndim == 5:  # clips (N, C, T, H, W): one row of frames per clip
-        from ul_pipeline.evaluation.video import frame_strip
-
-        path = frame_strip(x, args.out)
+        path = prompt_grid(x, args.prompt, grid_path)
+        labels, prompts = None, [p for p in args.prompt for _ in range(per_prompt)]  # prompt-major, as the grid
+        what = f"{len(args.prompt)} prompts x {per_prompt} samples"
     else:
-        path = save_grid(x, args.out, nrow=max(1, int(args.num ** 0.5)))
-    print(f"wrote {path} ({args.num} samples: {steps} base steps with eta {eta}, guidance {guidance}; "
+        g = torch.Generator().manual_seed(args.seed)
+        args.num = args.num or 64
+        labels = (torch.full((args.num,), args.label) if args.label is not None
+                  else torch.arange(args.num) % max(base.num_classes, 1))
+        z0 = base.sample_z0(labels, steps, guidance, generator=g, progress=_progress("base model"), eta=eta)
+        x = to_uint8(ul.decode(z0, decoder_steps, generator=g, progress=_progress("decoder"), eta=decoder_eta,
+                               sampler=decoder_sampler(smp)))
+        if x.ndim == 5:  # clips (N, C, T, H, W): one row of frames per clip
+            from ul_pipeline.evaluation.video import frame_strip
+
+            path = frame_strip(x, grid_path)
+        else:
+            path = save_grid(x, grid_path, nrow=max(1, int(args.num ** 0.5)))
+        labels, prompts, what = (None if base.num_classes == 0 else labels), None, f"{args.num} samples"
+    if folder:
+        from ul_pipeline.evaluation.take_away import write_sample_files
+
+        npz = write_sample_files(folder, x, seed=args.seed, labels=labels, prompts=prompts)
+        path = f"{path}, {len(x)} PNGs sample_0000.png... and {npz.name} in {folder}"
+    print(f"wrote {path} ({what}: {steps} base steps with eta {eta}, guidance {guidance}; "
           f"{decoder_steps} decoder steps with eta {decoder_eta})")
 
 
@@ -168,6 +185,10 @@ def cmd_study(args) -> None:
     with pl.Config(tbl_rows=-1, tbl_cols=-1, tbl_width_chars=200, tbl_hide_dataframe_shape=True):
         print(result.table.select(summary_columns(result.table)))
     print(f"wrote {result.parquet} and {result.png}")
+
+
+def _note(message: str) -> None:  # notes beside the result on stdout (which stays one JSON document)
+    print(message, file=sys.stderr)
 
 
 def _progress(label: str):
@@ -221,7 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--stage1", required=True)
     c.add_argument("--base", required=True)
     c.add_argument("--num", type=int, default=None, help="samples (default 64; with --prompt: per prompt, default 4)")
-    c.add_argument("--label", type=int, default=None, help="one class for all (default: cycle classes)")
+    c.add_argument("--label", type=int, default=None, help="one class for all (default: cycle the classes, sample i "
+                   "of class i mod num_classes)")
     c.add_argument("--prompt", action="append", default=[],
                    help="text models: a caption to sample (repeat for more); the grid shows each beside its samples")
     c.add_argument("--steps", type=int, default=None)
@@ -231,7 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--decoder-eta", type=float, default=None,
                    help="decoder sampler noise (default: sample.decoder_eta)")
     c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--out", default="samples.png")
+    c.add_argument("--out", default="samples.png", help="a .png: the grid only; a folder: grid.png, one PNG per sample "
+                   "(sample_0000.png, ... in sampling order) and samples.npz (uint8 images N x H x W x C, labels or "
+                   "prompts, seeds)")
     c = command("reconstruct", cmd_reconstruct, "reconstruct held-out images: x -> z0 -> decoder", False)
     c.add_argument("--stage1", required=True)
     c.add_argument("--shards", required=True)

@@ -43,11 +43,17 @@ def make_shards(cfg: DictConfig, shards_url: str, *, storage_options: StorageOpt
     hash, `data_sha256`); returns the manifest."""
     d = cfg.data
     source = build_source(d.source, d.uri, resolution=d.resolution, channels=d.channels,
-                          storage_options=storage_options, frames=d.frames, fps=d.fps, seed=d.seed)
+                          storage_options=storage_options, frames=d.frames, fps=d.fps, seed=d.seed,
+                          background=d.background, unconditional=d.num_classes == 0)
+    names = getattr(source, "class_names", None)
+    if names and d.num_classes and len(names) > d.num_classes:  # before any decoding: name the folders
+        raise ValueError(f"{d.source} {d.uri} has {len(names)} class folders ({', '.join(names)}) but "
+                         f"data.num_classes is {d.num_classes}")
     return write_shards(source, shards_url, shard_size=d.shard_size, val_size=d.val_size, seed=d.seed,
                         resolution=d.resolution, channels=d.channels, num_classes=d.num_classes, limit=d.limit,
                         storage_options=storage_options, overwrite=overwrite, progress=progress,
-                        frames=d.frames, data_sha256=data_sha256(cfg))
+                        frames=d.frames, data_sha256=data_sha256(cfg),
+                        class_names=names)
 
 
 def check_shards_match(cfg: DictConfig, manifest) -> None:
@@ -71,13 +77,21 @@ def stage1_run(cfg: DictConfig, shards_url: str, run_dir: str | Path, *,
                           {"dataset_manifest_sha256": manifest.sha256})
 
 
+def note_sibling(requested: str | Path, choice: RunChoice, log: Callable[[str], None] | None) -> None:
+    """Say (through `log`) where a run goes and which key differs when it is not the folder asked for."""
+    if log is not None and Path(choice.run_dir) != Path(requested):
+        log(f"{requested} holds another run, so this one uses the sibling folder {choice.run_dir}: {choice.describe()}")
+
+
 def run_stage1(cfg: DictConfig, shards_url: str, run_dir: str | Path, *, storage_options: StorageOptions = None,
-               callbacks: Iterable[Callback] = ()) -> TrainResult:
+               callbacks: Iterable[Callback] = (), log: Callable[[str], None] | None = None) -> TrainResult:
     """Stage 1 on the train split (in RAM, or streamed: data.in_memory) in the folder `stage1_run` picks
-    (resume, reuse or afresh)."""
+    (resume, reuse or afresh; `log` hears why when that is a sibling folder)."""
     manifest = read_manifest(shards_url, storage_options)
     check_shards_match(cfg, manifest)
-    run_dir = stage1_run(cfg, shards_url, run_dir, storage_options=storage_options).run_dir
+    choice = stage1_run(cfg, shards_url, run_dir, storage_options=storage_options)
+    note_sibling(run_dir, choice, log)
+    run_dir = choice.run_dir
     batches = stage1_batches(cfg, shards_url, storage_options=storage_options)
     if cfg.compute.tensorboard:  # the picture: the first training images (read alone, also when streaming)
         first = load_split_tensor(shards_url, "train", storage_options=storage_options, limit=8)[0]
@@ -123,16 +137,20 @@ def encode_latents(stage1_checkpoint: str | Path, shards_url: str, store_url: st
     if read_manifest(shards_url, storage_options).captions:  # captioned shards: the captions' text features too
         if distributed.world().is_main:  # once per encoder: a store that has them is left as it is
             ensure_text_features(store_url, shards_url, TextEncoder(device=device), storage_options=storage_options,
-                                 store_storage_options=store_storage_options, batch_size=enc.batch_size)
+                                 store_storage_options=store_storage_options, batch_size=enc.batch_size, warn=warn)
         distributed.barrier()
     return store
 
 
 def run_stage2(cfg: DictConfig, store_url: str, run_dir: str | Path, *, expect_encoder_sha256: str | None = None,
-               storage_options: StorageOptions = None, callbacks: Iterable[Callback] = ()) -> TrainResult:
-    """Stage 2 on a complete latent store (in RAM, or streamed: data.in_memory; noise is drawn per step, never stored)."""
+               storage_options: StorageOptions = None, callbacks: Iterable[Callback] = (),
+               log: Callable[[str], None] | None = None) -> TrainResult:
+    """Stage 2 on a complete latent store (in RAM, or streamed: data.in_memory; noise is drawn per step, never stored);
+    `log` hears why when the run goes to a sibling folder."""
     store = open_store(store_url, expect_encoder_sha256, storage_options=storage_options)
-    run_dir = stage2_run(cfg, store, run_dir).run_dir
+    choice = stage2_run(cfg, store, run_dir)
+    note_sibling(run_dir, choice, log)
+    run_dir = choice.run_dir
     stored_logsnr_0 = float(store.meta["logsnr_0"])
     if stored_logsnr_0 != cfg.stage1.logsnr_0:
         raise ValueError(f"latent store {store_url} has logsnr_0={stored_logsnr_0}, config stage1.logsnr_0="

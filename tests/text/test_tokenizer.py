@@ -35,3 +35,16 @@ def test_batches_are_right_padded_with_a_mask():
     assert (ids[1, 3:] == 0).all() and ids.dtype == torch.int64
     ids12, mask12 = tok(["a"], length=12)
     assert ids12.shape == (1, 12) and int(mask12.sum()) == 3
+
+
+def test_parity_with_the_reference_normalizer_on_final_sigma_and_the_cjk_range():
+    """The reference (Rust) BertNormalizer lower-cases character by character and pads CJK from U+2B920 on."""
+    assert normalize("ΟΔΟΣ") == "οδοσ"  # per character: Σ -> σ; Python's str.lower() gives the final ς
+    assert "ΟΔΟΣ".lower() == "οδος"  # (the rule that must not apply)
+    assert normalize("a\U0002B8A0b") == "a\U0002B8A0b"  # U+2B820..U+2B91F: not padded by the reference
+    assert normalize("a\U0002B920b") == "a \U0002B920 b"  # from U+2B920: a CJK ideograph, padded
+
+
+def test_length_counts_tokens_before_truncation():
+    tok = WordPieceTokenizer(VOCAB, max_length=8)
+    assert tok.length("a " * 20) == 22 and len(tok.ids("a " * 20)) == 8

@@ -42,7 +42,7 @@ class DataConfig:
     uri: Optional[str] = None  # source location (fsspec URL); None = the embedded Debian dataset
     resolution: int = 32  # images are padded/resized to resolution x resolution pixels
     channels: int = 1  # 1 (grayscale) or 3 (RGB)
-    num_classes: int = 10  # class labels are ints in [0, num_classes)
+    num_classes: int = 10  # labels are ints in [0, num_classes); 0 = unconditional (all labels 0, no guidance)
     val_size: int = 1000  # held-out samples taken (deterministically) from the source
     limit: Optional[int] = None  # use at most this many source samples (None = all)
     shard_size: int = 2000  # samples per WebDataset tar shard
@@ -53,6 +53,7 @@ class DataConfig:
     shuffle_buffer: int = 2000  # streaming shuffle window, in samples (whole shards or store blocks, at least one)
     frames: int = 0  # clip length in frames; 0 = still images, > 0 = video samples (C, T, H, W)
     fps: float = 8.0  # video_folder: clips are resampled to this frame rate (frames per second)
+    background: str = "white"  # image_folder: colour transparent pixels are composited on (a name or #rrggbb)
     hflip: bool = False  # random left-right flips: Stage 1 mirrors each image w.p. 1/2; the latent store
     # keeps z_clean of image and mirror (z_clean_hflip), Stage 2 picks one per draw (no mirror frozen in the cache).
     # Off by default (the demo's numbers are without it); not combined with stage1.encoder_noise: learned
@@ -208,13 +209,13 @@ def _check(ok: bool, key: str, msg: str) -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Range and choice checks that a type alone cannot express."""
-    _check(cfg.data.source in DATA_SOURCES, "data.source",
-           f"must be one of {', '.join(DATA_SOURCES)}, got '{cfg.data.source}'")
+    _check(cfg.data.source in DATA_SOURCES, "data.source", f"must be one of {', '.join(DATA_SOURCES)}, got '{cfg.data.source}'")
     _check(cfg.data.frames >= 0, "data.frames", "must be >= 0 (0 = still images)")
     _check(cfg.data.fps > 0, "data.fps", "must be > 0")
     _check(cfg.data.frames > 0 or cfg.data.source not in VIDEO_SOURCES, "data.frames",
            f"source '{cfg.data.source}' yields clips: set data.frames > 0")
     _check(cfg.data.channels in (1, 3), "data.channels", f"must be 1 or 3, got {cfg.data.channels}")
+    _check(cfg.data.num_classes > 0 or (cfg.data.num_classes == 0 and (not cfg.sample.guidance or cfg.stage2.text_conditioning != "none")), "data.num_classes", "must be >= 0, and 0 (unconditional) with sample.guidance 0")
     _check(cfg.data.resolution >= 8, "data.resolution", "must be >= 8")
     _check(cfg.data.shard_size > 0, "data.shard_size", "must be > 0")
     _check(cfg.data.shuffle_buffer >= 1, "data.shuffle_buffer", "must be >= 1 (samples per streaming window)")
@@ -236,8 +237,7 @@ def validate(cfg: DictConfig) -> None:
     _check(cfg.eval.num_generated >= 0, "eval.num_generated", "must be >= 0 (0 = eval.num_samples)")
     _check(cfg.eval.kid_reference_size >= 0, "eval.kid_reference_size", "must be >= 0 (0 = off)")
     _check(cfg.stage1.encoder_hold_samples >= 0, "stage1.encoder_hold_samples", "must be >= 0")
-    _check(cfg.stage1.prior_logsnr_min < cfg.stage1.logsnr_0, "stage1.prior_logsnr_min",
-           "must be below stage1.logsnr_0")
+    _check(cfg.stage1.prior_logsnr_min < cfg.stage1.logsnr_0, "stage1.prior_logsnr_min", "must be below stage1.logsnr_0")
     _check(cfg.stage1.decoder_logsnr_min < cfg.stage1.decoder_logsnr_max, "stage1.decoder_logsnr_min",
            "must be below stage1.decoder_logsnr_max")
     _check(cfg.stage2.logsnr_min < cfg.stage1.logsnr_0, "stage2.logsnr_min", "must be below stage1.logsnr_0")

@@ -26,6 +26,7 @@ from typing import Any, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
+from ul_pipeline.config.identity import without_added_defaults
 from ul_pipeline.config.schema import CONFIG_DIR, ConfigError, ExperimentConfig, config_hash
 from ul_pipeline.config.seeds import SeedPlan, expand_seeds
 
@@ -214,7 +215,7 @@ def data_sha256(cfg: DictConfig) -> str:
     the shard manifest records it (column `data_sha256`). Values are resolved, also those read from
     the environment: another DATA_URI behind `${oc.env:DATA_URI}` is another data set (only this
     digest of them is stored, never the value)."""
-    resolved = OmegaConf.to_container(cfg.data, resolve=True)
+    resolved = without_added_defaults({"data": OmegaConf.to_container(cfg.data, resolve=True)})["data"]
     data = {k: v for k, v in resolved.items() if k not in SHARDS_ONLY_DATA_KEYS}
     return config_hash(data)
 

@@ -6,7 +6,8 @@ samples, bytes, sha256, class_histogram (list of counts per class), plus dataset
 repeated on every row (format_version, resolution, channels, num_classes, seed, val_size,
 shard_size, sources, `frames`: 0 for images, the clip length for video, and `data_sha256` when the
 shards were made from a config: the hash of its `data` section, `ul_pipeline.config.sweeps.data_sha256`;
-older manifests lack it; `captions`: True only for a captioned set). A shard set without a manifest
+older manifests lack it; `captions`: True only for a captioned set; `class_names`: the label map, label i
+is class_names[i], only for a labelled image folder). A shard set without a manifest
 is incomplete.
 """
 
@@ -33,6 +34,7 @@ MANIFEST_COLUMNS = ("split", "shard", "first_index", "samples", "bytes", "sha256
 OPTIONAL_COLUMNS = {"frames": 0}  # added for video; a manifest without it holds images
 DATA_SHA256_COLUMN = "data_sha256"  # written only for shards made from a config's data section
 CAPTIONS_COLUMN = "captions"  # True, written only when every sample carries a caption (`<key>.txt`)
+CLASS_NAMES_COLUMN = "class_names"  # list of class folder names by label, written only by a labelled image folder
 
 
 
@@ -77,6 +79,11 @@ class ShardManifest:
     @property
     def num_classes(self) -> int:
         return self._scalar("num_classes")
+
+    @property
+    def class_names(self) -> list[str] | None:
+        """The label map (label i is class_names[i]); None when the source had no class names (Fashion-MNIST)."""
+        return list(self.table[CLASS_NAMES_COLUMN][0]) if CLASS_NAMES_COLUMN in self.table.columns else None
 
     @property
     def data_sha256(self) -> str | None:

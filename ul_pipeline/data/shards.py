@@ -30,8 +30,9 @@ import polars as pl
 from PIL import Image
 
 from ul_pipeline.data.codecs import decode_clip, decode_image, encode_clip, encode_png
-from ul_pipeline.data.manifest import (CAPTIONS_COLUMN, DATA_SHA256_COLUMN, FORMAT_VERSION, MANIFEST_COLUMNS, MANIFEST_NAME,
-                                      OPTIONAL_COLUMNS, SPLITS, ShardError, ShardManifest, read_manifest, shard_name)
+from ul_pipeline.data.manifest import (CAPTIONS_COLUMN, CLASS_NAMES_COLUMN, DATA_SHA256_COLUMN, FORMAT_VERSION,
+                                      MANIFEST_COLUMNS, MANIFEST_NAME, OPTIONAL_COLUMNS, SPLITS, ShardError, ShardManifest,
+                                      read_manifest, shard_name)
 from ul_pipeline.data.sample import Sample, expected_shape
 from ul_pipeline.data.storage import StorageOptions, is_local, join_url, local_writer_lock, url_to_fs, write_bytes_atomic
 
@@ -145,8 +146,8 @@ def decode_sample(key: str, group: dict[str, bytes], shard_url: str,
             raise ShardError(f"{where}: {'clip' if image.ndim == 4 else 'image'} is "
                              f"{'x'.join(map(str, image.shape))} ({axes}), manifest says "
                              f"{'x'.join(map(str, want))}")
-        if not 0 <= label < num_classes:
-            raise ShardError(f"{where}: label {label} outside [0, {num_classes})")
+        if not 0 <= label < max(num_classes, 1):  # num_classes 0 (unconditional): every label is 0
+            raise ShardError(f"{where}: label {label} outside [0, {max(num_classes, 1)})")
     return Sample(key, image, label, info, caption)
 
 
@@ -187,7 +188,8 @@ def _check_sample(s: Sample, resolution: int, channels: int, num_classes: int, f
         raise ValueError(f"sample '{s.key}': {'clip' if frames else 'image'} {getattr(img, 'dtype', type(img))} "
                          f"{shape}, expected uint8 {want}")
     if not 0 <= int(s.label) < num_classes:
-        raise ValueError(f"sample '{s.key}': label {s.label} outside [0, {num_classes})")
+        raise ValueError(f"sample '{s.key}'{' (' + s.info['path'] + ')' if 'path' in s.info else ''}: label "
+                         f"{s.label} outside [0, {num_classes}) (data.num_classes)")
 
 
 def _published(out_url: str, storage_options: StorageOptions) -> dict[str, str]:
@@ -220,7 +222,7 @@ def _write_shards(source_samples, out_url: str, *, shard_size: int, val_size: in
                  resolution: int, channels: int, num_classes: int, limit: Optional[int] = None,
                  storage_options: StorageOptions = None, overwrite: bool = False,
                  progress: Optional[Callable[[int, int], None]] = None, frames: int = 0,
-                 data_sha256: Optional[str] = None) -> ShardManifest:
+                 data_sha256: Optional[str] = None, class_names: Optional[list[str]] = None) -> ShardManifest:
     """Split `source_samples` deterministically and write train/val WebDataset shards + manifest.
 
     `source_samples`: a sequence (len + indexing, read lazily) or any iterable of `Sample` /
@@ -231,7 +233,8 @@ def _write_shards(source_samples, out_url: str, *, shard_size: int, val_size: in
     `_free_name`), and a failure part-way removes what it wrote and leaves the old set as it was.
     Tars of an older set that the new manifest does not name are deleted after it is written.
     `progress(samples_written, total)` is called after each shard. `data_sha256` (the hash of the
-    config `data` section these shards are made from) goes into the manifest when given.
+    config `data` section these shards are made from) and `class_names` (the label map) go into the manifest
+    when given. `num_classes` 0 (an unconditional set) stores label 0 for every sample.
     """
     if shard_size <= 0:
         raise ValueError(f"shard_size must be > 0, got {shard_size}")
@@ -251,7 +254,8 @@ def _write_shards(source_samples, out_url: str, *, shard_size: int, val_size: in
 
     def get(i: int) -> Sample:
         s = source_samples[int(i)]
-        return s if isinstance(s, Sample) else Sample(*s)
+        s = s if isinstance(s, Sample) else Sample(*s)
+        return s if num_classes else s._replace(label=0)
 
     rows, seen_keys, sources, written, captioned = [], set(), set(), 0, 0
     try:
@@ -259,9 +263,9 @@ def _write_shards(source_samples, out_url: str, *, shard_size: int, val_size: in
                                      key=lambda kv: SPLITS.index(kv[0])):
             for shard_index, lo in enumerate(range(0, len(indices), shard_size)):
                 samples = [get(i) for i in indices[lo:lo + shard_size]]
-                histogram = [0] * num_classes
+                histogram = [0] * max(num_classes, 1)
                 for s in samples:
-                    _check_sample(s, resolution, channels, num_classes, frames)
+                    _check_sample(s, resolution, channels, max(num_classes, 1), frames)
                     if s.key in seen_keys:
                         raise ValueError(f"sample key '{s.key}' appears twice in the source")
                     seen_keys.add(s.key)
@@ -293,11 +297,13 @@ def _write_shards(source_samples, out_url: str, *, shard_size: int, val_size: in
     if captioned:  # only then: an uncaptioned set's manifest (and its sha256) stays as it was
         dataset[CAPTIONS_COLUMN] = True
         optional.append(CAPTIONS_COLUMN)
-    if data_sha256 is not None:
-        dataset[DATA_SHA256_COLUMN] = data_sha256
-        optional.append(DATA_SHA256_COLUMN)
+    for column, value in ((DATA_SHA256_COLUMN, data_sha256), (CLASS_NAMES_COLUMN, class_names)):
+        if value is not None:  # only when given: the manifests (and sha256) of other sets stay as they were
+            dataset[column] = value
+            optional.append(column)
     table = pl.DataFrame([{**r, **dataset} for r in rows],
                          schema_overrides={"class_histogram": pl.List(pl.Int64), "first_index": pl.Int64,
+                                           **({CLASS_NAMES_COLUMN: pl.List(pl.String)} if class_names else {}),
                                            "samples": pl.Int64, "bytes": pl.Int64})
     table = table.select(*MANIFEST_COLUMNS, *optional)
     buf = io.BytesIO()

@@ -27,6 +27,7 @@ from ul_pipeline.data.storage import StorageOptions
 from ul_pipeline.diffusion.solvers import decoder_sampler
 from ul_pipeline.evaluation.fid import FeatureExtractor
 from ul_pipeline.evaluation.history import append_metrics_row
+from ul_pipeline.evaluation.pairing import check_base_encoder, check_text_encoder
 from ul_pipeline.evaluation.prompts import encode_prompts, evaluate_prompts
 from ul_pipeline.latents.text_features import read_captions
 from ul_pipeline.stage2.text_conditioned import TextConditionedBaseModel
@@ -92,6 +93,11 @@ def evaluate(stage1_checkpoint: str | Path, shards_url: str, out_dir: str | Path
     with timed("load"):
         device = resolve_device(cfg.compute.device if cfg is not None else "auto")
         ul, stage1_cfg, s1_meta = load_stage1(stage1_checkpoint, device=device)
+        base = b_meta = None
+        if base_checkpoint is not None:  # checked before any work: a wrong pair costs nothing
+            base, _, b_meta = load_base_model(base_checkpoint, device=device)
+            check_base_encoder(base_checkpoint, b_meta, stage1_checkpoint, s1_meta)
+            check_text_encoder(base_checkpoint, b_meta)
         cfg = cfg or stage1_cfg
         ev, smp = cfg.eval, cfg.sample
         # samplers run under compute.precision (bf16 autocast where native); bits/pixel and FID features stay fp32
@@ -117,10 +123,7 @@ def evaluate(stage1_checkpoint: str | Path, shards_url: str, out_dir: str | Path
     if len(ul.image_shape) == 4:  # clips (C, T, H, W): per-frame metrics, FVD, frame strips and GIFs
         from ul_pipeline.evaluation.video import evaluate_video
 
-        base = None
         if base_checkpoint is not None:
-            base, _, b_meta = load_base_model(base_checkpoint, device=device)
-            _check_base_encoder(base_checkpoint, b_meta, stage1_checkpoint, s1_meta)
             result["base_sha256"] = b_meta["sha256"]
             result["base_complete"] = _complete(base_checkpoint, b_meta, warn)
         evaluate_video(ul, cfg, base, images, labels, out_dir, device, g, result, timed, log, precision)
@@ -162,8 +165,6 @@ def evaluate(stage1_checkpoint: str | Path, shards_url: str, out_dir: str | Path
 
     samples = None
     if base_checkpoint is not None:
-        base, _, b_meta = load_base_model(base_checkpoint, device=device)
-        _check_base_encoder(base_checkpoint, b_meta, stage1_checkpoint, s1_meta)
         result["base_sha256"] = b_meta["sha256"]
         result["base_complete"] = _complete(base_checkpoint, b_meta, warn)
         for key, stored in (("stage2_train_seconds", "train_seconds"), ("encode_seconds", "encode_seconds")):
@@ -216,13 +217,6 @@ def evaluate(stage1_checkpoint: str | Path, shards_url: str, out_dir: str | Path
                         out_dir=out_dir, storage_options=storage_options, features=features, timed=timed,
                         progress=every_fifth, log=log)
     return _finish_evaluation(result, timings, t0, out_dir, history_url, storage_options, log)
-
-
-def _check_base_encoder(base_checkpoint, b_meta: dict, stage1_checkpoint, s1_meta: dict) -> None:
-    """ValueError when the base model was trained on latents of another encoder than this Stage-1 checkpoint's."""
-    if b_meta.get("encoder_sha256") not in (None, s1_meta["sha256"]):
-        raise ValueError(f"base model {base_checkpoint} was trained on latents of encoder "
-                         f"{b_meta['encoder_sha256']}, not {stage1_checkpoint} ({s1_meta['sha256']})")
 
 
 def _complete(path: str | Path, meta: dict, warn: Callable[[str], None]) -> bool:

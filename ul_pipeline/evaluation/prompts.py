@@ -9,6 +9,7 @@ captions) and any prompts the caller adds, PROMPT_SAMPLES samples each.
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -27,9 +28,10 @@ PROMPT_SAMPLES = 4  # samples per prompt in the grid
 
 
 def encode_prompts(prompts: Sequence[str], base_meta: dict, device, cross: bool = True,
-                   batch_size: int = 256) -> TextCondition:
+                   batch_size: int = 256, warn: Callable[[str], None] | None = None) -> TextCondition:
     """`prompts` through the frozen text encoder, as the base model reads them; ValueError when the model was
-    trained on another encoder's features (checkpoint key text_encoder_sha256)."""
+    trained on another encoder's features (checkpoint key text_encoder_sha256). A prompt over the encoder's
+    token limit is cut to it, with a warning through `warn` (default: printed to stderr)."""
     from ul_pipeline.text.encoder import TextEncoder
 
     if not prompts:
@@ -43,6 +45,9 @@ def encode_prompts(prompts: Sequence[str], base_meta: dict, device, cross: bool 
     if trained_on is not None and trained_on != encoder.sha256:
         raise ValueError(f"the base model was trained on features of text encoder {trained_on[:16]}, the installed "
                          f"one is {encoder.sha256[:16]} ({encoder.folder}): prompts would mean something else")
+    for i, n in encoder.over_limit(list(prompts)):
+        (warn or _stderr)(f"prompt {i + 1} of {len(prompts)} has {n} tokens, over the text encoder's limit of "
+                          f"{encoder.max_length}: only its first {encoder.max_length} are read ({prompts[i][:40]!r}...)")
     length = encoder.num_tokens(list(prompts))
     parts = [encoder.encode(list(prompts[i:i + batch_size]), length) for i in range(0, len(prompts), batch_size)]
     pooled = torch.cat([p.pooled for p in parts])
@@ -213,3 +218,7 @@ def evaluate_prompts(result: dict[str, Any], ul, base, base_meta: dict, *, val_c
                       val_images=val_images, val_captions=val_captions, val_pooled=val_pooled,
                       text_encoder_sha256=base_meta["text_encoder_sha256"], cache_dir=Path(out_dir) / "agreement",
                       seed=seed, log=log)
+
+
+def _stderr(message: str) -> None:
+    print(f"WARNING: {message}", file=sys.stderr)

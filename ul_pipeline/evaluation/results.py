@@ -20,6 +20,7 @@ from typing import Any, Optional
 
 import torch
 
+from ul_pipeline.config.identity import without_added_defaults
 from ul_pipeline.train.checkpoint import code_version
 from ul_pipeline.versioning import json_sha256
 
@@ -46,20 +47,10 @@ class CommittedResult:
         return self.folder / FEATURES
 
 
-# keys added after results were committed, at the value that computes what the code did before they existed: not
-# part of a result's identity, so a new switch left off keeps committed results standing
-ADDED_KEYS_AT_DEFAULT = {("stage2", "text_conditioning"): "none", ("stage1", "rate_control"): "integral",
-                         ("sample", "decoder_clip"): True, ("sample", "reconstruction_draws"): 1}
-
-
 def result_config(config: dict) -> dict:
     """What a result depends on: the resolved config without `compute` (where it ran), `name`, and the keys of
-    ADDED_KEYS_AT_DEFAULT at their default."""
-    out = {k: v for k, v in config.items() if k not in ("compute", "name")}
-    for (section, key), default in ADDED_KEYS_AT_DEFAULT.items():
-        if isinstance(out.get(section), dict) and out[section].get(key, default) == default:
-            out[section] = {k: v for k, v in out[section].items() if k != key}
-    return out
+    ADDED_KEYS_AT_DEFAULT (ul_pipeline.config.schema) at their default."""
+    return without_added_defaults({k: v for k, v in config.items() if k not in ("compute", "name")})
 
 
 def point_folder(results_dir: str | Path, label: str) -> Path:

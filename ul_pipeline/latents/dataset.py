@@ -48,7 +48,7 @@ def check_rows(url: str, arrays: dict[str, np.ndarray], num_classes: Optional[in
               for a in arrays.values() if np.issubdtype(a.dtype, np.floating))
     if num_classes is not None:
         labels = arrays["labels"]
-        bad += int(((labels < 0) | (labels >= num_classes)).sum())
+        bad += int(((labels < 0) | (labels >= max(num_classes, 1))).sum())  # 0 classes: unconditional, label 0
     if bad:
         raise LatentStoreError(f"latent store {url} says complete but {bad} samples{where} have non-finite latents "
                                "or labels out of range (a missing or damaged chunk): re-encode it (delete the store)")

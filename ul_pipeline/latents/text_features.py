@@ -84,10 +84,12 @@ def read_captions(shards_url: str, split: str, keys: list[str], storage_options:
 
 def ensure_text_features(store_url: str, shards_url: str, encoder, *, storage_options: StorageOptions = None,
                          store_storage_options: StorageOptions = None, batch_size: int = 256,
-                         progress: Optional[Callable[[int, int], None]] = None) -> zarr.Group:
+                         progress: Optional[Callable[[int, int], None]] = None,
+                         warn: Optional[Callable[[str], None]] = None) -> zarr.Group:
     """The text features of `encoder` (a `ul_pipeline.text.TextEncoder`) for every sample of the complete
     store at `store_url`, captions read from the shards it was extracted from; encoded and written
-    only when the store lacks a complete group of this encoder (a cache: encoding happens once)."""
+    only when the store lacks a complete group of this encoder (a cache: encoding happens once). Captions over
+    the encoder's token limit are cut to it, with one warning through `warn` (default: printed)."""
     so = storage_options if store_storage_options is None else store_storage_options
     try:
         return open_text_features(store_url, encoder.sha256, storage_options=so)
@@ -105,8 +107,15 @@ def ensure_text_features(store_url: str, shards_url: str, encoder, *, storage_op
             return open_text_features(store_url, encoder.sha256, storage_options=so)
         except LatentStoreError:
             pass
-        return _write(store_url, so, encoder, read_captions(shards_url, meta["split"], store.key_list(),
-                                                            storage_options), meta, batch_size, progress)
+        keys = store.key_list()
+        captions = read_captions(shards_url, meta["split"], keys, storage_options)
+        long = getattr(encoder, "over_limit", lambda _: [])(captions)
+        if long:
+            i, n = max(long, key=lambda item: item[1])
+            (warn or (lambda m: print(f"WARNING: {m}")))(
+                f"{len(long)} of {len(captions)} captions are over the text encoder's limit of {encoder.max_length} "
+                f"tokens and are cut to it (the longest, sample '{keys[i]}', has {n})")
+        return _write(store_url, so, encoder, captions, meta, batch_size, progress)
 
 
 def _write(store_url: str, so: StorageOptions, encoder, captions: list[str], meta: dict, batch_size: int,

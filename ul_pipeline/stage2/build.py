@@ -6,12 +6,14 @@ from ul_pipeline.stage2.frame_conditioned import FrameConditionedBaseModel, cont
 from ul_pipeline.latents.standardize import Standardization
 from ul_pipeline.stage2.model import BaseModel
 from ul_pipeline.stage2.text_conditioned import TextConditionedBaseModel
+from ul_pipeline.stage2.unconditional import UnconditionalBaseModel
 
 
 def build_stage2_model(cfg, latent_shape: tuple[int, ...], standardization: Standardization | None = None
                        ) -> BaseModel:
     """The configured Stage-2 model: text-conditioned when stage2.text_conditioning is not none,
-    frame-conditioned when stage2.context_frames > 0, else the class-conditional BaseModel.
+    frame-conditioned when stage2.context_frames > 0, unconditional when data.num_classes is 0, else the
+    class-conditional BaseModel.
 
     `standardization` (the latent store's, when stage2.standardize) applies to images only.
     """
@@ -20,7 +22,8 @@ def build_stage2_model(cfg, latent_shape: tuple[int, ...], standardization: Stan
     if text != "none":
         return text_conditioned_model(cfg, latent_shape, standardization)
     if not context_frames:
-        return BaseModel.from_config(cfg, latent_shape, standardization)
+        model_class = UnconditionalBaseModel if int(cfg.data.num_classes) == 0 else BaseModel
+        return model_class.from_config(cfg, latent_shape, standardization)
     if standardization is not None:
         raise ValueError("stage2.standardize: the frame-conditioned base model does not standardise its latents")
     from ul_pipeline.nets.presets import build_base_model

@@ -83,6 +83,10 @@ class TextEncoder:
         pooled = (states * m).sum(1) / m.sum(1).clamp(min=1e-9)  # sentence-transformers' mean pooling
         return TextFeatures(states.float().cpu(), mask.cpu(), F.normalize(pooled, p=2, dim=1).float().cpu())
 
+    def over_limit(self, captions: list[str]) -> list[tuple[int, int]]:
+        """(index, tokens) of each caption longer than max_length tokens: it is cut to its first max_length."""
+        return [(i, n) for i, n in enumerate(self.tokenizer.length(c) for c in captions) if n > self.max_length]
+
     def num_tokens(self, captions: list[str]) -> int:
         """The longest tokenised caption, in tokens ([CLS] and [SEP] included)."""
         return max(len(self.tokenizer.ids(c)) for c in captions)

@@ -2,6 +2,9 @@
 
 What the file declares for all-MiniLM-L6-v2 and this module does: BertNormalizer (drop control
 characters and U+FFFD, whitespace -> ' ', spaces around CJK ideographs, lowercase, strip accents),
+as the reference (Rust) implementation does it: lower-casing is per character (a word-final capital
+sigma becomes σ, not Python's context-aware final ς) and its CJK ranges are its own (the
+extension-E block starts at U+2B920, so U+2B820..U+2B91F are not padded),
 BertPreTokenizer (split on whitespace and on every punctuation character, each its own token),
 WordPiece (greedy longest match, continuation prefix '##', words over 100 characters -> [UNK]),
 then `[CLS] ... [SEP]`, truncated to `max_length` (128 in the file).
@@ -26,7 +29,7 @@ def _is_punctuation(ch: str) -> bool:
 
 def _is_cjk(cp: int) -> bool:
     return any(lo <= cp <= hi for lo, hi in ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF),
-                                             (0x2A700, 0x2B73F), (0x2B740, 0x2B81F), (0x2B820, 0x2CEAF),
+                                             (0x2A700, 0x2B73F), (0x2B740, 0x2B81F), (0x2B920, 0x2CEAF),
                                              (0xF900, 0xFAFF), (0x2F800, 0x2FA1F)))
 
 
@@ -45,7 +48,8 @@ def normalize(text: str, lowercase: bool = True) -> str:
             out.append(ch)
     text = "".join(out)
     if lowercase:  # strip_accents follows lowercase when the file leaves it null
-        text = "".join(c for c in unicodedata.normalize("NFD", text.lower()) if unicodedata.category(c) != "Mn")
+        lowered = "".join(c.lower() for c in text)  # per character, as the reference: no final-sigma rule
+        text = "".join(c for c in unicodedata.normalize("NFD", lowered) if unicodedata.category(c) != "Mn")
     return text
 
 
@@ -104,10 +108,17 @@ class WordPieceTokenizer:
             start = end
         return ids
 
+    def pieces(self, text: str) -> list[int]:
+        """The WordPiece ids of `text`, untruncated, without [CLS] and [SEP]."""
+        return [i for w in pre_tokenize(normalize(text, self.lowercase)) for i in self.word_ids(w)]
+
+    def length(self, text: str) -> int:
+        """Tokens `text` needs ([CLS] and [SEP] included) before truncation; over max_length, the rest is cut."""
+        return len(self.pieces(text)) + 2
+
     def ids(self, text: str) -> list[int]:
         """[CLS] pieces [SEP], the pieces truncated so the whole fits max_length."""
-        pieces = [i for w in pre_tokenize(normalize(text, self.lowercase)) for i in self.word_ids(w)]
-        return [self.cls_id, *pieces[:self.max_length - 2], self.sep_id]
+        return [self.cls_id, *self.pieces(text)[:self.max_length - 2], self.sep_id]
 
     def __call__(self, texts: list[str], length: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(input ids int64 (B, T), mask bool (B, T)), right-padded to `length` (default: the longest)."""

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ul_pipeline.config.identity import without_added_defaults
 from ul_pipeline.data.storage import write_file_atomic
 from ul_pipeline.provenance import code_version
 
@@ -31,7 +32,9 @@ INPUT_KEYS = ("dataset_manifest_sha256", "encoder_sha256", "text_encoder_sha256"
 
 
 def stage_config(config: dict, kind: str | None) -> dict:
-    """The part of a resolved config that a `kind` run consumes (all of it for another kind)."""
+    """The part of a resolved config that a `kind` run consumes (all of it for another kind), keys added later
+    left out at their default (ADDED_KEYS_AT_DEFAULT: a run from before a new switch is the same run)."""
+    config = without_added_defaults(config)
     if kind not in STAGE_CONFIG:
         return config
     out: dict = {}

@@ -28,10 +28,12 @@ __all__ = ["ArraySource", "EmojiSource", "ImageFolderSource", "MovingFashionMNIS
 
 
 def build_source(source: str, uri: Optional[str], *, resolution: int, channels: int,
-                 storage_options: StorageOptions = None, frames: int = 0, fps: float = 8.0, seed: int = 0):
+                 storage_options: StorageOptions = None, frames: int = 0, fps: float = 8.0, seed: int = 0,
+                 background: str = "white", unconditional: bool = False):
     """The source named by `DataConfig.source` ('fashion_mnist' | 'fashion_mnist_captions' | 'emoji' |
     'image_folder' | 'shards' | 'moving_fashion_mnist' | 'video_folder') at `uri`; the video ones yield
-    (C, frames, H, W) clips; 'emoji' with uri None reads the tarball setup cached."""
+    (C, frames, H, W) clips; 'emoji' with uri None reads the tarball setup cached. `background` and
+    `unconditional` (a flat folder without captions allowed) are the image folder's."""
     if source == "moving_fashion_mnist":
         return MovingFashionMNIST.from_fashion_mnist(uri, storage_options, resolution=resolution,
                                                            channels=channels, frames=frames, seed=seed)
@@ -45,7 +47,8 @@ def build_source(source: str, uri: Optional[str], *, resolution: int, channels: 
     if uri is None:
         raise ValueError(f"data.source '{source}' needs data.uri")
     if source == "image_folder":
-        return ImageFolderSource(uri, resolution=resolution, channels=channels, storage_options=storage_options)
+        return ImageFolderSource(uri, resolution=resolution, channels=channels, storage_options=storage_options,
+                                 background=background, unconditional=unconditional)
     if source == "video_folder":
         return VideoFolderSource(uri, resolution=resolution, channels=channels, frames=frames, fps=fps,
                                        storage_options=storage_options)

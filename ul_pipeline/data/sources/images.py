@@ -9,16 +9,17 @@ support `len()` and indexing, so sharding can permute them without holding decod
 
 from __future__ import annotations
 
-import io
-from typing import Any, Iterator, Optional
+from typing import Iterator, Optional
 
 import numpy as np
 from PIL import Image
 
 from ul_pipeline.data.codecs import convert_array, fit_image, pil_to_array
 from ul_pipeline.data.fashion_mnist import load_fashion_mnist
-from ul_pipeline.data.sample import Sample, sanitize_key
+from ul_pipeline.data.sample import Sample
 from ul_pipeline.data.sources.captions import MANIFESTS, folder_captions
+from ul_pipeline.data.sources.decoding import background_rgb, open_image
+from ul_pipeline.data.sources.listing import class_files
 from ul_pipeline.data.storage import StorageOptions, url_to_fs
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
@@ -77,62 +78,35 @@ def fashion_mnist_caption_source(root: Optional[str] = None, *, resolution: int 
                        captions=[FASHION_MNIST_CAPTIONS[int(y)] for y in plain.labels])
 
 
-def class_files(url: str, storage_options: StorageOptions, what: str, extensions: tuple[str, ...],
-                allow_flat: bool = False) -> tuple[Any, list[str], list[tuple[str, int, str]]]:
-    """(filesystem, class names sorted, [(path, label, key)]) of the files `url/<class>/**/<file>`.
-
-    Labels follow the sorted class names; a key is `<class>-<path below the class, no extension>`,
-    sanitized. With `allow_flat`, a folder without sub-folders is one class named '' holding its
-    files (keys: the file names, no extension). Errors name `what` and the url: a missing folder, no
-    class sub-folders (unless allowed flat), or two files that map to the same key.
-    """
-    fs, root = url_to_fs(url, storage_options)
-    root = root.rstrip("/")
-    if not fs.isdir(root):
-        raise FileNotFoundError(f"{what} {url}: not found or not a directory")
-    dirs = [d for d in fs.ls(root, detail=True) if d["type"] == "directory"]
-    classes = sorted(d["name"].rstrip("/").rsplit("/", 1)[-1] for d in dirs)
-    if not classes and allow_flat:
-        items = []
-        for path in sorted(p for p in fs.find(root) if p.lower().endswith(extensions)):
-            items.append((path, 0, sanitize_key(path[len(root) + 1:].rsplit(".", 1)[0])))
-        if len({key for *_, key in items}) != len(items):
-            raise ValueError(f"{what} {url}: two files map to the same key (same name, other extension)")
-        return fs, [""], items
-    if not classes:
-        raise ValueError(f"{what} {url}: no class sub-folders")
-    items: list[tuple[str, int, str]] = []
-    seen: dict[str, str] = {}
-    for label, name in enumerate(classes):
-        class_root = f"{root}/{name}"
-        for path in sorted(p for p in fs.find(class_root) if p.lower().endswith(extensions)):
-            key = sanitize_key(f"{name}-{path[len(class_root) + 1:].rsplit('.', 1)[0]}")
-            if key in seen:
-                raise ValueError(f"{what} {url}: files {seen[key]} and {path} map to the same key '{key}'")
-            seen[key] = path
-            items.append((path, label, key))
-    return fs, classes, items
-
-
 class ImageFolderSource:
-    """`url/<class>/**/<image>` on any fsspec filesystem; classes sorted by name -> labels 0, 1, ...
+    """`url/<class>/**/<image>` on any fsspec filesystem; classes in natural order -> labels 0, 1, ...
+    (listing rules: `listing.py`; how a file is decoded: `decoding.py`).
 
     Captioned when the folder holds captions (`captions.py`: `foo.txt` beside `foo.png`, or a
     `captions.csv` / `captions.jsonl` manifest); then a flat folder (no class sub-folders, label 0) is
-    allowed too.
+    allowed too. `unconditional` (data.num_classes 0): every sample gets label 0, and a flat folder
+    without captions is allowed. `class_names` is the label map (label i is class_names[i]).
     """
 
     def __init__(self, url: str, *, resolution: int, channels: int, storage_options: StorageOptions = None,
-                 fit: str = "crop", extensions: tuple[str, ...] = IMAGE_EXTENSIONS):
+                 fit: str = "crop", extensions: tuple[str, ...] = IMAGE_EXTENSIONS, background: str = "white",
+                 unconditional: bool = False):
         self.url, self.resolution, self.channels, self.fit = url, resolution, channels, fit
+        self.background, self.unconditional = background_rgb(background), unconditional
         what = f"image folder {url}"
         self.fs, self.classes, self.items = class_files(url, storage_options, "image folder", extensions,
                                                         allow_flat=True)
         root = url_to_fs(url, storage_options)[1].rstrip("/")
         self.captions = folder_captions(self.fs, root, [path for path, *_ in self.items], what)
-        if self.classes == [""] and self.captions is None:
+        if self.classes == [""] and self.captions is None and not unconditional:
             raise ValueError(f"{what}: no class sub-folders (a flat folder needs captions: foo.txt beside "
-                             f"foo.png, or a {' / '.join(MANIFESTS)} manifest)")
+                             f"foo.png, or a {' / '.join(MANIFESTS)} manifest; or set data.num_classes: 0 "
+                             "for an unconditional model)")
+
+    @property
+    def class_names(self) -> Optional[list[str]]:
+        """The label map (label i is class_names[i]); None for a flat folder or an unconditional model."""
+        return None if self.classes == [""] or self.unconditional else list(self.classes)
 
     def __len__(self) -> int:
         return len(self.items)
@@ -140,14 +114,13 @@ class ImageFolderSource:
     def __getitem__(self, i: int) -> Sample:
         path, label, key = self.items[i]
         try:
-            with Image.open(io.BytesIO(self.fs.cat_file(path))) as img:
-                img.load()
-                size = [img.height, img.width]
-                image = pil_to_array(fit_image(img, self.resolution, self.fit), self.channels)
+            img, size = open_image(self.fs.cat_file(path), self.background)
+            image = pil_to_array(fit_image(img, self.resolution, self.fit), self.channels)
         except (OSError, ValueError, Image.DecompressionBombError) as e:
-            raise ValueError(f"image folder {self.url}: cannot decode {path} ({e})") from None
+            raise ValueError(f"image folder {self.url}: cannot decode {path}: {e}") from None
         info = {"source": "image_folder", "path": path, "class_name": self.classes[label], "original_size": size}
-        return Sample(key, image, label, info, None if self.captions is None else self.captions[i])
+        return Sample(key, image, 0 if self.unconditional else label, info,
+                      None if self.captions is None else self.captions[i])
 
     def __iter__(self) -> Iterator[Sample]:
         return (self[i] for i in range(len(self)))

@@ -23,7 +23,7 @@ from PIL import Image
 from ul_pipeline.data.fashion_mnist import load_fashion_mnist
 from ul_pipeline.data.codecs import fit_image, pil_to_array
 from ul_pipeline.data.sample import Sample
-from ul_pipeline.data.sources.images import class_files
+from ul_pipeline.data.sources.listing import class_files
 from ul_pipeline.data.storage import StorageOptions
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg")
