@@ -1,7 +1,5 @@
 """The run plan as Dagster metadata: observed before the stage trains, kept on its materialization, opt-in."""
 
-from __future__ import annotations
-
 import dagster as dg
 
 from assets.plan import log_plan
