@@ -13,7 +13,7 @@ def log_plan(context: AssetExecutionContext, cfg, stage: str, compute: ComputeRe
     for the materialization's metadata. Otherwise nothing ({})."""
     if not compute.plan_gpu:
         return {}
-    from ul_pipeline.plan import format_plan, plan_experiment
+    from ul_pipeline.plan.report import format_plan, plan_experiment
 
     gpus = int(cfg.compute.nproc_per_node) * int(cfg.compute.nnodes)
     plan = plan_experiment(cfg, gpus=gpus, gpu=compute.plan_gpu, stages=(stage,), **plan_kwargs)

@@ -191,13 +191,6 @@ def _note(message: str) -> None:  # notes beside the result on stdout (which sta
     print(message, file=sys.stderr)
 
 
-def cmd_plan(args) -> None:
-    from ul_pipeline.plan import format_plan, plan_dict, plan_experiment
-
-    plan = plan_experiment(_config(args), gpus=args.gpus, gpu=args.gpu, mfu=args.mfu)
-    print(json.dumps(plan_dict(plan), indent=2) if args.json else format_plan(plan))
-
-
 def _progress(label: str):
     from tqdm.auto import tqdm
 
@@ -278,12 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", required=True, help="output folder for grids and metrics.json")
     c.add_argument("--history", default=None, help="Parquet metrics history to append to")
     c.add_argument("--prompt", action="append", default=[], help="text models: a prompt to add to prompts_grid.png")
-    c = command("plan", cmd_plan, "per stage: parameters, FLOPs, memory per device (traced), fit, largest batch, "
-                "time to the configured samples")
-    c.add_argument("--gpus", type=int, default=1, help="devices the global batch is split over")
-    c.add_argument("--gpu", default="h100", help="h100 | h200 | a100 | l40s | cpu (this CPU, measured)")
-    c.add_argument("--mfu", type=float, default=0.4, help="model FLOPs utilisation assumed for the time")
-    c.add_argument("--json", action="store_true", help="print the plan as JSON")
+    __import__("ul_pipeline.plan.command").plan.command.register(command, _config)  # `plan`: ul_pipeline/plan
     c = command("study", cmd_study, "a sweep's points side by side: table + bits/pixel vs PSNR, rFID, gFID")
     c.add_argument("--history", default=None,
                    help="metrics history folder, one Parquet object per evaluation (default: {$UL_STORAGE_ROOT or artifacts}/metrics_history)")

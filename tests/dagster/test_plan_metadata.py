@@ -5,7 +5,7 @@ import dagster as dg
 from assets.plan import log_plan
 from resources import ComputeResource
 from ul_pipeline.config import load_config
-from ul_pipeline.plan import StepMemory
+from ul_pipeline.plan.memory import StepMemory
 
 
 def stub_trace(build, loss, batch, precision, grad_clip):  # the planner's own tests check the real trace

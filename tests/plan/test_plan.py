@@ -13,7 +13,9 @@ import pytest
 import torch
 
 from ul_pipeline.config import load_config
-from ul_pipeline.plan import GPUS, StepMemory, plan_experiment
+from ul_pipeline.plan.hardware import GPUS
+from ul_pipeline.plan.memory import StepMemory
+from ul_pipeline.plan.report import plan_experiment
 from ul_pipeline.plan.memory import LiveBytes, trace_step
 from ul_pipeline.plan.report import _stage_workloads
 
