@@ -11,6 +11,7 @@ from assets.data import dataset_shards
 from assets.launch import launcher_for
 from assets.metadata import config_md, floats, image_md, path_md, training_curves_png
 from assets.partitions import EXPERIMENTS, GPU_POOL
+from assets.plan import log_plan
 from assets.progress import TrainingLog
 from resources import ComputeResource, ExperimentConfigResource, StorageResource
 from ul_pipeline.lifecycle import run_stage1
@@ -56,6 +57,7 @@ def ul_autoencoder(context: AssetExecutionContext, storage: StorageResource, com
                                  data_version=DataVersion(meta["sha256"]))
     choice = art.stage1_choice
     context.log.info(f"Stage 1: {choice.describe()}")
+    planned = log_plan(context, art.cfg, "stage1", compute)
     t0 = time.perf_counter()
     launcher = launcher_for(compute, art.cfg)
     if launcher is not None:  # torchrun (local or on Slurm) through Pipes; rank 0 reports
@@ -75,7 +77,7 @@ def ul_autoencoder(context: AssetExecutionContext, storage: StorageResource, com
         "run_note": MetadataValue.text(choice.describe()),
         "tensorboard_dir": path_md(checkpoint.parent / "tensorboard"),
         "training_curves": image_md(curves, "loss and bits/pixel"), "training_curves_png": path_md(curves),
-        "config": config_md(art.cfg), **reported}, data_version=DataVersion(meta["sha256"]))
+        "config": config_md(art.cfg), **reported, **planned}, data_version=DataVersion(meta["sha256"]))
 
 
 @asset_check(asset=ul_autoencoder, blocking=True, partitions_def=EXPERIMENTS)

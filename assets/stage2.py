@@ -9,6 +9,7 @@ from assets.latents import latent_store
 from assets.launch import launcher_for
 from assets.metadata import config_md, image_md, path_md, training_curves_png
 from assets.partitions import EXPERIMENTS, GPU_POOL
+from assets.plan import log_plan
 from assets.progress import TrainingLog
 from assets.stage1 import checkpoint_metadata, ul_autoencoder
 from resources import ComputeResource, ExperimentConfigResource, StorageResource
@@ -28,6 +29,7 @@ def base_model(context: AssetExecutionContext, storage: StorageResource, compute
     encoder_sha256 = art.encoder_sha256
     choice = art.stage2_choice
     context.log.info(f"Stage 2 on {art.latent_store_url}: {choice.describe()}")
+    planned = log_plan(context, art.cfg, "stage2", compute)
     t0 = time.perf_counter()
     launcher = launcher_for(compute, art.cfg)
     if launcher is not None:  # torchrun (local or on Slurm) through Pipes; rank 0 reports
@@ -51,4 +53,4 @@ def base_model(context: AssetExecutionContext, storage: StorageResource, compute
         "wall_seconds": time.perf_counter() - t0,
         "tensorboard_dir": path_md(checkpoint.parent / "tensorboard"),
         "training_curves": image_md(curves, "loss (nats)"), "training_curves_png": path_md(curves),
-        "config": config_md(art.cfg)})
+        "config": config_md(art.cfg), **planned})

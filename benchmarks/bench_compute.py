@@ -10,7 +10,11 @@ Stage-2 step (the base model's sigmoid-weighted diffusion loss, gradient clippin
 update, with the demo's settings, as Stage 2 trains it), one training step is forward + backward +
 AdamW on random data (the speed does not depend on the values). It prints samples/s, the achieved
 GFLOP/s (3 x the forward FLOPs counted by ul_pipeline.nets, 2 per multiply-add) and that as a
-percentage of a large matmul timed first in the same precision, as one Markdown table.
+percentage of a large matmul timed first in the same run, precision and thread count, as one Markdown table.
+The header names the kernel and ISA of that matmul (torch's CPU capability, avx512_bf16 / AMX, oneDNN's
+implementation line): a CPU without native bf16 converts bf16 to fp32 inside the kernel, so its bf16 peak is
+below its fp32 peak; with avx512_bf16 it is about twice it; with AMX far higher. `--json FILE` writes the
+same figures with the load average before and after the run.
 
 `--fast both` (the default) gives every network with attention two rows, the reference path and the
 opt-in fast path (compute.fast_transformer: ul_pipeline.nets.fast, fused AdamW); the two run in
@@ -24,6 +28,8 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
+import os
 import sys
 import time
 from contextlib import nullcontext
@@ -40,6 +46,7 @@ from ul_pipeline.nets.layers import Attention  # noqa: E402
 from ul_pipeline.stage2.model import BaseModel  # noqa: E402
 from ul_pipeline.train.ema import EMA  # noqa: E402
 from ul_pipeline.nets.presets import build_base_model, build_stage1_nets  # noqa: E402
+from ul_pipeline.plan.hardware import cpu_isa, matmul_gflops, onednn_kernel  # noqa: E402
 from ul_pipeline.stage1 import UnifiedLatents  # noqa: E402
 from ul_pipeline.train.flops import BACKWARD_FACTOR, forward_flops, stage1_calls, stage2_calls  # noqa: E402
 
@@ -54,21 +61,16 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def matmul_peak(device: torch.device, precision: str, size: int, reps: int = 5) -> float:
-    """GFLOP/s of a (size x size) @ (size x size) matmul in `precision`: the ceiling the networks aim at
-    (the fastest of `reps` timings, so a passing load on shared cores does not lower it)."""
-    a = torch.randn(size, size, device=device, dtype=DTYPES[precision])
-    b = torch.randn(size, size, device=device, dtype=DTYPES[precision])
-    for _ in range(2):
-        a @ b
-    best = float("inf")
-    for _ in range(reps):
-        sync(device)
-        t0 = time.perf_counter()
-        a @ b
-        sync(device)
-        best = min(best, time.perf_counter() - t0)
-    return 2 * size**3 / best / 1e9
+def matmul_peak(device: torch.device, precision: str, size: int) -> float:
+    """GFLOP/s of a (size x size) @ (size x size) matmul in `precision` at this run's thread count: the
+    ceiling the networks aim at, measured here (ul_pipeline.plan.hardware.matmul_gflops: the best of 3
+    rounds of at least 0.5 s each), never taken from elsewhere."""
+    return matmul_gflops(DTYPES[precision], size, device)
+
+
+def load_average() -> list[float]:
+    """1, 5 and 15-minute load averages (other work on shared cores lowers every rate)."""
+    return [round(x, 2) for x in os.getloadavg()]
 
 
 def config_for(preset: str):
@@ -166,19 +168,29 @@ def main() -> None:
     parser.add_argument("--fast", default="both", choices=("both", "off", "on"),
                         help="reference path (off), fast path (on; compute.fast_transformer) or both, "
                              "interleaved, for the networks with attention")
+    parser.add_argument("--json", default=None, help="also write the peaks, ISA, load and rows to this JSON file")
     args = parser.parse_args()
     device = torch.device(args.device)
     presets = args.presets.split(",") if args.presets else ["tiny", "small"] + (["paper"] * (device.type == "cuda"))
     if "paper" in presets and device.type != "cuda":
         sys.exit("the paper preset needs a GPU (--device cuda)")
+    load_before = load_average()
     size = 8192 if device.type == "cuda" else 2048
     peak = {p: matmul_peak(device, p, size) for p in DTYPES}
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"device: {name} | torch {torch.__version__} | matmul {size}x{size}: fp32 {peak['fp32']:.0f} GFLOP/s, "
-          f"bf16 {peak['bf16']:.0f} GFLOP/s | {args.warmup} warm-up + {args.steps} timed steps\n", flush=True)
+    if device.type == "cuda":
+        name, kernels = torch.cuda.get_device_name(device), {p: "cuBLAS" for p in DTYPES}
+    else:
+        isa = cpu_isa()
+        name = (f"{isa['cpu']}, {torch.get_num_threads()} threads, torch ISA {isa['torch_cpu_capability']}, "
+                f"avx512_bf16 {'yes' if isa['avx512_bf16'] else 'no'}, AMX {'yes' if isa['amx_bf16'] else 'no'}")
+        kernels = {p: onednn_kernel(DTYPES[p]) for p in DTYPES}
+    print(f"device: {name} | torch {torch.__version__} | matmul {size}x{size} measured in this run: "
+          f"fp32 {peak['fp32']:.1f} GFLOP/s ({kernels['fp32']}), bf16 {peak['bf16']:.1f} GFLOP/s ({kernels['bf16']}) "
+          f"| {args.warmup} warm-up + {args.steps} timed steps | load average before {load_before}\n", flush=True)
     print("| preset | network | path | batch | train GFLOPs/example | fp32 samples/s | fp32 GFLOP/s (% of peak) "
           "| bf16 samples/s | bf16 GFLOP/s (% of peak) | bf16 / fp32 | fast / reference: fp32, bf16 |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
+    rows = []
     for preset in presets:
         batch = args.batch_size or SHAPES[preset][2]
         for net_name, module, loss_fn, fwd_flops, train_cfg in workloads(preset, batch, device):
@@ -201,6 +213,20 @@ def main() -> None:
                          if path == "fast" and "reference" in rates else "")
                 print(f"| {preset} | {net_name} | {path} | {batch} | {train_flops / 1e9:.3f} | {' | '.join(cells)} "
                       f"| {r['bf16'] / r['fp32']:.2f}x | {ratio} |", flush=True)
+                rows.append({"preset": preset, "network": net_name, "path": path, "batch": batch,
+                             "train_gflops_per_example": train_flops / 1e9,
+                             **{f"{p}_samples_per_s": r[p] for p in DTYPES},
+                             **{f"{p}_pct_of_peak": 100 * r[p] * train_flops / 1e9 / peak[p] for p in DTYPES}})
+    load_after = load_average()
+    print(f"\nload average after {load_after}")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({
+            "device": name, "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "matmul_size": size, "peak_gflops": peak, "peak_kernel": kernels,
+            "load_average_before": load_before, "load_average_after": load_after,
+            "warmup": args.warmup, "steps": args.steps, "rows": rows}, indent=2) + "\n")
+        print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":

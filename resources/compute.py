@@ -27,6 +27,9 @@ class ComputeResource(ConfigurableResource):
     max_restarts: Optional[int] = Field(default=None, description="torchrun --max-restarts")
     compile: Optional[bool] = Field(default=None, description="torch.compile the training loss")
     tensorboard: Optional[bool] = Field(default=None, description="TensorBoard event files in each run folder")
+    plan_gpu: Optional[str] = Field(
+        default=None, description="h100 | h200 | a100 | l40s | cpu: before training, plan the stage on "
+                                  "nproc_per_node x nnodes of these (ul-pipeline plan) and record it as metadata")
     launcher: Optional[str] = Field(
         default=None, description="how training and extraction steps run: None (in this process, or local torchrun "
                                   "when nproc_per_node or nnodes > 1) | torchrun | slurm (sbatch from this machine)")

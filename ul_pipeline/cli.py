@@ -271,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", required=True, help="output folder for grids and metrics.json")
     c.add_argument("--history", default=None, help="Parquet metrics history to append to")
     c.add_argument("--prompt", action="append", default=[], help="text models: a prompt to add to prompts_grid.png")
+    __import__("ul_pipeline.plan.command").plan.command.register(command, _config)  # `plan`: ul_pipeline/plan
     c = command("study", cmd_study, "a sweep's points side by side: table + bits/pixel vs PSNR, rFID, gFID")
     c.add_argument("--history", default=None,
                    help="metrics history folder, one Parquet object per evaluation (default: {$UL_STORAGE_ROOT or artifacts}/metrics_history)")
