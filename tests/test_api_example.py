@@ -73,3 +73,20 @@ def test_sample_refuses_conditioning_the_model_does_not_read():
         ul.sample(None, base, prompts=["a cat"])
     with pytest.raises(ValueError, match=r"class indices in \[0, 10\)"):
         ul.sample(None, base, labels=[10])
+
+
+def test_sample_draws_from_an_unconditional_model_by_count():
+    import torch
+
+    import ul_pipeline as ul
+    from ul_pipeline.stage2.unconditional import UnconditionalBaseModel
+
+    base = UnconditionalBaseModel(torch.nn.Linear(1, 1), (1, 2, 2), num_classes=0)
+    with pytest.raises(ValueError, match="unconditional: give num_samples"):
+        ul.sample(None, base, labels=[0])
+    drawn = []
+    base.sample_z0 = lambda labels, *a, **k: drawn.append(labels) or torch.zeros(len(labels), 1, 2, 2)
+    decoder = type("Decoder", (), {"decode": lambda self, z0, *a, **k: z0 + 5})()
+    images = ul.sample(decoder, base, num_samples=3)
+    assert images.shape == (3, 1, 2, 2) and images.max() == 1  # decoded, clamped to [-1, 1]
+    assert drawn[0].tolist() == [0, 0, 0]

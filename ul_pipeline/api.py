@@ -46,7 +46,7 @@ def to_model_range(images: Tensor) -> Tensor:
 def sample(autoencoder: UnifiedLatents, base: BaseModel, *, labels: Sequence[int] | Tensor | None = None,
            prompts: Sequence[str] | None = None, base_meta: dict | None = None, per_prompt: int = 1,
            steps: int = 32, decoder_steps: int = 32, guidance: float = 0.0, eta: float = 1.0,
-           decoder_eta: float = 1.0, seed: int = 0) -> Tensor:
+           decoder_eta: float = 1.0, seed: int = 0, num_samples: int | None = None) -> Tensor:
     """New images in [-1, 1]: the base model draws z0 (one per label, or `per_prompt` per prompt), the
     autoencoder's decoder turns each into an image.
 
@@ -54,6 +54,7 @@ def sample(autoencoder: UnifiedLatents, base: BaseModel, *, labels: Sequence[int
     and the `base_meta` that `load_base_model` returned (it names the text encoder the model was trained
     with; the MiniLM weights must be installed: `ul-pipeline fetch-assets text`). Seeded by `seed`.
     `guidance` is the classifier-free guidance weight (0: none), `eta` the samplers' noise (1: ancestral).
+    An unconditional base model (data.num_classes 0) takes `num_samples` instead, with guidance 0.
     """
     from ul_pipeline.stage2.text_conditioned import TextConditionedBaseModel
 
@@ -67,12 +68,16 @@ def sample(autoencoder: UnifiedLatents, base: BaseModel, *, labels: Sequence[int
         images = sample_prompts(autoencoder, base, text, per_prompt=per_prompt, steps=steps, decoder_steps=decoder_steps,
                                 guidance=guidance, eta=eta, decoder_eta=decoder_eta, seed=seed, device=device)
         return to_float(images)
+    if base.num_classes == 0:
+        if prompts or labels is not None or not num_samples:
+            raise ValueError("this base model is unconditional: give num_samples=N, not labels or prompts")
+        labels = torch.zeros(num_samples, dtype=torch.long, device=device)
     if prompts or labels is None:
         raise ValueError("this base model is class-conditional: give labels=[...] (class indices), not prompts")
     if getattr(base, "context_latents", 0):
         raise ValueError("this base model continues clips from their first frames; it has no free samples to draw")
     labels = torch.as_tensor(labels, dtype=torch.long, device=device).reshape(-1)
-    if labels.numel() and (labels.min() < 0 or labels.max() >= base.num_classes):
+    if base.num_classes and labels.numel() and (labels.min() < 0 or labels.max() >= base.num_classes):
         raise ValueError(f"labels must be class indices in [0, {base.num_classes}), got {labels.tolist()}")
     g = torch.Generator(device=device).manual_seed(seed)
     z0 = base.sample_z0(labels, steps, guidance, generator=g, eta=eta)
