@@ -99,8 +99,8 @@ class _FakeBase:
     def __init__(self, calls, context_latents=0):
         self.calls, self.context_latents = calls, context_latents
 
-    def sample_z0(self, labels, steps, guidance, generator=None, progress=None, eta=1.0):
-        self.calls["base"] = (steps, guidance, eta)
+    def sample_z0(self, labels, steps, guidance, generator=None, progress=None, eta=1.0, guidance_interval=None):
+        self.calls["base"] = (steps, guidance, eta) + (() if guidance_interval is None else (list(guidance_interval),))
         return torch.zeros(len(labels), 4, 2, 2)
 
 
@@ -117,8 +117,9 @@ class _FakeStage1:
     ([], {"base": (7, 2.5, 0.3), "decoder": (5, 0.7)}),  # the Stage-1 checkpoint's sample.* (was guidance 0, eta 1)
     (["--guidance", "0", "--eta", "1", "--decoder-eta", "0", "--steps", "3"],
      {"base": (3, 0.0, 1.0), "decoder": (5, 0.0)}),  # flags override single values
-    (["-e", "smoke", "sample.guidance=1.5", "sample.eta=0.0", "sample.steps=9", "sample.decoder_steps=6"],
-     {"base": (9, 1.5, 0.0), "decoder": (6, 1.0)}),  # -e and its overrides, as `evaluate`
+    (["-e", "smoke", "sample.guidance=1.5", "sample.eta=0.0", "sample.steps=9", "sample.decoder_steps=6",
+      "sample.guidance_interval=[-3.0,2.0]"],
+     {"base": (9, 1.5, 0.0, [-3.0, 2.0]), "decoder": (6, 1.0)}),  # -e and its overrides, as `evaluate`
 ])
 def test_sample_takes_guidance_and_eta_from_the_config(flags, want, tmp_path, monkeypatch, capsys):
     from ul_pipeline.config import load_config

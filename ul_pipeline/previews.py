@@ -65,7 +65,8 @@ def sample_picture(stage1_checkpoint: str | Path, num_classes: int, device: torc
         labels = torch.arange(COUNT, device=device) % max(num_classes, 1)
         condition = labels if text is None else text[:COUNT].to(device)
         with torch.no_grad():
-            z0 = base.sample_z0(condition, steps, float(cfg.sample.guidance), generator=g)
+            z0 = base.sample_z0(condition, steps, float(cfg.sample.guidance), generator=g,
+                                guidance_interval=cfg.sample.guidance_interval)
             x = ul.decode(z0, decoder_steps, generator=g)
         return _grid(x.cpu())
 

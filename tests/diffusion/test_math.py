@@ -180,3 +180,23 @@ def test_classifier_free_guidance_extrapolates_in_v():
     torch.testing.assert_close(classifier_free_guidance(model, labels, 10, 0.0)(z, lam), torch.tensor([[3.0], [5.0]]))
     guided = classifier_free_guidance(model, labels, 10, 2.0)(z, lam)
     torch.testing.assert_close(guided, 3 * torch.tensor([[3.0], [5.0]]) - 2 * 10.0)
+
+
+def test_a_guidance_interval_guides_inside_and_is_conditional_outside():
+    calls = []
+
+    def model(z, logsnr, labels):
+        calls.append(len(labels))
+        return z * 0 + labels.float().reshape(-1, 1)
+
+    labels, z = torch.tensor([3, 5]), torch.zeros(2, 1)
+    cond, guided = torch.tensor([[3.0], [5.0]]), 3 * torch.tensor([[3.0], [5.0]]) - 2 * 10.0
+    denoise = classifier_free_guidance(model, labels, 10, 2.0, interval=(-3.0, 2.0))
+    for lam, want, batch in ((-3.0, guided, 4), (2.0, guided, 4), (0.5, guided, 4), (-3.01, cond, 2), (2.01, cond, 2)):
+        calls.clear()
+        torch.testing.assert_close(denoise(z, torch.full((2,), lam)), want)
+        assert calls == [batch]  # outside the interval the null branch is not even evaluated
+    everywhere = classifier_free_guidance(model, labels, 10, 2.0, interval=None)
+    torch.testing.assert_close(everywhere(z, torch.full((2,), 9.0)), guided)
+    with pytest.raises(ValueError, match="guidance interval"):
+        classifier_free_guidance(model, labels, 10, 2.0, interval=(2.0, -3.0))

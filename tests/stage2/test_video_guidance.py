@@ -100,3 +100,16 @@ def test_paths_without_the_subtracted_branch_or_context_are_unchanged(with_conte
         for x, _, _, mask in net.calls:
             x_c, x_u = x.chunk(2)
             assert torch.equal(x_c, x_u) and not mask.any()
+
+
+def test_a_guidance_interval_evaluates_only_the_conditional_half_outside_it():
+    n = 8
+    g = torch.Generator().manual_seed(0)
+    z_clean, labels = torch.randn(n, *LATENT, generator=g), torch.randint(0, NULL, (n,), generator=g)
+    net = InputRecorder()
+    base = model(net).eval()
+    base.sample_z0(labels, steps=8, guidance=1.0, generator=g, context_z0=z_clean[:, :, :1], guidance_interval=(-3.0, 5.0))
+    levels = [(float(lam[0]), len(x)) for x, lam, _, _ in net.calls]
+    assert len(levels) == 8 and any(lam < -3.0 for lam, _ in levels) and any(lam >= -3.0 for lam, _ in levels)
+    for lam, batch in levels:
+        assert batch == (2 * n if -3.0 <= lam <= 5.0 else n), (lam, batch)

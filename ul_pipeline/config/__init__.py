@@ -5,11 +5,12 @@ Every hyper-parameter lives once, in `schema.py`, with its meaning and units. `l
 `sweeps.py` expands an experiment's `sweep:` section into named points.
 """
 
-from ul_pipeline.config.loading import experiment_names, load_config
+from ul_pipeline.config.loading import experiment_names, from_dict, load_config
 from ul_pipeline.config.schema import (CONFIG_DIR, DATA_SOURCES, VIDEO_SOURCES, ComputeConfig, ConfigError, DataConfig,
                                        EncodeConfig, EvalConfig, ExperimentConfig, SampleConfig, Stage1Config,
-                                       Stage2Config, TrainConfig, config_hash, from_dict, sample_shape, to_dict,
-                                       to_yaml, validate)
+                                       Stage2Config, TrainConfig, config_hash, sample_shape, to_dict,
+                                       to_yaml)
+from ul_pipeline.config.validation import validate
 from ul_pipeline.config.sweeps import Sweep, SweepPoint, load_sweep
 
 __all__ = ["CONFIG_DIR", "DATA_SOURCES", "VIDEO_SOURCES", "ComputeConfig", "ConfigError", "DataConfig", "EncodeConfig",

@@ -11,7 +11,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 import ul_pipeline.config.sweeps as sweeps
-from ul_pipeline.config.schema import CONFIG_DIR, ConfigError, ExperimentConfig, _merge_one, validate
+from ul_pipeline.config.schema import CONFIG_DIR, ConfigError, ExperimentConfig, _merge_one
+from ul_pipeline.config.validation import validate
 
 
 def experiment_names(config_dir: Path | str = CONFIG_DIR) -> list[str]:
@@ -71,6 +72,14 @@ def load_config(
             except OmegaConfBaseException as e:
                 raise ConfigError(f"command-line overrides: {e}") from None
         cfg = _merge_one(cfg, other, "overrides")
+    validate(cfg)
+    OmegaConf.set_readonly(cfg, True)
+    return cfg
+
+
+def from_dict(d: dict) -> DictConfig:
+    """Rebuild a validated, frozen config from a resolved dict (as stored in checkpoints)."""
+    cfg = _merge_one(OmegaConf.structured(ExperimentConfig), d, "stored config")
     validate(cfg)
     OmegaConf.set_readonly(cfg, True)
     return cfg

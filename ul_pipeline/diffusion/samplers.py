@@ -68,13 +68,25 @@ def ancestral_sample(denoise: Denoiser, shape: tuple[int, ...], schedule: Schedu
 
 
 def classifier_free_guidance(denoise: Callable[[Tensor, Tensor, Tensor], Tensor], labels: Tensor,
-                             null_label: int, guidance: float) -> Denoiser:
-    """v = (1 + w) v(z | y) - w v(z | null); linear in v, so equal to guiding eps or x. w = 0: conditional."""
+                             null_label: int, guidance: float,
+                             interval: tuple[float, float] | None = None) -> Denoiser:
+    """v = (1 + w) v(z | y) - w v(z | null); linear in v, so equal to guiding eps or x. w = 0: conditional.
+
+    interval (lo, hi): guide only at log-SNRs in [lo, hi] and take the conditional v elsewhere (a limited
+    guidance interval, Kynkaanniemi et al. 2024: guidance at the noisiest levels mostly costs diversity).
+    None guides at every level. A sampler step evaluates one log-SNR for the whole batch.
+    """
     if guidance == 0.0:
         return lambda z, logsnr: denoise(z, logsnr, labels)
+    if interval is not None:
+        interval = (float(interval[0]), float(interval[1]))  # also a config's [lo, hi] list
+        if not interval[0] <= interval[1]:
+            raise ValueError(f"guidance interval {interval}: must be (lo, hi) with lo <= hi, in log-SNR")
     null = torch.full_like(labels, null_label)
 
     def guided(z: Tensor, logsnr: Tensor) -> Tensor:
+        if interval is not None and not interval[0] <= float(logsnr[0]) <= interval[1]:
+            return denoise(z, logsnr, labels)
         v = denoise(torch.cat([z, z]), torch.cat([logsnr, logsnr]), torch.cat([labels, null]))
         v_cond, v_uncond = v.chunk(2)
         return (1.0 + guidance) * v_cond - guidance * v_uncond

@@ -189,7 +189,7 @@ def evaluate(stage1_checkpoint: str | Path, shards_url: str, out_dir: str | Path
             for s in batches(n_gen):
                 with autocast(precision, device):
                     z0 = base.sample_z0(conditions[s].to(device), smp.steps, smp.guidance, generator=g_base,
-                                        eta=smp.eta)
+                                        eta=smp.eta, guidance_interval=smp.guidance_interval)
                     samples.append(metrics.to_uint8(ul.decode(z0, smp.decoder_steps, generator=g_decoder,
                                                               eta=smp.decoder_eta, sampler=decoder_sampler(smp))).cpu())
                 log(f"sampled {s.stop}/{n_gen} ({time.perf_counter() - t0:.0f} s into the evaluation)")

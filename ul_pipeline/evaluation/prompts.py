@@ -64,14 +64,16 @@ def held_out_prompts(captions: Sequence[str], count: int = HELD_OUT_PROMPTS) -> 
 @torch.no_grad()
 def sample_prompts(ul, base, text: TextCondition, *, per_prompt: int, steps: int, decoder_steps: int,
                    guidance: float, eta: float = 1.0, decoder_eta: float = 1.0, seed: int = 0,
-                   device="cpu", batch_size: int = 256, decoder_sampler: SamplerSpec | None = None) -> Tensor:
+                   device="cpu", batch_size: int = 256, decoder_sampler: SamplerSpec | None = None,
+                   guidance_interval: tuple[float, float] | None = None) -> Tensor:
     """uint8 samples (P * per_prompt, C, H, W), prompt-major: base model -> z0 -> decoder, seeded."""
     rows = torch.arange(len(text)).repeat_interleave(per_prompt)
     g_base = torch.Generator(device=device).manual_seed(seed + 1)
     g_decoder = torch.Generator(device=device).manual_seed(seed + 2)
     out = []
     for i in range(0, len(rows), batch_size):
-        z0 = base.sample_z0(text[rows[i:i + batch_size]].to(device), steps, guidance, generator=g_base, eta=eta)
+        z0 = base.sample_z0(text[rows[i:i + batch_size]].to(device), steps, guidance, generator=g_base, eta=eta,
+                            guidance_interval=guidance_interval)
         out.append(metrics.to_uint8(ul.decode(z0, decoder_steps, generator=g_decoder, eta=decoder_eta,
                                              sampler=decoder_sampler)).cpu())
     return torch.cat(out)
@@ -185,7 +187,7 @@ def evaluate_prompts(result: dict[str, Any], ul, base, base_meta: dict, *, val_c
     images = sample_prompts(ul, base, text, per_prompt=PROMPT_SAMPLES, steps=smp.steps,
                             decoder_steps=smp.decoder_steps, guidance=smp.guidance, eta=smp.eta,
                             decoder_eta=smp.decoder_eta, seed=seed, device=device, batch_size=smp.batch_size,
-                            decoder_sampler=sampler_of(smp))
+                            decoder_sampler=sampler_of(smp), guidance_interval=smp.guidance_interval)
     result["prompts"] = shown
     result["prompts_grid"] = str(prompt_grid(images, shown, Path(out_dir) / "prompts_grid.png"))
     log(f"prompt grid: {len(shown)} prompts x {PROMPT_SAMPLES} samples")

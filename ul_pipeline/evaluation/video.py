@@ -130,7 +130,7 @@ def evaluate_video(ul, cfg, base, clips: torch.Tensor, labels: torch.Tensor, out
                     kwargs["context_z0"] = context_z0(ul, clips[s].to(device), ctx_frames, k_lat, generator)
                 with autocast(precision, device):
                     z0 = base.sample_z0(labels[s].to(device), smp.steps, smp.guidance, generator=generator,
-                                        eta=smp.eta, **kwargs)
+                                        eta=smp.eta, guidance_interval=smp.guidance_interval, **kwargs)
                     out.append(metrics.to_uint8(ul.decode(z0, smp.decoder_steps, generator=generator,
                                                           eta=smp.decoder_eta, sampler=decoder_sampler(smp))).cpu())
             samples = torch.cat(out)

@@ -115,9 +115,11 @@ class FrameConditionedBaseModel(BaseModel):
     def sample_z0(self, labels: Tensor, steps: int, guidance: float = 0.0,
                   generator: torch.Generator | None = None,
                   progress: Callable[[int, int], None] | None = None,
-                  context_z0: Tensor | None = None, eta: float = 1.0) -> Tensor:
+                  context_z0: Tensor | None = None, eta: float = 1.0,
+                  guidance_interval: tuple[float, float] | None = None) -> Tensor:
         """z0 (B, C, t, h, w); with `context_z0` (B, C, k, h, w), k = context_latents, its frames are
-        kept fixed and the rest continues them. `guidance` w guides label and context together;
+        kept fixed and the rest continues them. `guidance` w guides label and context together, at the
+        log-SNRs in `guidance_interval` (None: all);
         `eta` as in ancestral_sample (1 ancestral, 0 DDIM)."""
         b, k = labels.shape[0], self.context_latents
         if context_z0 is None:
@@ -147,7 +149,8 @@ class FrameConditionedBaseModel(BaseModel):
             return torch.cat([alpha_t / alpha0 * ctx + scale * noise, z[:, :, k:]], dim=2)
 
         def denoise(z: Tensor, logsnr: Tensor) -> Tensor:
-            if guidance == 0.0:
+            if guidance == 0.0 or (guidance_interval is not None
+                                   and not guidance_interval[0] <= float(logsnr[0]) <= guidance_interval[1]):
                 return self.net(with_context(z), logsnr, labels, mask)
             v = self.net(torch.cat([with_context(z), without_context(z, logsnr)]), torch.cat([logsnr, logsnr]),
                          torch.cat([labels, null_labels]), torch.cat([mask, no_ctx]))

@@ -101,9 +101,11 @@ class BaseModel(nn.Module):
     @torch.no_grad()
     def sample_z0(self, labels: Tensor, steps: int, guidance: float = 0.0,
                   generator: torch.Generator | None = None,
-                  progress: Callable[[int, int], None] | None = None, eta: float = 1.0) -> Tensor:
-        """Ancestral (eta 1) or DDIM-family sampling from lambda_min down to lambda(0): a z0 for the decoder."""
-        denoise = classifier_free_guidance(self.net, labels, self.num_classes, guidance)
+                  progress: Callable[[int, int], None] | None = None, eta: float = 1.0,
+                  guidance_interval: tuple[float, float] | None = None) -> Tensor:
+        """Ancestral (eta 1) or DDIM-family sampling from lambda_min down to lambda(0): a z0 for the decoder.
+        guidance_interval: the log-SNR range where guidance applies (None: every step)."""
+        denoise = classifier_free_guidance(self.net, labels, self.num_classes, guidance, guidance_interval)
         z0 = ancestral_sample(denoise, (labels.shape[0], *self.latent_shape), self.schedule, steps,
                               final="noisy", eta=eta, generator=generator, device=labels.device,
                               progress=progress)

@@ -90,15 +90,17 @@ class TextConditionedBaseModel(BaseModel):
     @torch.no_grad()
     def sample_z0(self, text: TextCondition, steps: int, guidance: float = 0.0,  # type: ignore[override]
                   generator: torch.Generator | None = None,
-                  progress: Callable[[int, int], None] | None = None, eta: float = 1.0) -> Tensor:
-        """z0 for each caption of `text`; `guidance` w: (1 + w) v(z | caption) - w v(z | null caption)."""
+                  progress: Callable[[int, int], None] | None = None, eta: float = 1.0,
+                  guidance_interval: tuple[float, float] | None = None) -> Tensor:
+        """z0 for each caption of `text`; `guidance` w: (1 + w) v(z | caption) - w v(z | null caption), at the
+        log-SNRs in `guidance_interval` (None: all)."""
         device = text.pooled.device
         rows = torch.arange(len(text), device=device)  # row len(text) is the null caption
 
         def denoise(z: Tensor, logsnr: Tensor, index: Tensor) -> Tensor:
             return self.net(z, logsnr, text.rows_or_null(index))
 
-        guided = classifier_free_guidance(denoise, rows, len(text), guidance)
+        guided = classifier_free_guidance(denoise, rows, len(text), guidance, guidance_interval)
         z0 = ancestral_sample(guided, (len(text), *self.latent_shape), self.schedule, steps, final="noisy", eta=eta,
                               generator=generator, device=device, progress=progress)
         return self.to_z0(z0)

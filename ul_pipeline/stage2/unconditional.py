@@ -35,7 +35,8 @@ class UnconditionalBaseModel(BaseModel):
     @torch.no_grad()
     def sample_z0(self, labels: Tensor, steps: int, guidance: float = 0.0,
                   generator: torch.Generator | None = None,
-                  progress: Callable[[int, int], None] | None = None, eta: float = 1.0) -> Tensor:
+                  progress: Callable[[int, int], None] | None = None, eta: float = 1.0,
+                  guidance_interval: tuple[float, float] | None = None) -> Tensor:
         """len(labels) unconditional z0 (the labels' values are not read); guidance must be 0."""
         if guidance != 0.0:
             raise ValueError(f"guidance {guidance}: an unconditional base model (data.num_classes 0) has no "
