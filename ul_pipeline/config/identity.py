@@ -7,7 +7,7 @@ from __future__ import annotations
 # its default keeps committed results, shards and runs standing
 ADDED_KEYS_AT_DEFAULT = {("stage2", "text_conditioning"): "none", ("stage1", "rate_control"): "integral",
                          ("sample", "decoder_clip"): True, ("sample", "reconstruction_draws"): 1,
-                         ("data", "background"): "white"}
+                         ("data", "background"): "white", ("sample", "guidance_interval"): None}
 
 
 def without_added_defaults(config: dict) -> dict:
