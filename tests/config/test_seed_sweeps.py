@@ -104,7 +104,8 @@ class SeedJob(FakeJob):
             np.save(art.evaluation_dir / "generated_features.npy", feats.astype(np.float32))
             k = statistics.kid(REFERENCE, feats)
             metrics = json.loads((art.evaluation_dir / "metrics.json").read_text())
-            metrics.update(bits_per_pixel=0.1 + 0.01 * seed, kid_train=k.value, kid_train_se=k.se)
+            metrics.update(bits_per_pixel=0.1 + 0.01 * seed, kid_train=k.value, kid_train_se=k.se,
+                           sampler_precision="bf16" if seed < 2 else "fp32")  # machines without native bf16
             (art.evaluation_dir / "metrics.json").write_text(json.dumps(metrics))
         return out
 
@@ -141,6 +142,8 @@ def test_runner_runs_seeds_in_order_resumes_commits_and_reports_from_committed_r
     seeds = json.loads((report / "seeds.json").read_text())
     (c,) = seeds["comparisons"]
     assert c["n"] == 4 and [r["seed"] for r in c["seeds"]] == [0, 1, 2, 3]
+    assert [r["precision"] for r in c["seeds"]] == ["bf16", "bf16", "fp32", "fp32"]
+    assert "2: " in (report / "seeds.md").read_text() and ", fp32" in (report / "seeds.md").read_text()
     assert c["verdict"].startswith("ul better") and c["interval"]["high"] < 0
     assert c["interval"]["high"] - c["interval"]["low"] < c["unpaired"]["high"] - c["unpaired"]["low"]
     assert (report / "paired_seeds.png").stat().st_size > 0 and "ul vs np" in (report / "seeds.md").read_text()

@@ -35,10 +35,12 @@ def seed_differences(plan: SeedPlan, a: str, b: str, results: dict[str, Committe
         fa, fb = (np.load(r.features_path).astype(np.float64) for r in (ra, rb))
         d, w = statistics.paired_kid_difference(reference, fa, fb)
         rate_a, rate_b = ra.metrics.get("bits_per_pixel"), rb.metrics.get("bits_per_pixel")
+        prec = {ra.metrics.get("sampler_precision"), rb.metrics.get("sampler_precision")} - {None}
         rows.append({"seed": s, "a": la, "b": lb, "difference": d, "within_se": w,
                      "kid_a": ra.metrics.get("kid_train"), "kid_b": rb.metrics.get("kid_train"),
                      "kid_se_a": ra.metrics.get("kid_train_se"), "kid_se_b": rb.metrics.get("kid_train_se"),
-                     "rate_ratio": rate_a / rate_b if rate_a and rate_b else None})
+                     "rate_ratio": rate_a / rate_b if rate_a and rate_b else None,
+                     "precision": "/".join(sorted(prec)) or None})  # autocast where it ran (bf16 | fp32)
     return rows
 
 
@@ -100,11 +102,12 @@ def strip_plot(judged: list[dict[str, Any]], path: str | Path) -> Path:
 def markdown(judged: list[dict[str, Any]], power_rows: list[dict], spreads: dict[str, float]) -> str:
     lines = ["# Paired training seeds: the verdicts", "",
              "The rule: docs/results/latent-study.md. d = KID(a) - KID(b) per seed (x1e3, +- within-seed SE).", "",
-             "| comparison | per-seed d x1e3 (seed: d +- SE, rate a/b) | paired 95% interval x1e3 | unpaired x1e3 | "
+             "| comparison | per-seed d x1e3 (seed: d +- SE, rate a/b, precision) | paired 95% interval x1e3 | unpaired x1e3 | "
              "MDD x1e3 | verdict |", "|---|---|---|---|---|---|"]
     for c in judged:
         seeds = "; ".join(f"{r['seed']}: {1e3 * r['difference']:+.2f} ± {1e3 * r['within_se']:.2f}"
-                          + (f", {r['rate_ratio']:.2f}" if r["rate_ratio"] else "") for r in c["seeds"])
+                          + (f", {r['rate_ratio']:.2f}" if r["rate_ratio"] else "")
+                          + (f", {r['precision']}" if r.get("precision") else "") for r in c["seeds"])
         if "interval" in c:
             iv, up = c["interval"], c["unpaired"]
             cells = [f"{1e3 * iv['estimate']:+.2f} [{1e3 * iv['low']:+.2f}, {1e3 * iv['high']:+.2f}]",
