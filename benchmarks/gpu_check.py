@@ -50,6 +50,7 @@ def main() -> None:
     p.add_argument("--out", default="gpu_check.json")
     p.add_argument("--skip", default="", help="comma-separated parts to skip: tests,bench,smoke,ddp")
     args = p.parse_args()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)  # before the long run, not after it
     import torch
 
     skip = set(filter(None, args.skip.split(",")))
