@@ -2,7 +2,8 @@
 
 FLOPs per sample are the ones the training loop logs (ul_pipeline.train.flops: counted on the meta
 device, training = 3 x forward). Memory per device is traced (ul_pipeline.plan.memory) at the batch
-each device gets (train.batch_size / gpus, rounded up) and at half of it; the largest batch that fits is
+each device gets (train.batch_size / gpus, rounded up; an uneven split is noted, as training refuses it)
+and at half of it (at 2 when it is 1); the largest batch that fits is
 where the line through those two points meets the usable memory (activations grow linearly with the
 batch). Time = total_samples x training FLOPs / (gpus x peak x MFU).
 """
@@ -128,11 +129,14 @@ def plan_experiment(cfg: DictConfig, gpus: int = 1, gpu: str = "h100", mfu: floa
             continue
         batch = -(-int(tc.batch_size) // gpus)
         mem = trace(build, loss, batch, precision, float(tc.grad_clip))
-        low = trace(build, loss, max(1, batch // 2), precision, float(tc.grad_clip)) if batch > 1 else None
+        other = trace(build, loss, batch // 2 if batch > 1 else 2, precision, float(tc.grad_clip))  # batch 1: at 2
         ddp = 4 * mem.parameters if gpus > 1 else 0
-        per_example = ((mem.step_peak - low.step_peak) / (batch - low.batch) if low is not None and batch > low.batch
-                       else mem.step_peak)  # batch 1: the whole step counted as per-example (an upper bound)
+        per_example = (mem.step_peak - other.step_peak) / (batch - other.batch)
         fixed = mem.step_peak - per_example * batch
+        if int(tc.batch_size) % gpus:  # ul_pipeline.distributed.share refuses an uneven split
+            note = "; ".join(filter(None, [f"train.batch_size {int(tc.batch_size)} is not divisible by {gpus} GPUs: "
+                                           f"training refuses it (choose a multiple of {gpus}); planned at "
+                                           f"{batch} per device", note]))
         room = usable - mem.static - ddp - fixed
         max_batch = max(0, int(room // per_example)) if per_example > 0 else batch
         hours = int(tc.total_samples) * train_flops / (gpus * acc.bf16_tflops * 1e12 * mfu) / 3600
@@ -180,4 +184,5 @@ def format_plan(plan: Plan) -> str:
 def plan_dict(plan: Plan) -> dict:
     """The plan as JSON-ready data."""
     return {**{k: v for k, v in asdict(plan).items() if k != "stages"},
-            "stages": {p.stage: {**p.metadata(), "memory": asdict(p.memory)} for p in plan.stages}}
+            "stages": {p.stage: {**p.metadata(), "memory": asdict(p.memory), "preset": p.preset, "note": p.note}
+                       for p in plan.stages}}
