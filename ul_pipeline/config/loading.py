@@ -45,7 +45,7 @@ def load_config(
     OmegaConf.set_struct(cfg, True)
     base = config_dir / "base.yaml"
     if base.exists():
-        cfg = _merge_one(cfg, OmegaConf.load(base), str(base))
+        cfg = _merge_one(cfg, _read_yaml(base), str(base))
     if experiment is not None:
         path, label = Path(experiment), None
         if path.suffix not in (".yaml", ".yml"):
@@ -54,7 +54,7 @@ def load_config(
         if not path.exists():
             known = ", ".join(experiment_names(config_dir)) or "none"
             raise ConfigError(f"unknown experiment '{experiment}': no file {path} (known: {known})")
-        raw = OmegaConf.load(path)
+        raw = _read_yaml(path)
         raw.pop(sweeps.SECTION, None)
         cfg = _merge_one(cfg, raw, str(path))
         if label is not None:
@@ -83,3 +83,17 @@ def from_dict(d: dict) -> DictConfig:
     validate(cfg)
     OmegaConf.set_readonly(cfg, True)
     return cfg
+
+
+def _read_yaml(path: Path) -> DictConfig:
+    """A config file as a mapping; a syntax error, duplicate keys or a top-level list is a ConfigError naming it."""
+    import yaml
+
+    try:
+        raw = OmegaConf.load(path)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
+    if not isinstance(raw, DictConfig):
+        raise ConfigError(f"{path}: an experiment is a YAML mapping of config keys, got a {type(raw).__name__}")
+    return raw
+

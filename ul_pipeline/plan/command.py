@@ -7,33 +7,12 @@ import json
 
 def register(command, config) -> None:
     """Add `plan` through the CLI's `command(name, fn, help)`; `config(args)` loads the experiment."""
-    c = command("plan", lambda args: print(run(_load(config, args), args)), "per stage: parameters, FLOPs, memory per "
+    c = command("plan", lambda args: print(run(config(args), args)), "per stage: parameters, FLOPs, memory per "
                 "device (traced), fit, largest batch, time to the configured samples")
     c.add_argument("--gpus", type=int, default=1, help="devices the global batch is split over")
     c.add_argument("--gpu", default="h100", help="h100 | h200 | a100 | l40s | cpu (this CPU, measured)")
     c.add_argument("--mfu", type=float, default=0.4, help="model FLOPs utilisation assumed for the time")
     c.add_argument("--json", action="store_true", help="print the plan as JSON")
-
-
-def _load(config, args):
-    """`config(args)`, after checking that an experiment given as a YAML file is a YAML mapping: the loader
-    lets a syntax error or a top-level list escape as a traceback; here they are a ConfigError naming the file."""
-    from pathlib import Path
-
-    path = Path(str(args.experiment or ""))
-    if path.suffix in (".yaml", ".yml") and path.is_file():
-        import yaml
-        from omegaconf import DictConfig, OmegaConf
-
-        from ul_pipeline.config import ConfigError
-
-        try:
-            raw = OmegaConf.load(path)  # as the loader reads it (duplicate keys are an error there too)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
-        if not isinstance(raw, DictConfig):
-            raise ConfigError(f"{path}: an experiment is a YAML mapping of config keys, got a list")
-    return config(args)
 
 
 def run(cfg, args) -> str:
