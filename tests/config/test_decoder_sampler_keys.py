@@ -69,3 +69,19 @@ def test_reconstruction_draws_average_decoder_samples_of_one_z0():
     torch.testing.assert_close(mean, sum(draws) / 3)
     one = ul.reconstruct(x, 3, generator=torch.Generator().manual_seed(3))
     torch.testing.assert_close(one, draws[0])
+
+
+def test_the_guidance_interval_is_checked_and_joins_a_result_identity_only_when_set():
+    from ul_pipeline.config import to_dict
+    from ul_pipeline.evaluation.results import result_config
+
+    for bad in ("[2.0,-3.0]", "[1.0]", "[1.0,2.0,3.0]"):
+        with pytest.raises(ConfigError, match="sample.guidance_interval"):
+            load_config("smoke", [f"sample.guidance_interval={bad}"])
+    assert list(load_config("smoke", ["sample.guidance_interval=[-3,5]"]).sample.guidance_interval) == [-3.0, 5.0]
+
+    def ident(*overrides):
+        return result_config(to_dict(load_config("latent_study", list(overrides))))
+
+    assert "guidance_interval" not in ident()["sample"]
+    assert ident("sample.guidance_interval=[-3,5]") != ident()

@@ -118,6 +118,7 @@ def evaluate(stage1_checkpoint: str | Path, shards_url: str, out_dir: str | Path
         "decoder_clip": smp.decoder_clip, "reconstruction_draws": smp.reconstruction_draws,
         "c_lf": float(stage1_cfg.stage1.c_lf), "bias": float(stage1_cfg.stage1.bias),
         "stage1_complete": _complete(stage1_checkpoint, s1_meta, warn),
+        **({} if smp.guidance_interval is None else {"guidance_interval": list(smp.guidance_interval)}),
     }
 
     if len(ul.image_shape) == 4:  # clips (C, T, H, W): per-frame metrics, FVD, frame strips and GIFs
