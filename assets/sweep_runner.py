@@ -86,7 +86,7 @@ def export_result(results_dir: str, point, art: ExperimentArtifacts, seconds: fl
 
 def commit_result(results_dir: str, point, log: Callable[[str], None]) -> None:
     """git add + commit of the point's result folder alone (other staged changes stay staged, uncommitted)."""
-    folder = Path(results_dir) / point.label
+    folder = Path(results_dir).resolve() / point.label  # absolute: git runs in the folder's parent
     msg = f"{point.key}: committed result (sweep_runner --commit)"
     for attempt in range(5):  # a second runner process may hold the index lock for a moment
         try:

@@ -163,3 +163,21 @@ def test_a_seed_point_whose_ul_point_failed_waits_and_the_sweep_reports_failure(
                                 results_dir=str(root / "results" / "study"))
     assert "study:np_seed2" not in [c[1] for c in calls]
     assert any("np_seed2: waits for ul_seed2's committed result" in m for m in log)
+
+
+def test_commit_result_takes_a_results_folder_relative_to_the_working_directory(tmp_path, monkeypatch):
+    """The documented command passes `--results results/latent_study`; git runs in the folder's parent, where that
+    relative path named nothing and the commit failed."""
+    from types import SimpleNamespace
+
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    for k, v in (("user.email", "t@t"), ("user.name", "t")):
+        subprocess.run(["git", "-C", str(tmp_path), "config", k, v], check=True)
+    (tmp_path / "results" / "study" / "p_seed1").mkdir(parents=True)
+    (tmp_path / "results" / "study" / "p_seed1" / "result.json").write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    log = []
+    runner.commit_result("results/study", SimpleNamespace(label="p_seed1", key="study:p_seed1"), log.append)
+    assert not any("WARNING" in line for line in log), log
+    tracked = subprocess.run(["git", "ls-files"], capture_output=True, text=True, check=True).stdout.split()
+    assert tracked == ["results/study/p_seed1/result.json"]
