@@ -8,13 +8,14 @@ from ul_pipeline.config import ConfigError, load_config
 
 @pytest.mark.parametrize("text,what", [("stage1: [1, 2\n", "not valid YAML"), ("- 1\n- 2\n", "YAML mapping"),
                                        ("stage1: {}\nstage1: {}\n", "not valid YAML")])
-def test_a_broken_experiment_file_is_a_config_error_naming_it(tmp_path, capsys, text, what):
+@pytest.mark.parametrize("command", ["print-config", "plan"])
+def test_a_broken_experiment_file_is_a_config_error_naming_it(tmp_path, capsys, text, what, command):
     path = tmp_path / "broken.yaml"
     path.write_text(text)
     with pytest.raises(ConfigError, match=what) as e:
         load_config(str(path))
     assert str(path) in str(e.value)
-    assert main(["print-config", "-e", str(path)]) == 2
+    assert main([command, "-e", str(path)]) == 2
     err = capsys.readouterr().err
     assert str(path) in err and what in err and "Traceback" not in err
 

@@ -1,5 +1,6 @@
 """The planner and the GPU check on inputs users get wrong: GPU counts that do not divide the batch, one example
-per device, experiment files that are not YAML mappings, and an output path relative to where they stand."""
+per device, and an output path relative to where they stand. Broken experiment files, for `plan` as for every
+command: tests/config/test_config_files.py."""
 
 from __future__ import annotations
 
@@ -12,18 +13,10 @@ import pytest
 import torch
 
 from ul_pipeline.config import load_config
-from ul_pipeline.plan.memory import StepMemory
 from ul_pipeline.plan.report import USABLE_FRACTION, plan_dict, plan_experiment
+from tests.plan.test_plan import linear_trace
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def linear_trace(static: int = 1000, fixed: int = 50_000, per_example: int = 100):
-    """A stand-in for trace_step whose step peak is fixed + per_example x batch."""
-    def trace(build, loss, batch, precision, grad_clip):
-        return StepMemory(batch=batch, parameters=10, weights=static // 4, optimizer=static // 2, ema=static // 4,
-                          activations=per_example * batch, step_peak=fixed + per_example * batch)
-    return trace
 
 
 def test_a_batch_the_gpus_do_not_divide_is_noted_because_training_refuses_it():
@@ -37,22 +30,10 @@ def test_a_batch_the_gpus_do_not_divide_is_noted_because_training_refuses_it():
 def test_one_example_per_device_still_finds_the_largest_batch_from_two_traced_points():
     """At batch 1 the fixed part of the step was counted as if every example needed it again."""
     cfg = load_config("smoke")
-    s = plan_experiment(cfg, gpus=32, gpu="h100", trace=linear_trace()).stages[0]
+    s = plan_experiment(cfg, gpus=32, gpu="h100", trace=linear_trace(fixed=50_000)).stages[0]
     assert s.batch_per_device == 1
     room = int(80e9 * USABLE_FRACTION) - 1000 - 4 * 10 - 50_000  # usable - static - DDP - fixed
     assert s.max_batch_per_device == room // 100
-
-
-@pytest.mark.parametrize("text,what", [("stage1: [1, 2\n", "not valid YAML"), ("- 1\n- 2\n", "YAML mapping"),
-                                       ("stage1: {}\nstage1: {}\n", "not valid YAML")])
-def test_cli_plan_names_an_experiment_file_that_is_not_a_yaml_mapping(tmp_path, capsys, text, what):
-    from ul_pipeline.cli import main
-
-    path = tmp_path / "hostile.yaml"
-    path.write_text(text)
-    assert main(["plan", "-e", str(path)]) == 2
-    err = capsys.readouterr().err
-    assert str(path) in err and what in err and "Traceback" not in err
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the no-CUDA path")

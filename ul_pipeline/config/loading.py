@@ -96,4 +96,3 @@ def _read_yaml(path: Path) -> DictConfig:
     if not isinstance(raw, DictConfig):
         raise ConfigError(f"{path}: an experiment is a YAML mapping of config keys, got a {type(raw).__name__}")
     return raw
-
