@@ -113,21 +113,41 @@ def check_seed_results(loaded, results_dir: Optional[str], config_dir) -> None:
                           "targets are read from the first, so results must be written there")
 
 
-def training_reference(sweep, storage, experiment_config, compute):
-    """Inception features of the first eval.kid_reference_size training images of the sweep's shards (cached)."""
+def training_reference(sweep, storage, experiment_config, compute, log: Callable[[str], None] = print):
+    """Inception features of the first eval.kid_reference_size training images of the sweep's shards (cached).
+
+    On a fresh clone neither exists: the shard set is written first, from the configured source as the
+    dataset_shards asset writes it (same data, same manifest), then the features are computed once and
+    cached beside it, so `--report-only` needs nothing but the committed results."""
+    from types import SimpleNamespace
+
+    from assets.progress import progress_log
     from ul_pipeline.data import load_split_tensor, read_manifest
+    from ul_pipeline.data.storage import creation_lock
     from ul_pipeline.evaluation.fid import InceptionFeatures
     from ul_pipeline.evaluation.fid_reference import reference_features
+    from ul_pipeline.lifecycle import make_shards
     from ul_pipeline.train.loop import resolve_device
 
     art = resolve(sweep.points[0].key, storage, experiment_config, compute)
     k = int(art.cfg.eval.kid_reference_size)
     if not k:
         raise ConfigError(f"sweep {sweep.name}: compare needs eval.kid_reference_size > 0 (KID's reference)")
-    images = load_split_tensor(art.shards_url, "train", storage_options=art.storage_options, limit=k)[0]
-    return reference_features(images, InceptionFeatures(resolve_device(compute.device or "auto")),
-                              art.shards_url, split="train", storage_options=art.storage_options,
-                              manifest_sha256=read_manifest(art.shards_url, art.storage_options).sha256)
+    url, options, logger = art.shards_url, art.storage_options, SimpleNamespace(info=log)
+    try:
+        manifest = read_manifest(url, options)
+    except FileNotFoundError:
+        with creation_lock(url, f"shard set {url}", options, log=log):  # a run may be writing it
+            try:
+                manifest = read_manifest(url, options)
+            except FileNotFoundError:
+                log(f"no shard set at {url}: writing it from {art.cfg.data.source} (KID's training reference)")
+                manifest = make_shards(art.cfg, url, storage_options=options,
+                                       progress=progress_log(logger, "sharding"))
+    images = load_split_tensor(url, "train", storage_options=options, limit=k)[0]
+    return reference_features(images, InceptionFeatures(resolve_device(compute.device or "auto")), url,
+                              split="train", storage_options=options, manifest_sha256=manifest.sha256, log=log,
+                              progress=progress_log(logger, f"reference features of {len(images)} images"))
 
 
 def write_report(sweep, results_dir: str, report_dir: str, res, log: Callable[[str], None]) -> bool:
@@ -140,7 +160,7 @@ def write_report(sweep, results_dir: str, report_dir: str, res, log: Callable[[s
     if not results:
         log(f"sweep {sweep.name}: no committed results in {results_dir}; no report")
         return False
-    reference = training_reference(sweep, *res) if sweep.compare or sweep.seeds else np.zeros((0, 1))
+    reference = training_reference(sweep, *res, log=log) if sweep.compare or sweep.seeds else np.zeros((0, 1))
     summary = write_comparison(results, [Pair(*c) for c in sweep.compare], sweep.repeats, reference, report_dir)
     log(f"sweep {sweep.name}: report of {len(results)} of {len(sweep.points)} points in {report_dir} "
         f"(table.md, comparisons.md, kid_vs_bits.png, kid_vs_psnr.png)")

@@ -181,3 +181,34 @@ def test_commit_result_takes_a_results_folder_relative_to_the_working_directory(
     assert not any("WARNING" in line for line in log), log
     tracked = subprocess.run(["git", "ls-files"], capture_output=True, text=True, check=True).stdout.split()
     assert tracked == ["results/study/p_seed1/result.json"]
+
+
+def test_the_report_on_a_fresh_clone_writes_the_shard_set_and_caches_its_reference_features(root, monkeypatch):
+    """--report-only on a fresh clone has no shard set: KID's training reference needs one, so it is written
+    (as the dataset_shards asset writes it) and the reference features are computed once, then reused."""
+    import ul_pipeline.evaluation.fid as fid
+    from ul_pipeline.data import read_manifest
+
+    seen = []
+
+    class FakeFeatures:
+        identity = "fake-network-v1"
+
+        def __init__(self, device):
+            pass
+
+        def __call__(self, images, progress=None):
+            seen.append(len(images))
+            progress(len(images), len(images))
+            return images.flatten(1)[:, :8].double().numpy()
+
+    monkeypatch.setattr(fid, "InceptionFeatures", FakeFeatures)
+    res, log = env(root / "art", root / "configs", ["eval.kid_reference_size=100"]), []
+    sweep = load_sweep("study", root / "configs")
+    reference = runner.training_reference(sweep, res["storage"], res["experiment_config"], res["compute"], log.append)
+    art = resolve(sweep.points[0].key, res["storage"], res["experiment_config"], res["compute"])
+    manifest = read_manifest(art.shards_url)
+    assert manifest.num_samples("train") == 120 and reference.shape == (100, 8) and seen == [100]
+    assert any(m.startswith("no shard set at") for m in log) and any("reference features of 100" in m for m in log)
+    again = runner.training_reference(sweep, res["storage"], res["experiment_config"], res["compute"], log.append)
+    assert seen == [100] and np.array_equal(again, reference)  # cached beside the shards, not recomputed
