@@ -38,10 +38,11 @@ from dagster import DagsterInstance, Definitions
 from assets.artifacts import ExperimentArtifacts, resolve
 from ul_pipeline.config import CONFIG_DIR, ConfigError
 from ul_pipeline.config.sweeps import load_sweep
-from ul_pipeline.config import load_config, to_dict
-from ul_pipeline.evaluation.results import load_result, result_config, save_result, stale_reasons
+from ul_pipeline.config import to_dict
+from assets.sweep_results import code_versions, committed_reason, report_results
+from ul_pipeline.evaluation.results import ResultError, result_config, save_result
 from ul_pipeline.train.checkpoint import file_sha256
-from ul_pipeline.versioning import json_sha256, stage_code_version
+from ul_pipeline.versioning import json_sha256
 
 
 def pending_reason(art: ExperimentArtifacts) -> Optional[str]:
@@ -59,20 +60,6 @@ def pending_reason(art: ExperimentArtifacts) -> Optional[str]:
         if metrics.get(key) != file_sha256(checkpoint):
             return f"{metrics_path} has another {key} than {checkpoint}"
     return None
-
-
-def code_versions() -> dict[str, str]:
-    """The stage code versions a committed result must match."""
-    return {stage: stage_code_version(stage) for stage in ("stage1", "encode", "stage2")}
-
-
-def committed_reason(results_dir: str, point, config_dir) -> Optional[str]:
-    """Why the point's committed result cannot stand (None when it can); 'no committed result' when absent."""
-    committed = load_result(results_dir, point.label)
-    if committed is None:
-        return "no committed result"
-    reasons = stale_reasons(committed, to_dict(load_config(point.key, config_dir=config_dir)), code_versions())
-    return "; ".join(reasons) if reasons else None
 
 
 def export_result(results_dir: str, point, art: ExperimentArtifacts, seconds: float) -> None:
@@ -151,25 +138,33 @@ def training_reference(sweep, storage, experiment_config, compute, log: Callable
 
 
 def write_report(sweep, results_dir: str, report_dir: str, res, log: Callable[[str], None]) -> bool:
-    """The comparison of the committed results (table, paired intervals, verdicts, plots) in report_dir."""
+    """The comparison of the committed results that stand (table, paired intervals, verdicts, plots) in report_dir.
+
+    Stale results are left out and named; a broken one stops it (ResultError names the file). The files
+    are made in a temporary folder and replace report_dir's together (report_files.py), so a failed or
+    killed run leaves the last report whole."""
     import numpy as np
 
     from ul_pipeline.evaluation.comparison import Pair, write_comparison
+    from ul_pipeline.evaluation.report_files import staged_report
 
-    results = {p.label: r for p in sweep.points if (r := load_result(results_dir, p.label)) is not None}
+    results = report_results(sweep, results_dir, res[1].config_dir or CONFIG_DIR, log)
     if not results:
         log(f"sweep {sweep.name}: no committed results in {results_dir}; no report")
         return False
     reference = training_reference(sweep, *res, log=log) if sweep.compare or sweep.seeds else np.zeros((0, 1))
-    summary = write_comparison(results, [Pair(*c) for c in sweep.compare], sweep.repeats, reference, report_dir)
+    with staged_report(report_dir) as staging:
+        summary = write_comparison(results, [Pair(*c) for c in sweep.compare], sweep.repeats, reference, staging)
+        seeds = None
+        if sweep.seeds is not None and sweep.seeds.paired:
+            from ul_pipeline.evaluation.seed_report import write_seed_report
+
+            seeds = write_seed_report(sweep.seeds, results, reference, staging)
     log(f"sweep {sweep.name}: report of {len(results)} of {len(sweep.points)} points in {report_dir} "
         f"(table.md, comparisons.md, kid_vs_bits.png, kid_vs_psnr.png)")
     for c in summary["comparisons"]:
         log(f"  {c['a']} vs {c['b']}: {c['verdict']}")
-    if sweep.seeds is not None and sweep.seeds.paired:
-        from ul_pipeline.evaluation.seed_report import write_seed_report
-
-        seeds = write_seed_report(sweep.seeds, results, reference, report_dir)
+    if seeds is not None:
         log(f"sweep {sweep.name}: paired seeds in {report_dir} (seeds.md, seeds.json, paired_seeds.png)")
         for c in seeds["comparisons"]:
             log(f"  {c['a']} vs {c['b']} over seeds: {c['verdict']}")
@@ -286,6 +281,9 @@ def main(argv: Optional[list[str]] = None) -> int:
                            only=args.points.split(",") if args.points else None, commit=args.commit)
         except ConfigError as e:
             print(f"config error: {e}", file=sys.stderr)
+            return 2
+        except ResultError as e:  # a committed result that cannot be read: the message names the file
+            print(f"error: {e}", file=sys.stderr)
             return 2
     return 0 if ok else 1
 

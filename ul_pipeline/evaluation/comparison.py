@@ -18,7 +18,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ul_pipeline.evaluation import statistics
-from ul_pipeline.evaluation.results import CommittedResult
+from ul_pipeline.evaluation.results import CommittedResult, load_features
 
 FAMILIES = {"ul": "UL (diffusion prior + diffusion decoder)", "normal": "VAE: normal prior + learned variance + diffusion decoder",
             "kl_vae": "KL-VAE (normal prior + MSE decoder)", "narrow_base": "UL store, quarter-FLOP base model"}
@@ -53,10 +53,6 @@ def study_rows(results: dict[str, CommittedResult], base_preset: str) -> list[di
                      **{k: m.get(k) for k in TABLE_METRICS}, "wall_seconds": r.record.get("wall_seconds"),
                      "commit": (r.record.get("commit") or "").split("+")[-1][:10]})
     return rows
-
-
-def load_features(r: CommittedResult) -> np.ndarray:
-    return np.load(r.features_path).astype(np.float64)
 
 
 def compare(results: dict[str, CommittedResult], pairs: Sequence[Pair], reference: np.ndarray,

@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Optional
 
+import numpy as np
 import torch
 
 from ul_pipeline.config.identity import without_added_defaults
@@ -29,6 +30,13 @@ FEATURES = "generated_features.npy"
 GRIDS = ("samples.png", "reconstructions.png")
 STAGES = ("stage1", "encode", "stage2")
 EQUIVALENT = "equivalent_code.json"
+
+
+REPORT_METRICS = ("kid_train", "kid_train_se")  # what the study's report reads from every point
+
+
+class ResultError(ValueError):
+    """A committed result that cannot be read as one; the message names the file and what is wrong."""
 
 
 @dataclass(frozen=True)
@@ -63,7 +71,35 @@ def load_result(results_dir: str | Path, label: str) -> Optional[CommittedResult
     path = folder / RESULT
     if not path.exists():
         return None
-    return CommittedResult(folder, json.loads(path.read_text()))
+    try:
+        record = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ResultError(f"{path}: not valid JSON ({e}); restore it (git checkout -- {path}) or run the point again")
+    if not isinstance(record, dict) or not isinstance(record.get("metrics"), dict):
+        raise ResultError(f"{path}: no 'metrics' mapping; restore it (git checkout -- {path}) or run the point again")
+    return CommittedResult(folder, record)
+
+
+def load_features(result: CommittedResult, required: tuple[str, ...] = REPORT_METRICS) -> np.ndarray:
+    """The point's generated-sample features as float64 (n, d), checked: a 2-d float array of finite values with
+    metrics.num_generated rows, and the metrics `required` present as numbers. ResultError names the file."""
+    path, m = result.features_path, result.metrics
+    missing = [k for k in required if not isinstance(m.get(k), (int, float)) or isinstance(m.get(k), bool)]
+    if missing:
+        raise ResultError(f"{result.folder / RESULT}: metrics lack {', '.join(missing)} (numbers)")
+    try:
+        x = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:  # absent, truncated, not a .npy
+        raise ResultError(f"{path}: cannot be read ({e}); restore it (git checkout -- {path}) or run the point again")
+    rows = m.get("num_generated")
+    if x.ndim != 2 or not np.issubdtype(x.dtype, np.floating) or (rows is not None and x.shape[0] != rows):
+        raise ResultError(f"{path}: need a float array of shape ({rows or 'n'}, d) (metrics.num_generated rows), "
+                          f"got {x.dtype} {x.shape}")
+    x = x.astype(np.float64)
+    if not np.isfinite(x).all():
+        bad = np.flatnonzero(~np.isfinite(x).all(1))
+        raise ResultError(f"{path}: {bad.size} row(s) hold NaN or inf (first: row {bad[0]})")
+    return x
 
 
 def _equivalences(results_dir: Path) -> dict[str, dict[str, set[str]]]:

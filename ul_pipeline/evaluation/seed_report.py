@@ -18,7 +18,7 @@ import numpy as np
 
 from ul_pipeline.config.seeds import SeedPlan
 from ul_pipeline.evaluation import paired_seeds, statistics
-from ul_pipeline.evaluation.results import CommittedResult
+from ul_pipeline.evaluation.results import CommittedResult, load_features
 
 POWER_NS = range(4, 11)
 
@@ -32,7 +32,7 @@ def seed_differences(plan: SeedPlan, a: str, b: str, results: dict[str, Committe
         if la not in results or lb not in results:
             continue
         ra, rb = results[la], results[lb]
-        fa, fb = (np.load(r.features_path).astype(np.float64) for r in (ra, rb))
+        fa, fb = load_features(ra), load_features(rb)
         d, w = statistics.paired_kid_difference(reference, fa, fb)
         rate_a, rate_b = ra.metrics.get("bits_per_pixel"), rb.metrics.get("bits_per_pixel")
         prec = {ra.metrics.get("sampler_precision"), rb.metrics.get("sampler_precision")} - {None}

@@ -1,0 +1,65 @@
+"""Which committed results of a sweep stand: the runner skips a point whose result does, the report uses them.
+
+A committed result (ul_pipeline/evaluation/results.py) stands for its point when it was made from the
+point's current config and stage code versions (or ones declared equivalent). `report_results` picks,
+for the report, the sweep's committed results that stand and are readable; it says which it leaves out
+and why (a stale one is a different experiment than its label now names, so it must not enter a verdict),
+and names the folders of results_dir that are no point of the sweep.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Callable, Optional
+
+from ul_pipeline.config import load_config, to_dict
+from ul_pipeline.config.sweeps import load_sweep
+from ul_pipeline.evaluation.results import (RESULT, CommittedResult, ResultError, load_features, load_result,
+                                            stale_reasons)
+from ul_pipeline.versioning import stage_code_version
+
+
+def code_versions() -> dict[str, str]:
+    """The stage code versions a committed result must match."""
+    return {stage: stage_code_version(stage) for stage in ("stage1", "encode", "stage2")}
+
+
+def committed_reason(results_dir: str, point, config_dir, committed: Optional[CommittedResult] = None
+                     ) -> Optional[str]:
+    """Why the point's committed result cannot stand (None when it can); 'no committed result' when absent."""
+    committed = committed or load_result(results_dir, point.label)
+    if committed is None:
+        return "no committed result"
+    reasons = stale_reasons(committed, to_dict(load_config(point.key, config_dir=config_dir)), code_versions())
+    return "; ".join(reasons) if reasons else None
+
+
+def report_results(sweep, results_dir: str, config_dir, log: Callable[[str], None]) -> dict[str, CommittedResult]:
+    """{label: result} of the sweep's points whose committed result stands; each one's features are checked
+    (ResultError names a broken file before anything is written)."""
+    sweep = load_sweep(sweep.origin, config_dir)  # afresh: a rate target may have been committed since it was read
+    labels, out = {p.label for p in sweep.points}, {}
+    for point in sweep.points:
+        result = load_result(results_dir, point.label)
+        if result is None:
+            continue
+        if point.waits_for:
+            why = f"its rate target is {point.waits_for}'s committed result, which {sweep.seeds.results} lacks"
+        else:
+            why = committed_reason(results_dir, point, config_dir, result)
+        if why is not None:
+            log(f"sweep {sweep.name}: {result.folder} left out of the report, stale: {why}")
+            continue
+        out[point.label] = result
+    shapes = {label: load_features(r).shape for label, r in out.items()}
+    common = Counter(shapes.values()).most_common(1)[0][0] if shapes else None
+    for label, shape in shapes.items():
+        if shape != common:
+            raise ResultError(f"{out[label].features_path}: features of shape {shape}, those of the other points "
+                              f"{common}; restore it or run the point again")
+    root = Path(results_dir)
+    foreign = sorted(p.parent.name for p in root.glob(f"*/{RESULT}") if p.parent.name not in labels)
+    if foreign:
+        log(f"sweep {sweep.name}: {', '.join(foreign)} in {root} are no point of the sweep; not reported")
+    return out
