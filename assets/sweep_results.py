@@ -36,8 +36,8 @@ def committed_reason(results_dir: str, point, config_dir, committed: Optional[Co
 
 
 def report_results(sweep, results_dir: str, config_dir, log: Callable[[str], None]) -> dict[str, CommittedResult]:
-    """{label: result} of the sweep's points whose committed result stands; each one's features are checked
-    (ResultError names a broken file before anything is written)."""
+    """{label: result} of the sweep's points whose committed result stands; where the sweep compares points,
+    each one's features are checked (ResultError names a broken file before anything is written)."""
     sweep = load_sweep(sweep.origin, config_dir)  # afresh: a rate target may have been committed since it was read
     labels, out = {p.label for p in sweep.points}, {}
     for point in sweep.points:
@@ -52,7 +52,8 @@ def report_results(sweep, results_dir: str, config_dir, log: Callable[[str], Non
             log(f"sweep {sweep.name}: {result.folder} left out of the report, stale: {why}")
             continue
         out[point.label] = result
-    shapes = {label: load_features(r).shape for label, r in out.items()}
+    needs_features = bool(sweep.compare or sweep.seeds)  # a sweep without comparisons reports metrics only
+    shapes = {label: load_features(r).shape for label, r in out.items()} if needs_features else {}
     common = Counter(shapes.values()).most_common(1)[0][0] if shapes else None
     for label, shape in shapes.items():
         if shape != common:
