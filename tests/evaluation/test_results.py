@@ -4,9 +4,11 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from ul_pipeline.evaluation.comparison import Pair, verdict, write_comparison
 from ul_pipeline.evaluation.results import load_result, save_result, stale_reasons
+from ul_pipeline.plan.hardware import cpu_model
 
 CONFIG = {"name": "s:a", "stage1": {"c_lf": 3.0, "prior": "diffusion", "decoder_loss": "diffusion"},
           "stage2": {"preset": "small"}, "compute": {"device": "cpu"}}
@@ -28,6 +30,9 @@ def test_a_committed_result_is_reused_only_for_the_same_config_and_code(tmp_path
     r = load_result(tmp_path / "results", "a")
     assert r.record["code_versions"] == CODE and "grid" not in r.metrics  # absolute paths are not committed
     assert stale_reasons(r, CONFIG, CODE) == []
+    machine = r.record["machine"]  # what it ran on, beside the numbers (not part of its identity)
+    assert machine["cpu"] == cpu_model() and machine["torch_cpu_capability"] in ("DEFAULT", "AVX2", "AVX512")
+    assert isinstance(machine["avx512_bf16"], bool) and (machine["gpu"] is None) == (not torch.cuda.is_available())
     assert stale_reasons(r, {**CONFIG, "compute": {"device": "cuda"}, "name": "other"}, CODE) == []  # where it ran
     changed = {**CONFIG, "stage1": {**CONFIG["stage1"], "c_lf": 6.0}}
     assert stale_reasons(r, changed, CODE) == ["config differs in stage1"]

@@ -129,6 +129,15 @@ def stale_reasons(result: CommittedResult, config: dict, code_versions: dict[str
     return reasons
 
 
+def machine() -> dict[str, Any]:
+    """What the point ran on: the CPU and its kernel ISA (CPUs with and without AVX-512 or native bf16
+    round differently, so two arms of a paired seed are best run on one kind) and the GPU if any."""
+    from ul_pipeline.plan.hardware import cpu_isa
+
+    isa = {k: v for k, v in cpu_isa().items() if k != "threads"}
+    return {**isa, "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
 def save_result(results_dir: str | Path, label: str, point: str, config: dict, code_versions: dict[str, str],
                 metrics: dict[str, Any], evaluation_dir: str | Path, wall_seconds: float | None) -> CommittedResult:
     """Write a point's result folder: features and grids first, result.json last (its presence = done)."""
@@ -144,7 +153,7 @@ def save_result(results_dir: str | Path, label: str, point: str, config: dict, c
         "config_sha256": json_sha256(result_config(config)), "code_versions": dict(code_versions),
         "commit": code_version(),  # package version + git commit (.dirty for local changes)
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "wall_seconds": wall_seconds, "torch_threads": torch.get_num_threads(),
+        "wall_seconds": wall_seconds, "torch_threads": torch.get_num_threads(), "machine": machine(),
         "metrics": {k: v for k, v in metrics.items() if not isinstance(v, str) or not v.startswith("/")},
     }
     tmp = folder / f".{RESULT}.tmp"
