@@ -22,6 +22,7 @@ significant digits); until that result exists the point `waits_for` it and canno
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -56,11 +57,26 @@ def round_rate(bits_per_pixel: float) -> float:
 
 
 def measured_rate(results_root: Path, label: str) -> Optional[float]:
-    """The committed held-out bits/pixel of a point, or None when it has no committed result yet."""
+    """The committed held-out bits/pixel of a point, or None when it has no committed result yet.
+
+    A result that cannot give a rate is a ConfigError naming its file: a bare JSON or key error named nothing, and a
+    rate of 0 would have become a target of 0, which means "beta fixed"."""
     path = results_root / label / "result.json"
     if not path.exists():
         return None
-    return round_rate(float(json.loads(path.read_text())["metrics"]["bits_per_pixel"]))
+    what = f"{path}: {label}'s committed result (a seed point's rate target)"
+    fix = f"restore it (git checkout -- {path}) or delete it and run the point {label} again"
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ConfigError(f"{what} is not valid JSON ({e}); {fix}") from None
+    metrics = record.get("metrics") if isinstance(record, dict) else None
+    rate = metrics.get("bits_per_pixel") if isinstance(metrics, dict) else None
+    if not isinstance(rate, (int, float)) or isinstance(rate, bool):
+        raise ConfigError(f"{what} has no metrics.bits_per_pixel number; {fix}")
+    if not math.isfinite(rate) or rate <= 0:
+        raise ConfigError(f"{what}: metrics.bits_per_pixel = {rate!r} is not a rate (need a finite value > 0); {fix}")
+    return round_rate(float(rate))
 
 
 def expand_seeds(section: Any, variants: dict[str, dict], origin: str, repo_root: Path
