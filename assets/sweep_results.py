@@ -35,6 +35,24 @@ def committed_reason(results_dir: str, point, config_dir, committed: Optional[Co
     return "; ".join(reasons) if reasons else None
 
 
+def rate_source_reason(sweep, point, config_dir) -> Optional[str]:
+    """Why a seed point whose rate target is another point's committed rate may not train yet (None when it may):
+    that result is stale, so the report leaves it out and a run of its point will replace the rate."""
+    if not point.rate_from:
+        return None
+    source = next(p for p in sweep.points if p.label == point.rate_from)
+    if source.waits_for:  # a chain of rate targets: the source's own is not committed yet
+        return f"waits for {source.label}, which waits for {source.waits_for}'s committed result"
+    results = Path(config_dir).resolve().parent / sweep.seeds.results
+    why = committed_reason(str(results), source, config_dir)
+    if why is None:
+        return None
+    if point.waits_for or why == "no committed result":
+        return f"waits for {source.label}'s committed result (its rate target)"
+    return (f"waits for {source.label}: its committed result in {results}, this point's rate target, is stale "
+            f"({why}); run {source.label} again first")
+
+
 def report_results(sweep, results_dir: str, config_dir, log: Callable[[str], None]) -> dict[str, CommittedResult]:
     """{label: result} of the sweep's points whose committed result stands; where the sweep compares points,
     each one's features are checked (ResultError names a broken file before anything is written)."""

@@ -27,7 +27,6 @@ also judges the sweep's `paired` comparisons over the seeds (seeds.md, seeds.jso
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -39,7 +38,8 @@ from assets.artifacts import ExperimentArtifacts, resolve
 from ul_pipeline.config import CONFIG_DIR, ConfigError
 from ul_pipeline.config.sweeps import load_sweep
 from ul_pipeline.config import to_dict
-from assets.sweep_results import code_versions, committed_reason, report_results
+from assets.sweep_commit import commit_result, uncommitted
+from assets.sweep_results import code_versions, committed_reason, rate_source_reason, report_results
 from ul_pipeline.evaluation.results import ResultError, result_config, save_result
 from ul_pipeline.train.checkpoint import file_sha256
 from ul_pipeline.versioning import json_sha256
@@ -62,31 +62,32 @@ def pending_reason(art: ExperimentArtifacts) -> Optional[str]:
     return None
 
 
-def export_result(results_dir: str, point, art: ExperimentArtifacts, seconds: float) -> None:
-    """Copy a finished point's evaluation into results_dir/<label>/ (result.json written last)."""
+def export_result(results_dir: str, point, art: ExperimentArtifacts, seconds: float) -> Optional[str]:
+    """Copy a finished point's evaluation into results_dir/<label>/ (result.json written last); returns why it was
+    not written (None when it was): an evaluation made from another config than the point's current one (edited, or
+    a rate target re-committed, while the point ran) would be recorded under the current config's hash."""
+    why = pending_reason(art)
+    if why is not None:
+        return f"result not written: {why}; run the point again"
     metrics = json.loads((art.evaluation_dir / "metrics.json").read_text())
     parts = [metrics.get(k) for k in ("stage1_train_seconds", "encode_seconds", "stage2_train_seconds", "eval_seconds")]
     wall = sum(p for p in parts if isinstance(p, (int, float))) if any(parts) else seconds
     save_result(results_dir, point.label, point.key, to_dict(art.cfg), code_versions(), metrics,
                 art.evaluation_dir, wall)
+    return None
 
 
-def commit_result(results_dir: str, point, log: Callable[[str], None]) -> None:
-    """git add + commit of the point's result folder alone (other staged changes stay staged, uncommitted)."""
-    folder = Path(results_dir).resolve() / point.label  # absolute: git runs in the folder's parent
-    msg = f"{point.key}: committed result (sweep_runner --commit)"
-    for attempt in range(5):  # a second runner process may hold the index lock for a moment
-        try:
-            for cmd in (["git", "add", "--", str(folder)], ["git", "commit", "-q", "-m", msg, "--", str(folder)]):
-                subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=folder.parent)
-            log(f"  committed {folder}")
-            return
-        except (OSError, subprocess.CalledProcessError) as e:
-            error = getattr(e, "stderr", "") or str(e)
-            if "index.lock" not in error:
-                break
-            time.sleep(2.0 * (attempt + 1))
-    log(f"  WARNING: could not commit {folder} ({error.strip()}); commit it by hand")
+def export(results_dir: str, point, art: ExperimentArtifacts, seconds: float, commit: bool, tag: str,
+           log: Callable[[str], None]) -> Optional[str]:
+    """export_result, logged, then the commit when asked; returns why nothing was written (None when it was)."""
+    why = export_result(results_dir, point, art, seconds)
+    if why is not None:
+        log(f"{tag}: WARNING: {why}")
+        return why
+    log(f"{tag}: result written to {results_dir}/{point.label}" + ("" if commit else " (commit it)"))
+    if commit:
+        commit_result(results_dir, point, log)
+    return None
 
 
 def check_seed_results(loaded, results_dir: Optional[str], config_dir) -> None:
@@ -203,16 +204,21 @@ def run_sweep(sweep: str, defs: Definitions, instance: DagsterInstance, log: Cal
             why = committed_reason(results_dir, point, experiment_config.config_dir or CONFIG_DIR)
             if why is None:
                 log(f"{tag}: committed result in {results_dir}/{point.label} matches its config and code; skipped")
+                if commit and uncommitted(results_dir, point):  # written by a run killed before its commit
+                    commit_result(results_dir, point, log)
                 continue
             log(f"{tag}: {why}")
         art = resolve(point.key, storage, experiment_config, compute)
         reason = pending_reason(art)
         if reason is None:
             log(f"{tag}: already evaluated on its current checkpoints; skipped")
-            if results_dir is not None:
-                export_result(results_dir, point, art, 0.0)
-                if commit:
-                    commit_result(results_dir, point, log)
+            if results_dir is not None and export(results_dir, point, art, 0.0, commit, tag, log) is not None:
+                failed.append(point.key)
+            continue
+        waiting = rate_source_reason(load_sweep(sweep, config_dir), point, config_dir) if point.rate_from else None
+        if waiting is not None:  # its rate target would be a result the report leaves out, soon replaced
+            log(f"{tag}: {waiting}; not run")
+            failed.append(point.key)
             continue
         log(f"{tag}: running job full ({reason})")
         t0 = time.perf_counter()
@@ -222,11 +228,9 @@ def run_sweep(sweep: str, defs: Definitions, instance: DagsterInstance, log: Cal
         if not result.success:
             failed.append(point.key)
         elif results_dir is not None:
-            export_result(results_dir, point, resolve(point.key, storage, experiment_config, compute),
-                          time.perf_counter() - t0)
-            log(f"{tag}: result written to {results_dir}/{point.label}" + ("" if commit else " (commit it)"))
-            if commit:
-                commit_result(results_dir, point, log)
+            art = resolve(point.key, storage, experiment_config, compute)  # afresh: what the point is now
+            if export(results_dir, point, art, time.perf_counter() - t0, commit, tag, log) is not None:
+                failed.append(point.key)
     if failed:
         log(f"sweep {sweep}: {len(failed)} point(s) failed ({', '.join(failed)}); study not materialised. "
             f"Fix them and run again: finished points are skipped.")

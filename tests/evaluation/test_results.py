@@ -35,7 +35,7 @@ def test_a_committed_result_is_reused_only_for_the_same_config_and_code(tmp_path
     assert isinstance(machine["avx512_bf16"], bool) and (machine["gpu"] is None) == (not torch.cuda.is_available())
     assert stale_reasons(r, {**CONFIG, "compute": {"device": "cuda"}, "name": "other"}, CODE) == []  # where it ran
     changed = {**CONFIG, "stage1": {**CONFIG["stage1"], "c_lf": 6.0}}
-    assert stale_reasons(r, changed, CODE) == ["config differs in stage1"]
+    assert stale_reasons(r, changed, CODE) == ["config differs in stage1.c_lf 3.0 -> 6.0"]  # which key, its values
     assert stale_reasons(r, CONFIG, {**CODE, "stage2": "new"}) == ["stage2 code version s2v -> new"]
     assert load_result(tmp_path / "results", "missing") is None
 

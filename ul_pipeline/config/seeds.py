@@ -80,8 +80,9 @@ def measured_rate(results_root: Path, label: str) -> Optional[float]:
 
 
 def expand_seeds(section: Any, variants: dict[str, dict], origin: str, repo_root: Path
-                 ) -> tuple[SeedPlan, list[tuple[str, dict, Optional[str]]]]:
-    """(the plan, [(label, overrides, waits_for)] of the seed points the variants do not already hold)."""
+                 ) -> tuple[SeedPlan, list[tuple[str, dict, Optional[str], Optional[str]]]]:
+    """(the plan, [(label, overrides, waits_for, rate_from)] of the seed points the variants do not already hold;
+    rate_from: the point whose committed rate is the point's target, None for an arm not in rate_of)."""
     where = f"{origin}: sweep.seeds"
     if not isinstance(section, dict) or set(section) - {"n", "arms", "rate_of", "results"}:
         raise ConfigError(f"{where}: a mapping with n, arms, and optionally rate_of and results")
@@ -103,7 +104,7 @@ def expand_seeds(section: Any, variants: dict[str, dict], origin: str, repo_root
             if label in variants:
                 continue
             overrides = {**variants[arm], **{k: s for k in SEED_KEYS}}
-            waits_for = None
+            waits_for, source = None, None
             if arm in rate_of:
                 source = plan.label(rate_of[arm], s)
                 rate = measured_rate(repo_root / plan.results, source)
@@ -112,5 +113,5 @@ def expand_seeds(section: Any, variants: dict[str, dict], origin: str, repo_root
                     overrides.pop(TARGET_KEY, None)
                 else:
                     overrides[TARGET_KEY] = rate
-            points.append((label, overrides, waits_for))
+            points.append((label, overrides, waits_for, source))
     return plan, points

@@ -45,6 +45,7 @@ class SweepPoint:
     overrides: dict[str, Any]  # dotted config key -> value, merged over the sweep file's base
     variant: Optional[str] = None  # the variant's name; None for a grid point
     waits_for: Optional[str] = None  # a seed point whose rate target is this point's committed rate (config/seeds.py)
+    rate_from: Optional[str] = None  # the point whose committed rate is this point's target (waited for or not)
 
 
 @dataclass(frozen=True)
@@ -157,8 +158,8 @@ def expand(name: str, section: dict, origin: str) -> Sweep:
     if section.get("seeds") is not None:
         plan, extra = expand_seeds(section["seeds"], {p.label: p.overrides for p in points if p.variant},
                                    origin, Path(origin).resolve().parents[2])
-        for label, overrides, waits_for in extra:
-            points.append(SweepPoint(f"{name}{POINT_SEP}{label}", label, overrides, label, waits_for))
+        for label, overrides, waits_for, rate_from in extra:
+            points.append(SweepPoint(f"{name}{POINT_SEP}{label}", label, overrides, label, waits_for, rate_from))
     seen = set()
     for p in points:
         if p.key in seen:

@@ -114,13 +114,22 @@ def _equivalences(results_dir: Path) -> dict[str, dict[str, set[str]]]:
     return out
 
 
+def _differences(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ, each with its values (stage1.c_lf 3.0 -> 6.0): the section's name alone
+    did not say that it was a seed point's rate target that moved."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [d for k in sorted(set(old) | set(new), key=str)
+                for d in _differences(old.get(k), new.get(k), f"{prefix}{k}.")]
+    return [] if old == new else [f"{prefix[:-1]} {old!r} -> {new!r}"]
+
+
 def stale_reasons(result: CommittedResult, config: dict, code_versions: dict[str, str]) -> list[str]:
     """Why a committed result may not stand for a run of (config, code versions); [] when it may."""
     reasons = []
     if result.record.get("config_sha256") != json_sha256(result_config(config)):
-        old, new = result.record.get("config", {}), result_config(config)
-        keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-        reasons.append(f"config differs in {', '.join(keys) or 'its hash'}")
+        keys = _differences(result.record.get("config", {}), result_config(config))
+        shown = ", ".join(keys[:4]) + (f" and {len(keys) - 4} more" if len(keys) > 4 else "")
+        reasons.append(f"config differs in {shown or 'its hash'}")
     same = _equivalences(result.folder.parent)
     for stage in STAGES:
         have, want = result.record.get("code_versions", {}).get(stage), code_versions.get(stage)
