@@ -50,7 +50,11 @@ def judge(plan: SeedPlan, a: str, b: str, rows: list[dict[str, Any]]) -> dict[st
     if len(rows) < 2:
         out["verdict"] = f"not judged: {len(rows)} of {plan.n} paired seeds committed"
         return out
-    interval = paired_seeds.paired_seed_interval([r["difference"] for r in rows], [r["within_se"] for r in rows])
+    try:
+        interval = paired_seeds.paired_seed_interval([r["difference"] for r in rows], [r["within_se"] for r in rows])
+    except ValueError as e:  # e.g. no noise measured: both arms' samples identical at every seed
+        out["verdict"] = f"not judged: {e}"
+        return out
     unpaired = paired_seeds.unpaired_seed_interval([r["kid_a"] for r in rows], [r["kid_b"] for r in rows],
                                                    within_se_a=[r["kid_se_a"] or 0.0 for r in rows],
                                                    within_se_b=[r["kid_se_b"] or 0.0 for r in rows])
