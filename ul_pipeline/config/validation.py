@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+import math
+
 from omegaconf import DictConfig, OmegaConf
 
 from ul_pipeline.config.schema import DATA_SOURCES, VIDEO_SOURCES, ConfigError
@@ -37,8 +39,9 @@ def validate(cfg: DictConfig) -> None:
            f"must be fixed or learned, got '{cfg.stage1.encoder_noise}'")
     _check(cfg.stage1.mse_sigma > 0, "stage1.mse_sigma", "must be > 0")
     _check(cfg.stage1.latent_weight > 0, "stage1.latent_weight", "must be > 0")
-    _check(cfg.stage1.target_bits_per_pixel >= 0, "stage1.target_bits_per_pixel", "must be >= 0 (0 = beta fixed)")
-    _check(cfg.stage1.rate_gain > 0, "stage1.rate_gain", "must be > 0")
+    _check(0 <= cfg.stage1.target_bits_per_pixel < math.inf, "stage1.target_bits_per_pixel",
+           "must be finite and >= 0 (0 = beta fixed)")
+    _check(0 < cfg.stage1.rate_gain < math.inf, "stage1.rate_gain", "must be finite and > 0")
     _check(cfg.stage1.rate_control in ("integral", "pi"), "stage1.rate_control", "must be integral or pi")
     _check(not (cfg.stage2.standardize and cfg.data.frames), "stage2.standardize",
            "is for still images; the frame-conditioned base model does not standardise its latents")
