@@ -78,22 +78,6 @@ def _level(level: float) -> float:
     return float(level)
 
 
-def _scale(*arrays: np.ndarray) -> float:
-    """What the values are divided by before their squares are summed: 1 (so results stay bit for bit those of
-    the committed reports) unless the largest |value| is so large (1e200) that its square would overflow to an
-    interval of (-inf, inf); then that value."""
-    top = max(float(np.max(np.abs(a))) for a in arrays)
-    return top if top > 1e100 else 1.0
-
-
-def _sd(x: np.ndarray, scale: float) -> float:
-    return float((x / scale).std(ddof=1)) * scale
-
-
-def _rms(w: np.ndarray, scale: float) -> float:
-    return float(np.sqrt(np.mean((w / scale) ** 2))) * scale
-
-
 def paired_seed_interval(differences: Sequence[float], within_se: Optional[Sequence[float]] = None,
                          level: float = 0.95) -> SeedInterval:
     """The t-interval of mean_s d_s over n >= 2 paired seeds (module docstring); within_se: w_s per seed.
@@ -102,14 +86,13 @@ def paired_seed_interval(differences: Sequence[float], within_se: Optional[Seque
     certainty from n seeds (identical arms, or within-seed SEs that were never measured)."""
     d = _array(differences, "paired differences")
     n, w, level = d.size, _within(within_se, d.size, "within-seed standard errors"), _level(level)
-    scale = _scale(d, w)
-    sd, rms_w = _sd(d, scale), _rms(w, scale)
-    se = math.sqrt(max(sd / scale, rms_w / scale) ** 2 / n) * scale
+    sd, rms_w = float(d.std(ddof=1)), float(np.sqrt(np.mean(w**2)))
+    se = math.sqrt(max(sd**2, rms_w**2) / n)
     if se == 0.0:
         raise ValueError(f"no noise measured: the {n} paired differences are all {d[0]!r} and no within-seed "
                          "standard error is > 0, so an interval would have zero width")
     half = float(stats.t.ppf((1.0 + level) / 2.0, n - 1)) * se
-    est = float(np.mean(d / scale)) * scale
+    est = float(d.mean())
     return SeedInterval(est, est - half, est + half, level, n, se, sd, rms_w)
 
 
@@ -119,15 +102,15 @@ def unpaired_seed_interval(values_a: Sequence[float], values_b: Sequence[float],
     """Welch's t-interval of mean(a) - mean(b) with the seeds of a and b taken as independent (no pairing)."""
     a, b = _array(values_a, "values of a"), _array(values_b, "values of b")
     wa, wb = _within(within_se_a, a.size, "within-seed SE of a"), _within(within_se_b, b.size, "within-seed SE of b")
-    level, k = _level(level), _scale(a, b, wa, wb)  # variances in units of k^2: no overflow for finite data
-    va = max((a / k).var(ddof=1), float(np.mean((wa / k) ** 2))) / a.size
-    vb = max((b / k).var(ddof=1), float(np.mean((wb / k) ** 2))) / b.size
-    se = math.sqrt(va + vb) * k
+    level = _level(level)
+    va, vb = max(a.var(ddof=1), float(np.mean(wa**2))) / a.size, max(b.var(ddof=1), float(np.mean(wb**2))) / b.size
+    se = math.sqrt(va + vb)
     df = (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1)) if va + vb > 0 else a.size + b.size - 2
     half = float(stats.t.ppf((1.0 + level) / 2.0, df)) * se
-    est = (float(np.mean(a / k)) - float(np.mean(b / k))) * k
+    est = float(a.mean() - b.mean())
     return SeedInterval(est, est - half, est + half, level, min(a.size, b.size), se,
-                        math.sqrt((a / k).var(ddof=1) + (b / k).var(ddof=1)) * k, _rms(np.r_[wa, wb], k), "welch-t")
+                        math.sqrt(a.var(ddof=1) + b.var(ddof=1)), float(np.sqrt(np.mean(np.r_[wa, wb] ** 2))),
+                        "welch-t")
 
 
 def power(delta: float, spread: float, n: int, level: float = 0.95) -> float:
