@@ -162,7 +162,8 @@ def write_report(sweep, results_dir: str, report_dir: str, res, log: Callable[[s
         if sweep.seeds is not None and sweep.seeds.paired:
             from ul_pipeline.evaluation.seed_report import write_seed_report
 
-            seeds = write_seed_report(sweep.seeds, results, reference, staging)
+            committed = [p.parent.name for p in Path(results_dir).glob("*/result.json")]
+            seeds = write_seed_report(sweep.seeds, results, reference, staging, committed)
     log(f"sweep {sweep.name}: report of {len(results)} of {len(sweep.points)} points in {report_dir} "
         f"(table.md, comparisons.md, kid_vs_bits.png, kid_vs_psnr.png)")
     for c in summary["comparisons"]:

@@ -66,3 +66,14 @@ def test_results_from_before_the_machine_was_recorded_show_no_machine(tmp_path):
     results = {PLAN.label(arm, s): committed(tmp_path, PLAN.label(arm, s), s) for arm in ("ul", "np") for s in (0, 1)}
     rows = seed_report.write_seed_report(PLAN, results, REFERENCE, tmp_path / "report")["comparisons"][0]["seeds"]
     assert [r["machine"] for r in rows] == [None, None]
+
+
+def test_committed_seeds_beyond_a_lowered_n_are_named_not_silently_dropped(tmp_path):
+    results = {PLAN.label(arm, s): committed(tmp_path, PLAN.label(arm, s), s) for arm in ("ul", "np") for s in range(6)}
+    lowered = SeedPlan(5, PLAN.arms, PLAN.paired)  # n edited 6 -> 5 after seed 5 was seen: the sweep drops it
+    kept = {k: v for k, v in results.items() if not k.endswith("_seed5")}
+    summary = seed_report.write_seed_report(lowered, kept, REFERENCE, tmp_path / "report", committed=list(results))
+    (c,) = summary["comparisons"]
+    assert c["n"] == 5 and c["beyond_n"] == ["ul_seed5", "np_seed5"]
+    assert "committed beyond n = 5, not judged: ul_seed5, np_seed5" in c["verdict"]
+    assert "ul_seed5" in (tmp_path / "report" / "seeds.md").read_text()

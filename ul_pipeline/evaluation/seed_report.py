@@ -11,6 +11,7 @@ per comparison: seeds as points with +-1.96 SE bars, the interval as a bar besid
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -71,11 +72,23 @@ def waiting(plan: SeedPlan, a: str, b: str, results: dict[str, CommittedResult])
     return out
 
 
-def judge(plan: SeedPlan, a: str, b: str, rows: list[dict[str, Any]], waits: Sequence[str] = ()) -> dict[str, Any]:
-    """The rule applied to one comparison's seeds (provisional while fewer than plan.n are in); `waits`: the
-    seeds with one arm committed (`waiting`), named in the verdict."""
-    out: dict[str, Any] = {"a": a, "b": b, "seeds": rows, "n": len(rows), "planned": plan.n, "waiting": list(waits)}
+def beyond_n(plan: SeedPlan, a: str, b: str, committed: Sequence[str]) -> list[str]:
+    """Committed seed points of a or b at a seed >= plan.n: seeds a lowered n would drop unseen (the rule fixes n
+    before any result), named in the verdict."""
+    return [f"{arm}_seed{s}" for arm in (a, b) for s in sorted(
+        int(m.group(1)) for m in (re.fullmatch(rf"{re.escape(arm)}_seed(\d+)", x) for x in committed) if m)
+        if s >= plan.n]
+
+
+def judge(plan: SeedPlan, a: str, b: str, rows: list[dict[str, Any]], waits: Sequence[str] = (),
+          beyond: Sequence[str] = ()) -> dict[str, Any]:
+    """The rule applied to one comparison's seeds (provisional while fewer than plan.n are in); named in the
+    verdict: `waits`, the seeds with one arm committed (`waiting`), and `beyond`, seeds past n (`beyond_n`)."""
+    out: dict[str, Any] = {"a": a, "b": b, "seeds": rows, "n": len(rows), "planned": plan.n, "waiting": list(waits),
+                           "beyond_n": list(beyond)}
     waits_text = "".join(f"; {w}" for w in waits)
+    if beyond:
+        waits_text += f"; committed beyond n = {plan.n}, not judged: {', '.join(beyond)}"
     if len(rows) < 2:
         out["verdict"] = f"not judged: {len(rows)} of {plan.n} paired seeds committed{waits_text}"
         return out
@@ -89,7 +102,7 @@ def judge(plan: SeedPlan, a: str, b: str, rows: list[dict[str, Any]], waits: Seq
                                                    within_se_b=[r["kid_se_b"] or 0.0 for r in rows])
     mdd = paired_seeds.minimum_detectable_difference(interval.spread, interval.n_seeds)
     verdict = paired_seeds.verdict(a, b, interval, mdd)
-    if len(rows) < plan.n:
+    if len(rows) < plan.n or waits_text:
         verdict = f"provisional ({len(rows)} of {plan.n} seeds{waits_text}): {verdict}"
     out.update(interval=interval.__dict__, unpaired=unpaired.__dict__, mdd=mdd, verdict=verdict)
     return out
@@ -157,12 +170,13 @@ def markdown(judged: list[dict[str, Any]], power_rows: list[dict], spreads: dict
 
 
 def write_seed_report(plan: SeedPlan, results: dict[str, CommittedResult], reference: np.ndarray,
-                      out_dir: str | Path) -> dict[str, Any]:
-    """seeds.md, seeds.json and paired_seeds.png in out_dir; returns the summary."""
+                      out_dir: str | Path, committed: Sequence[str] = ()) -> dict[str, Any]:
+    """seeds.md, seeds.json and paired_seeds.png in out_dir; returns the summary. `committed`: the labels of every
+    result folder (also those no point of the sweep), to name seeds committed beyond plan.n."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    judged = [judge(plan, a, b, seed_differences(plan, a, b, results, reference), waiting(plan, a, b, results))
-              for a, b, _ in plan.paired]
+    judged = [judge(plan, a, b, seed_differences(plan, a, b, results, reference), waiting(plan, a, b, results),
+                    beyond_n(plan, a, b, committed)) for a, b, _ in plan.paired]
     spreads = {f"{c['a']} vs {c['b']}": c["interval"]["se"] * np.sqrt(c["n"]) for c in judged if "interval" in c}
     power_rows = paired_seeds.power_table(spreads, POWER_NS) if spreads else []
     (out_dir / "seeds.md").write_text(markdown(judged, power_rows, spreads))
