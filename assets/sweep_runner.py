@@ -41,6 +41,7 @@ from ul_pipeline.config import to_dict
 from assets.sweep_commit import commit_result, uncommitted
 from assets.sweep_results import code_versions, committed_reason, rate_source_reason, report_results
 from ul_pipeline.evaluation.results import ResultError, result_config, save_result
+from ul_pipeline.evaluation.report_files import ReportWriteError
 from ul_pipeline.train.checkpoint import file_sha256
 from ul_pipeline.versioning import json_sha256
 
@@ -147,12 +148,13 @@ def write_report(sweep, results_dir: str, report_dir: str, res, log: Callable[[s
     import numpy as np
 
     from ul_pipeline.evaluation.comparison import Pair, write_comparison
-    from ul_pipeline.evaluation.report_files import staged_report
+    from ul_pipeline.evaluation.report_files import staged_report, writable
 
     results = report_results(sweep, results_dir, res[1].config_dir or CONFIG_DIR, log)
     if not results:
         log(f"sweep {sweep.name}: no committed results in {results_dir}; no report")
         return False
+    writable(report_dir)  # a read-only report folder stops here, not after the reference and the KIDs
     reference = training_reference(sweep, *res, log=log) if sweep.compare or sweep.seeds else np.zeros((0, 1))
     with staged_report(report_dir) as staging:
         summary = write_comparison(results, [Pair(*c) for c in sweep.compare], sweep.repeats, reference, staging)
@@ -160,7 +162,8 @@ def write_report(sweep, results_dir: str, report_dir: str, res, log: Callable[[s
         if sweep.seeds is not None and sweep.seeds.paired:
             from ul_pipeline.evaluation.seed_report import write_seed_report
 
-            seeds = write_seed_report(sweep.seeds, results, reference, staging)
+            committed = [p.parent.name for p in Path(results_dir).glob("*/result.json")]
+            seeds = write_seed_report(sweep.seeds, results, reference, staging, committed)
     log(f"sweep {sweep.name}: report of {len(results)} of {len(sweep.points)} points in {report_dir} "
         f"(table.md, comparisons.md, kid_vs_bits.png, kid_vs_psnr.png)")
     for c in summary["comparisons"]:
@@ -286,8 +289,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         except ConfigError as e:
             print(f"config error: {e}", file=sys.stderr)
             return 2
-        except ResultError as e:  # a committed result that cannot be read: the message names the file
-            print(f"error: {e}", file=sys.stderr)
+        except (ResultError, ReportWriteError) as e:  # an unreadable committed result, an unwritable report
+            print(f"error: {e}", file=sys.stderr)  # folder: the message names the path
             return 2
     return 0 if ok else 1
 

@@ -101,7 +101,12 @@ def expand_seeds(section: Any, variants: dict[str, dict], origin: str, repo_root
     for s in range(1, n):
         for arm in arms:  # seed by seed, arms in order: a UL arm before the arm that takes its rate
             label = plan.label(arm, s)
-            if label in variants:
+            if label in variants:  # counts as it is, but it must train at seed s: it is paired as seed s
+                wrong = [f"{k} = {variants[label].get(k)!r}" for k in SEED_KEYS if variants[label].get(k) != s]
+                if wrong:
+                    raise ConfigError(f"{origin}: sweep.variants.{label} is {arm} at study seed {s} (sweep.seeds), "
+                                      f"but sets {', '.join(wrong)}: give it {' and '.join(SEED_KEYS)} = {s}, "
+                                      "or another name")
                 continue
             overrides = {**variants[arm], **{k: s for k in SEED_KEYS}}
             waits_for, source = None, None

@@ -38,6 +38,25 @@ def locked(folder: Path) -> Iterator[None]:
         os.close(fd)  # closing releases the lock
 
 
+class ReportWriteError(OSError):
+    """The report folder cannot be written (read-only, full); the message names it, its files stay as they were."""
+
+
+def writable(out_dir: str | Path) -> Path:
+    """out_dir, created if absent, once a probe file could be written there and removed: a read-only folder is a
+    ReportWriteError naming it before any of the report's work is spent, not a traceback after it."""
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-probe-", dir=out_dir)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ReportWriteError(f"{out_dir}: cannot write the report there ({e.strerror or e}); the files there "
+                               "are unchanged") from e
+    return out_dir
+
+
 def publish(staging: Path, out_dir: Path) -> list[Path]:
     """Move every file of `staging` into `out_dir` as one set (module docstring); returns the new paths."""
     names = sorted(p.name for p in staging.iterdir() if p.is_file())
@@ -46,7 +65,11 @@ def publish(staging: Path, out_dir: Path) -> list[Path]:
         try:
             for name in names:
                 tmp = out_dir / f".{name}.tmp-{os.getpid()}"
-                shutil.copyfile(staging / name, tmp)
+                try:
+                    shutil.copyfile(staging / name, tmp)
+                except OSError as e:  # e.g. the disk filled: nothing of out_dir was replaced yet
+                    raise ReportWriteError(f"{out_dir}: cannot write the report there ({e.strerror or e}); the "
+                                           "files there are unchanged") from e
                 tmps.append(tmp)
             for tmp, name in zip(tmps, names):
                 os.replace(tmp, out_dir / name)
@@ -59,8 +82,7 @@ def publish(staging: Path, out_dir: Path) -> list[Path]:
 @contextlib.contextmanager
 def staged_report(out_dir: str | Path) -> Iterator[Path]:
     """A temporary folder to write a report into; its files replace out_dir's when the body succeeds."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = writable(out_dir)
     staging = Path(tempfile.mkdtemp(prefix="report-"))
     try:
         yield staging

@@ -11,8 +11,9 @@ per comparison: seeds as points with +-1.96 SE bars, the interval as a bar besid
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -35,20 +36,61 @@ def seed_differences(plan: SeedPlan, a: str, b: str, results: dict[str, Committe
         fa, fb = load_features(ra), load_features(rb)
         d, w = statistics.paired_kid_difference(reference, fa, fb)
         rate_a, rate_b = ra.metrics.get("bits_per_pixel"), rb.metrics.get("bits_per_pixel")
-        prec = {ra.metrics.get("sampler_precision"), rb.metrics.get("sampler_precision")} - {None}
         rows.append({"seed": s, "a": la, "b": lb, "difference": d, "within_se": w,
                      "kid_a": ra.metrics.get("kid_train"), "kid_b": rb.metrics.get("kid_train"),
                      "kid_se_a": ra.metrics.get("kid_train_se"), "kid_se_b": rb.metrics.get("kid_train_se"),
-                     "rate_ratio": rate_a / rate_b if rate_a and rate_b else None,
-                     "precision": "/".join(sorted(prec)) or None})  # autocast where it ran (bf16 | fp32)
+                     "rate_ratio": rate_a / rate_b if rate_a and rate_b else None,  # autocast where it ran:
+                     "precision": per_arm(ra.metrics.get("sampler_precision"), rb.metrics.get("sampler_precision")),
+                     "machine": per_arm(machine_kind(ra), machine_kind(rb))})
     return rows
 
 
-def judge(plan: SeedPlan, a: str, b: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The rule applied to one comparison's seeds (provisional while fewer than plan.n are in)."""
-    out: dict[str, Any] = {"a": a, "b": b, "seeds": rows, "n": len(rows), "planned": plan.n}
+def per_arm(value_a: Any, value_b: Any) -> Optional[str]:
+    """One value when both arms of a seed share it, else 'a/b' in arm order ('?' where an arm recorded none)."""
+    if value_a is None and value_b is None:
+        return None
+    return str(value_a) if value_a == value_b else f"{value_a or '?'}/{value_b or '?'}"
+
+
+def machine_kind(result: CommittedResult) -> Optional[str]:
+    """What decides a point's rounding (results.machine): the GPU, else torch's CPU kernel ISA and native bf16
+    (AVX512+bf16, AVX512, AVX2); None for a result made before the machine was recorded."""
+    m = result.record.get("machine")
+    if not isinstance(m, dict):
+        return None
+    return str(m["gpu"]) if m.get("gpu") else f"{m.get('torch_cpu_capability') or '?'}" + (
+        "+bf16" if m.get("avx512_bf16") else "")
+
+
+def waiting(plan: SeedPlan, a: str, b: str, results: dict[str, CommittedResult]) -> list[str]:
+    """The seeds at which one arm is committed and its partner not yet: left out of the pairing, named."""
+    out = []
+    for s in range(plan.n):
+        la, lb = plan.label(a, s), plan.label(b, s)
+        if (la in results) != (lb in results):
+            out.append(f"seed {s} waits for {lb if la in results else la}")
+    return out
+
+
+def beyond_n(plan: SeedPlan, a: str, b: str, committed: Sequence[str]) -> list[str]:
+    """Committed seed points of a or b at a seed >= plan.n: seeds a lowered n would drop unseen (the rule fixes n
+    before any result), named in the verdict."""
+    return [f"{arm}_seed{s}" for arm in (a, b) for s in sorted(
+        int(m.group(1)) for m in (re.fullmatch(rf"{re.escape(arm)}_seed(\d+)", x) for x in committed) if m)
+        if s >= plan.n]
+
+
+def judge(plan: SeedPlan, a: str, b: str, rows: list[dict[str, Any]], waits: Sequence[str] = (),
+          beyond: Sequence[str] = ()) -> dict[str, Any]:
+    """The rule applied to one comparison's seeds (provisional while fewer than plan.n are in); named in the
+    verdict: `waits`, the seeds with one arm committed (`waiting`), and `beyond`, seeds past n (`beyond_n`)."""
+    out: dict[str, Any] = {"a": a, "b": b, "seeds": rows, "n": len(rows), "planned": plan.n, "waiting": list(waits),
+                           "beyond_n": list(beyond)}
+    waits_text = "".join(f"; {w}" for w in waits)
+    if beyond:
+        waits_text += f"; committed beyond n = {plan.n}, not judged: {', '.join(beyond)}"
     if len(rows) < 2:
-        out["verdict"] = f"not judged: {len(rows)} of {plan.n} paired seeds committed"
+        out["verdict"] = f"not judged: {len(rows)} of {plan.n} paired seeds committed{waits_text}"
         return out
     try:
         interval = paired_seeds.paired_seed_interval([r["difference"] for r in rows], [r["within_se"] for r in rows])
@@ -60,8 +102,8 @@ def judge(plan: SeedPlan, a: str, b: str, rows: list[dict[str, Any]]) -> dict[st
                                                    within_se_b=[r["kid_se_b"] or 0.0 for r in rows])
     mdd = paired_seeds.minimum_detectable_difference(interval.spread, interval.n_seeds)
     verdict = paired_seeds.verdict(a, b, interval, mdd)
-    if len(rows) < plan.n:
-        verdict = f"provisional ({len(rows)} of {plan.n} seeds): {verdict}"
+    if len(rows) < plan.n or waits_text:
+        verdict = f"provisional ({len(rows)} of {plan.n} seeds{waits_text}): {verdict}"
     out.update(interval=interval.__dict__, unpaired=unpaired.__dict__, mdd=mdd, verdict=verdict)
     return out
 
@@ -106,12 +148,14 @@ def strip_plot(judged: list[dict[str, Any]], path: str | Path) -> Path:
 def markdown(judged: list[dict[str, Any]], power_rows: list[dict], spreads: dict[str, float]) -> str:
     lines = ["# Paired training seeds: the verdicts", "",
              "The rule: docs/results/latent-study.md. d = KID(a) - KID(b) per seed (x1e3, +- within-seed SE).", "",
-             "| comparison | per-seed d x1e3 (seed: d +- SE, rate a/b, precision) | paired 95% interval x1e3 | unpaired x1e3 | "
-             "MDD x1e3 | verdict |", "|---|---|---|---|---|---|"]
+             "| comparison | per-seed d x1e3 (seed: d +- SE, rate a/b, precision, machine: a/b where the arms differ) "
+             "| paired 95% interval x1e3 | unpaired x1e3 | MDD x1e3 | verdict |", "|---|---|---|---|---|---|"]
     for c in judged:
-        seeds = "; ".join(f"{r['seed']}: {1e3 * r['difference']:+.2f} ± {1e3 * r['within_se']:.2f}"
-                          + (f", {r['rate_ratio']:.2f}" if r["rate_ratio"] else "")
-                          + (f", {r['precision']}" if r.get("precision") else "") for r in c["seeds"])
+        seeds = "; ".join([f"{r['seed']}: {1e3 * r['difference']:+.2f} ± {1e3 * r['within_se']:.2f}"
+                           + (f", {r['rate_ratio']:.2f}" if r["rate_ratio"] else "")
+                           + (f", {r['precision']}" if r.get("precision") else "")
+                           + (f", {r['machine']}" if r.get("machine") else "") for r in c["seeds"]]
+                          + list(c.get("waiting", ())))
         if "interval" in c:
             iv, up = c["interval"], c["unpaired"]
             cells = [f"{1e3 * iv['estimate']:+.2f} [{1e3 * iv['low']:+.2f}, {1e3 * iv['high']:+.2f}]",
@@ -126,11 +170,13 @@ def markdown(judged: list[dict[str, Any]], power_rows: list[dict], spreads: dict
 
 
 def write_seed_report(plan: SeedPlan, results: dict[str, CommittedResult], reference: np.ndarray,
-                      out_dir: str | Path) -> dict[str, Any]:
-    """seeds.md, seeds.json and paired_seeds.png in out_dir; returns the summary."""
+                      out_dir: str | Path, committed: Sequence[str] = ()) -> dict[str, Any]:
+    """seeds.md, seeds.json and paired_seeds.png in out_dir; returns the summary. `committed`: the labels of every
+    result folder (also those no point of the sweep), to name seeds committed beyond plan.n."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    judged = [judge(plan, a, b, seed_differences(plan, a, b, results, reference)) for a, b, _ in plan.paired]
+    judged = [judge(plan, a, b, seed_differences(plan, a, b, results, reference), waiting(plan, a, b, results),
+                    beyond_n(plan, a, b, committed)) for a, b, _ in plan.paired]
     spreads = {f"{c['a']} vs {c['b']}": c["interval"]["se"] * np.sqrt(c["n"]) for c in judged if "interval" in c}
     power_rows = paired_seeds.power_table(spreads, POWER_NS) if spreads else []
     (out_dir / "seeds.md").write_text(markdown(judged, power_rows, spreads))
