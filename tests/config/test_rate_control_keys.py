@@ -33,3 +33,10 @@ def test_switching_the_law_is_noticed_on_resume_and_on_reuse(old, new):
         check_resumable({"config": before}, after, "run/last.pt", "stage1")
     assert any(m.startswith("stage1.rate_control") for m in
                mismatches({"config": before, "stage_code_version": "v"}, after, "v", {}, "stage1"))
+
+
+def test_the_pi_law_without_a_target_is_refused_naming_the_key():
+    """It was accepted and did nothing: with target 0 no rate law is built, so beta stayed fixed unnoticed."""
+    with pytest.raises(ConfigError, match=r"stage1\.rate_control.*target_bits_per_pixel is 0"):
+        load_config("smoke", ["stage1.rate_control=pi"])
+    assert load_config("smoke", ["stage1.rate_control=integral"]).stage1.target_bits_per_pixel == 0  # the default

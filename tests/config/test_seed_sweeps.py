@@ -212,3 +212,16 @@ def test_the_report_on_a_fresh_clone_writes_the_shard_set_and_caches_its_referen
     assert any(m.startswith("no shard set at") for m in log) and any("reference features of 100" in m for m in log)
     again = runner.training_reference(sweep, res["storage"], res["experiment_config"], res["compute"], log.append)
     assert seen == [100] and np.array_equal(again, reference)  # cached beside the shards, not recomputed
+
+
+@pytest.mark.parametrize("entries, match", [
+    ('    - [ul, np, "rate-matched"]\n    - [ul, np, "again"]\n', r"paired.*\[ul, np\] is listed twice"),
+    ('    - [ul, np, "rate-matched"]\n    - [np, ul, "reversed"]\n', r"paired.*\[np, ul\] is listed twice"),
+    ('    - [ul, ul, "itself"]\n', r"paired.*\[ul, ul\] compares a point with itself"),
+])
+def test_a_repeated_or_self_paired_comparison_is_refused(root, entries, match):
+    """A pair listed twice used to give two identical rows in seeds.md; a point against itself a zero difference."""
+    path = root / "configs" / "experiments" / "study.yaml"
+    path.write_text(SWEEP.replace('    - [ul, np, "rate-matched"]\n', entries))
+    with pytest.raises(ConfigError, match=match):
+        load_sweep("study", root / "configs")

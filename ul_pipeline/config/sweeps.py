@@ -166,13 +166,27 @@ def expand(name: str, section: dict, origin: str) -> Sweep:
             raise ConfigError(f"{origin}: {SECTION}: point '{p.key}' appears twice")
         seen.add(p.key)
     labels = {p.label for p in points}
-    compare = tuple(_pair(c, labels, f"{origin}: {SECTION}.compare", with_why=True) for c in section.get("compare") or [])
-    repeats = tuple(_pair(r, labels, f"{origin}: {SECTION}.repeats", with_why=False) for r in section.get("repeats") or [])
-    paired = tuple(_pair(c, set(plan.arms) if plan else set(), f"{origin}: {SECTION}.paired (arms of sweep.seeds)",
-                         with_why=True) for c in section.get("paired") or [])
+    compare = _pairs(section.get("compare"), labels, f"{origin}: {SECTION}.compare", with_why=True)
+    repeats = _pairs(section.get("repeats"), labels, f"{origin}: {SECTION}.repeats", with_why=False)
+    paired = _pairs(section.get("paired"), set(plan.arms) if plan else set(),
+                    f"{origin}: {SECTION}.paired (arms of sweep.seeds)", with_why=True)
     if plan is not None:
         plan = SeedPlan(plan.n, plan.arms, paired, plan.results, plan.rate_of)
     return Sweep(name, origin, short, tuple(points), compare, repeats, plan)
+
+
+def _pairs(entries: Any, labels: set[str], where: str, with_why: bool) -> tuple:
+    """The [a, b(, why)] entries of one list: two points each, a pair at most once (in either order)."""
+    pairs, seen = [], set()
+    for entry in entries or []:
+        pair = _pair(entry, labels, where, with_why)
+        if pair[0] == pair[1]:
+            raise ConfigError(f"{where}: [{pair[0]}, {pair[1]}] compares a point with itself")
+        if frozenset(pair[:2]) in seen:
+            raise ConfigError(f"{where}: the pair [{pair[0]}, {pair[1]}] is listed twice")
+        seen.add(frozenset(pair[:2]))
+        pairs.append(pair)
+    return tuple(pairs)
 
 
 def _pair(entry: Any, labels: set[str], where: str, with_why: bool) -> tuple:

@@ -43,6 +43,8 @@ def validate(cfg: DictConfig) -> None:
            "must be finite and >= 0 (0 = beta fixed)")
     _check(0 < cfg.stage1.rate_gain < math.inf, "stage1.rate_gain", "must be finite and > 0")
     _check(cfg.stage1.rate_control in ("integral", "pi"), "stage1.rate_control", "must be integral or pi")
+    _check(cfg.stage1.rate_control == "integral" or cfg.stage1.target_bits_per_pixel > 0, "stage1.rate_control",
+           "is pi, but stage1.target_bits_per_pixel is 0 (beta fixed): the law would never run; set a target")
     _check(not (cfg.stage2.standardize and cfg.data.frames), "stage2.standardize",
            "is for still images; the frame-conditioned base model does not standardise its latents")
     _check(cfg.eval.num_generated >= 0, "eval.num_generated", "must be >= 0 (0 = eval.num_samples)")
