@@ -1,0 +1,79 @@
+"""How much each paired-seed verdict rests on single seeds and on the machine they ran on (decides nothing).
+
+    .venv/bin/python scripts/latent_study_sensitivity.py     # writes docs/latent_study/sensitivity.md
+
+Reads only docs/latent_study/seeds.json (written by the study's report) and recomputes, with the rule's own
+interval (`paired_seed_interval`), each comparison's interval
+- over all its committed seeds (as the report does),
+- leaving out one seed at a time: does 0 stay outside the interval without any single seed?
+- per machine group: the seeds whose two arms both recorded the same CPU kernel level (`machine`, e.g.
+  AVX2) against the rest (seeds run before points recorded their machine, or whose arms differ).
+The rule was stated before the seeds ran and judges over all n seeds; these subsets were chosen after
+seeing the results and are shown as a check on the verdicts, not as verdicts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ul_pipeline.evaluation.paired_seeds import SeedInterval, paired_seed_interval
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def interval(seeds: list[dict]) -> SeedInterval | None:
+    """The rule's interval over these seeds (None below 2 seeds)."""
+    if len(seeds) < 2:
+        return None
+    return paired_seed_interval([s["difference"] for s in seeds], [s["within_se"] for s in seeds])
+
+
+def cell(iv: SeedInterval | None) -> str:
+    if iv is None:
+        return "(fewer than 2 seeds)"
+    side = "below 0" if iv.high < 0 else "above 0" if iv.low > 0 else "covers 0"
+    return f"{iv.estimate * 1e3:+.2f} [{iv.low * 1e3:+.2f}, {iv.high * 1e3:+.2f}], {side}"
+
+
+def rows(comparison: dict) -> list[tuple[str, str]]:
+    seeds = comparison["seeds"]
+    out = [(f"all {len(seeds)} seeds", cell(interval(seeds)))]
+    for s in seeds:
+        rest = [t for t in seeds if t is not s]
+        out.append((f"without seed {s['seed']} ({s['difference'] * 1e3:+.2f})", cell(interval(rest))))
+    groups: dict[str, list[dict]] = {}
+    for s in seeds:
+        groups.setdefault(s.get("machine") or "not recorded, or arms differ", []).append(s)
+    if len(groups) > 1:
+        for name, members in groups.items():
+            ids = ", ".join(str(s["seed"]) for s in members)
+            out.append((f"machine {name}: seeds {ids}", cell(interval(members))))
+    return out
+
+
+def markdown(report: dict, source: str) -> str:
+    lines = ["# Paired-seed verdicts: sensitivity (decides nothing)", "",
+             f"From `{source}` by `scripts/latent_study_sensitivity.py`. KID(a) - KID(b) x1e3, the rule's 95% "
+             "interval over the seeds named; subsets chosen after the results, shown as a check only.", ""]
+    for c in report["comparisons"]:
+        lines += [f"## {c['a']} vs {c['b']}", "", "| seeds | estimate [95% interval] x1e3 |", "|---|---|"]
+        lines += [f"| {name} | {value} |" for name, value in rows(c)]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--seeds-json", type=Path, default=ROOT / "docs" / "latent_study" / "seeds.json")
+    p.add_argument("--out", type=Path, default=ROOT / "docs" / "latent_study" / "sensitivity.md")
+    args = p.parse_args()
+    report = json.loads(args.seeds_json.read_text())
+    source = args.seeds_json.relative_to(ROOT) if args.seeds_json.is_relative_to(ROOT) else args.seeds_json
+    args.out.write_text(markdown(report, str(source)))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
