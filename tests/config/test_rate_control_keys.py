@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from ul_pipeline.config import ConfigError, load_config, to_dict
+from ul_pipeline.config.loading import from_dict
 from ul_pipeline.train.checkpoint import CheckpointError, check_resumable
 from ul_pipeline.versioning import mismatches
 
@@ -40,3 +41,14 @@ def test_the_pi_law_without_a_target_is_refused_naming_the_key():
     with pytest.raises(ConfigError, match=r"stage1\.rate_control.*target_bits_per_pixel is 0"):
         load_config("smoke", ["stage1.rate_control=pi"])
     assert load_config("smoke", ["stage1.rate_control=integral"]).stage1.target_bits_per_pixel == 0  # the default
+
+
+def test_a_checkpoint_trained_with_pi_and_no_target_still_loads():
+    """A run trained before the refusal (pi at target 0: beta fixed) stored that config; its checkpoint must still
+    load for sampling and evaluation. Only a new config is refused."""
+    stored = to_dict(load_config("smoke"))
+    stored["stage1"]["rate_control"] = "pi"
+    cfg = from_dict(stored)
+    assert cfg.stage1.rate_control == "pi" and cfg.stage1.target_bits_per_pixel == 0
+    with pytest.raises(ConfigError, match=r"stage1\.rate_control"):
+        load_config("smoke", ["stage1.rate_control=pi"])

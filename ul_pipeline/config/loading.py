@@ -80,7 +80,7 @@ def load_config(
 def from_dict(d: dict) -> DictConfig:
     """Rebuild a validated, frozen config from a resolved dict (as stored in checkpoints)."""
     cfg = _merge_one(OmegaConf.structured(ExperimentConfig), d, "stored config")
-    validate(cfg)
+    validate(cfg, stored=True)
     OmegaConf.set_readonly(cfg, True)
     return cfg
 

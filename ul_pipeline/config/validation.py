@@ -17,8 +17,11 @@ def _check(ok: bool, key: str, msg: str) -> None:
         raise ConfigError(f"config key '{key}': {msg}")
 
 
-def validate(cfg: DictConfig) -> None:
-    """Range and choice checks that a type alone cannot express."""
+def validate(cfg: DictConfig, stored: bool = False) -> None:
+    """Range and choice checks that a type alone cannot express.
+
+    stored: the config of a checkpoint that already trained (`from_dict`); checks that only refuse a setting that
+    would not do what it says (pi without a target) are left out, so such a checkpoint still loads."""
     _check(cfg.data.source in DATA_SOURCES, "data.source", f"must be one of {', '.join(DATA_SOURCES)}, got '{cfg.data.source}'")
     _check(cfg.data.frames >= 0, "data.frames", "must be >= 0 (0 = still images)")
     _check(cfg.data.fps > 0, "data.fps", "must be > 0")
@@ -43,7 +46,8 @@ def validate(cfg: DictConfig) -> None:
            "must be finite and >= 0 (0 = beta fixed)")
     _check(0 < cfg.stage1.rate_gain < math.inf, "stage1.rate_gain", "must be finite and > 0")
     _check(cfg.stage1.rate_control in ("integral", "pi"), "stage1.rate_control", "must be integral or pi")
-    _check(cfg.stage1.rate_control == "integral" or cfg.stage1.target_bits_per_pixel > 0, "stage1.rate_control",
+    _check(stored or cfg.stage1.rate_control == "integral" or cfg.stage1.target_bits_per_pixel > 0,
+           "stage1.rate_control",
            "is pi, but stage1.target_bits_per_pixel is 0 (beta fixed): the law would never run; set a target")
     _check(not (cfg.stage2.standardize and cfg.data.frames), "stage2.standardize",
            "is for still images; the frame-conditioned base model does not standardise its latents")
