@@ -225,3 +225,25 @@ def test_a_repeated_or_self_paired_comparison_is_refused(root, entries, match):
     path.write_text(SWEEP.replace('    - [ul, np, "rate-matched"]\n', entries))
     with pytest.raises(ConfigError, match=match):
         load_sweep("study", root / "configs")
+
+
+@pytest.mark.parametrize("paired, match", [
+    ('    - [[ul], np, "nested"]\n', r"paired.*not points of this sweep"),  # was a bare TypeError (unhashable)
+    ('    - [{ul: 1}, np, "a mapping"]\n', r"paired.*not points of this sweep"),
+])
+def test_a_pair_naming_a_list_or_mapping_is_a_config_error(root, paired, match):
+    path = root / "configs" / "experiments" / "study.yaml"
+    path.write_text(SWEEP.replace('    - [ul, np, "rate-matched"]\n', paired))
+    with pytest.raises(ConfigError, match=match) as e:
+        load_sweep("study", root / "configs")
+    assert str(path) in str(e.value)
+
+
+def test_a_comparison_list_given_as_a_single_pair_or_a_mapping_says_so(root):
+    """`paired: ul` used to be read letter by letter ("got 'u'"); a mapping key by key."""
+    path = root / "configs" / "experiments" / "study.yaml"
+    for value in ("ul", "{ul: np}"):
+        path.write_text(SWEEP.replace('\n    - [ul, np, "rate-matched"]\n', f" {value}\n"))
+        with pytest.raises(ConfigError, match=r"paired.*a list of \[a, b, why\] entries") as e:
+            load_sweep("study", root / "configs")
+        assert str(path) in str(e.value)

@@ -177,6 +177,8 @@ def expand(name: str, section: dict, origin: str) -> Sweep:
 
 def _pairs(entries: Any, labels: set[str], where: str, with_why: bool) -> tuple:
     """The [a, b(, why)] entries of one list: two points each, a pair at most once (in either order)."""
+    if entries is not None and not isinstance(entries, list):
+        raise ConfigError(f"{where}: a list of [a, b{', why' if with_why else ''}] entries, got {entries!r}")
     pairs, seen = [], set()
     for entry in entries or []:
         pair = _pair(entry, labels, where, with_why)
@@ -194,7 +196,7 @@ def _pair(entry: Any, labels: set[str], where: str, with_why: bool) -> tuple:
     size = 3 if with_why else 2
     if not isinstance(entry, list) or len(entry) != size:
         raise ConfigError(f"{where}: each entry is [a, b{', why' if with_why else ''}], got {entry!r}")
-    unknown = [x for x in entry[:2] if x not in labels]
+    unknown = [x for x in entry[:2] if not isinstance(x, str) or x not in labels]  # a list or mapping: unhashable
     if unknown:
         raise ConfigError(f"{where}: {unknown} are not points of this sweep (points: {', '.join(sorted(labels))})")
     return tuple(str(x) for x in entry)
