@@ -23,16 +23,29 @@ from ul_pipeline.evaluation.paired_seeds import SeedInterval, paired_seed_interv
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def interval(seeds: list[dict]) -> SeedInterval | None:
-    """The rule's interval over these seeds (None below 2 seeds)."""
+REST = "not recorded, or arms differ"
+
+
+def interval(seeds: list[dict]) -> SeedInterval | str:
+    """The rule's interval over these seeds, or why there is none (below 2 seeds; no noise measured)."""
     if len(seeds) < 2:
-        return None
-    return paired_seed_interval([s["difference"] for s in seeds], [s["within_se"] for s in seeds])
+        return "fewer than 2 seeds"
+    try:
+        return paired_seed_interval([s["difference"] for s in seeds], [s["within_se"] for s in seeds])
+    except ValueError as e:  # seeds that agree exactly with no within-seed SE: the rule gives no interval
+        return f"no interval: {e}"
 
 
-def cell(iv: SeedInterval | None) -> str:
-    if iv is None:
-        return "(fewer than 2 seeds)"
+def machine(seed: dict) -> str:
+    """A seed's machine group: the kernel level both arms recorded, else REST (the report writes 'a/b' where
+    the arms differ, '?' for an arm that recorded none)."""
+    m = seed.get("machine")
+    return str(m) if m and "/" not in str(m) else REST
+
+
+def cell(iv: SeedInterval | str) -> str:
+    if isinstance(iv, str):
+        return f"({iv})"
     side = "below 0" if iv.high < 0 else "above 0" if iv.low > 0 else "covers 0"
     return f"{iv.estimate * 1e3:+.2f} [{iv.low * 1e3:+.2f}, {iv.high * 1e3:+.2f}], {side}"
 
@@ -45,7 +58,7 @@ def rows(comparison: dict) -> list[tuple[str, str]]:
         out.append((f"without seed {s['seed']} ({s['difference'] * 1e3:+.2f})", cell(interval(rest))))
     groups: dict[str, list[dict]] = {}
     for s in seeds:
-        groups.setdefault(s.get("machine") or "not recorded, or arms differ", []).append(s)
+        groups.setdefault(machine(s), []).append(s)
     if len(groups) > 1:
         for name, members in groups.items():
             ids = ", ".join(str(s["seed"]) for s in members)

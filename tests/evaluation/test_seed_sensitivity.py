@@ -38,3 +38,22 @@ def test_one_seed_carries_the_verdict_and_the_machine_groups_are_split(sensitivi
     (tmp_path / "seeds.json").write_text(json.dumps({"comparisons": [{"a": "u", "b": "v", "seeds": seeds[:3]}]}))
     text = sensitivity.markdown(json.loads((tmp_path / "seeds.json").read_text()), "seeds.json")
     assert "## u vs v" in text and "machine" not in text.split("## u vs v")[1]  # one group: no split rows
+
+
+def test_seeds_whose_arms_ran_on_different_machines_join_the_rest(sensitivity):
+    """The report writes 'AVX2/?' or 'AVX2/AVX512' when the arms differ; the page's label says those seeds are in
+    the 'not recorded, or arms differ' group, so they must not form a group of their own."""
+    seeds = [seed(0, 0.4e-3), seed(1, -0.3e-3, "AVX2/?"), seed(2, -6e-3, "AVX2"), seed(3, -5.8e-3, "AVX2"),
+             seed(4, 0.1e-3, "AVX2/AVX512")]
+    names = [name for name, _ in sensitivity.rows({"a": "u", "b": "v", "seeds": seeds})]
+    assert [n for n in names if n.startswith("machine")] == [
+        "machine not recorded, or arms differ: seeds 0, 1, 4", "machine AVX2: seeds 2, 3"]
+
+
+def test_a_subset_without_any_measured_noise_is_a_cell_not_a_crash(sensitivity):
+    """Two seeds left that agree exactly with no within-seed SE: the rule's interval refuses them (ValueError)."""
+    seeds = [dict(seed(s, d), within_se=0.0) for s, d in ((0, 1e-3), (1, 1e-3), (2, 2e-3))]
+    rows = dict(sensitivity.rows({"a": "u", "b": "v", "seeds": seeds}))
+    assert rows["without seed 2 (+2.00)"].startswith("(no interval: ")
+    assert rows["all 3 seeds"].startswith("+1.33 [")
+
