@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 from pathlib import Path
 
 from ul_pipeline.evaluation.paired_seeds import SeedInterval, paired_seed_interval
@@ -33,7 +35,7 @@ def interval(seeds: list[dict]) -> SeedInterval | str:
     try:
         return paired_seed_interval([s["difference"] for s in seeds], [s["within_se"] for s in seeds])
     except ValueError as e:  # seeds that agree exactly with no within-seed SE: the rule gives no interval
-        return f"no interval: {e}"
+        return f"no interval: {str(e).split(':')[0]}"
 
 
 def machine(seed: dict) -> str:
@@ -77,14 +79,54 @@ def markdown(report: dict, source: str) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def load(path: Path) -> dict:
+    """seeds.json, checked for what the page reads; SystemExit naming the file where it cannot be read."""
+    try:
+        report = json.loads(path.read_text())
+    except OSError as e:
+        raise SystemExit(f"{path}: cannot read it ({e.strerror or e}); the study's report writes it") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SystemExit(f"{path}: not valid JSON ({e})") from None
+    comparisons = report.get("comparisons") if isinstance(report, dict) else None
+    if not isinstance(comparisons, list):
+        raise SystemExit(f"{path}: no 'comparisons' list (is it the study report's seeds.json?)")
+    for c in comparisons:
+        seeds = c.get("seeds") if isinstance(c, dict) else None
+        if not isinstance(seeds, list) or "a" not in c or "b" not in c:
+            raise SystemExit(f"{path}: each comparison needs 'a', 'b' and a 'seeds' list, got {c!r}")
+        for s in seeds:
+            bad = [k for k in ("difference", "within_se") if not isinstance(s, dict) or not _number(s.get(k))]
+            if bad or "seed" not in s or s["within_se"] < 0:
+                raise SystemExit(f"{path}: {c['a']} vs {c['b']}: a seed needs 'seed', a number 'difference' "
+                                 f"and a number 'within_se' >= 0, got {s!r}")
+    return report
+
+
+def _number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def write(out: Path, text: str) -> None:
+    """Write the page whole or not at all (a temporary file beside it, then renamed)."""
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, out)
+    except OSError as e:
+        raise SystemExit(f"{out}: cannot write the page there ({e.strerror or e}); nothing was changed") from None
+    finally:
+        if tmp.is_file():
+            tmp.unlink()
+
+
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds-json", type=Path, default=ROOT / "docs" / "latent_study" / "seeds.json")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "latent_study" / "sensitivity.md")
-    args = p.parse_args()
-    report = json.loads(args.seeds_json.read_text())
+    args = p.parse_args(argv)
+    report = load(args.seeds_json)
     source = args.seeds_json.relative_to(ROOT) if args.seeds_json.is_relative_to(ROOT) else args.seeds_json
-    args.out.write_text(markdown(report, str(source)))
+    write(args.out, markdown(report, str(source)))
     print(f"wrote {args.out}")
 
 

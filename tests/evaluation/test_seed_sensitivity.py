@@ -54,6 +54,36 @@ def test_a_subset_without_any_measured_noise_is_a_cell_not_a_crash(sensitivity):
     """Two seeds left that agree exactly with no within-seed SE: the rule's interval refuses them (ValueError)."""
     seeds = [dict(seed(s, d), within_se=0.0) for s, d in ((0, 1e-3), (1, 1e-3), (2, 2e-3))]
     rows = dict(sensitivity.rows({"a": "u", "b": "v", "seeds": seeds}))
-    assert rows["without seed 2 (+2.00)"].startswith("(no interval: ")
+    assert rows["without seed 2 (+2.00)"] == "(no interval: no noise measured)"
     assert rows["all 3 seeds"].startswith("+1.33 [")
 
+
+@pytest.mark.parametrize("text, what", [
+    (None, "cannot read"), ("{not json", "not valid JSON"), ("[]", "comparisons"), ('{"points": []}', "comparisons"),
+    ('{"comparisons": [{"a": "u", "b": "v", "seeds": [{"seed": 0}, {"seed": 1}]}]}', "difference"),
+    ('{"comparisons": [{"a": "u", "b": "v", "seeds": [{"seed": 0, "difference": null, "within_se": 0.1}]}]}',
+     "difference"),
+    ('{"comparisons": [{"a": "u", "b": "v", "seeds": [{"seed": 0, "difference": 0.1, "within_se": -1}]}]}',
+     "within_se"),
+])
+def test_a_broken_seeds_json_is_an_error_naming_it_and_leaves_the_page(sensitivity, tmp_path, text, what):
+    path, out = tmp_path / "seeds.json", tmp_path / "sensitivity.md"
+    if text is not None:
+        path.write_text(text)
+    out.write_text("the previous page\n")
+    with pytest.raises(SystemExit, match=what) as e:
+        sensitivity.main(["--seeds-json", str(path), "--out", str(out)])
+    assert str(path) in str(e.value) and out.read_text() == "the previous page\n"
+
+
+def test_an_unwritable_out_is_an_error_naming_it(sensitivity, tmp_path):
+    path = tmp_path / "seeds.json"
+    path.write_text(json.dumps({"comparisons": [{"a": "u", "b": "v", "seeds": [seed(0, 1e-3), seed(1, 2e-3)]}]}))
+    (tmp_path / "a_file").write_text("")
+    for out in (tmp_path / "a_file" / "sensitivity.md", tmp_path):  # parent not a folder; a folder
+        with pytest.raises(SystemExit, match="cannot write") as e:
+            sensitivity.main(["--seeds-json", str(path), "--out", str(out)])
+        assert str(out) in str(e.value)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "seeds.json"]  # no temporary file left
+    sensitivity.main(["--seeds-json", str(path), "--out", str(tmp_path / "ok.md")])
+    assert "## u vs v" in (tmp_path / "ok.md").read_text()
