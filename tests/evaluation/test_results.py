@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ul_pipeline.evaluation.comparison import Pair, verdict, write_comparison
+from ul_pipeline.evaluation.comparison import Pair, arms, verdict, write_comparison
 from ul_pipeline.evaluation.results import load_result, save_result, stale_reasons
 from ul_pipeline.plan.hardware import cpu_model
 
@@ -83,3 +83,19 @@ def test_verdicts_follow_the_stated_rule():
     assert "no detectable difference" in verdict(c, spread=0.003)  # the gap is within twice the seed spread
     assert "no detectable difference" in verdict({**c, "kid_high": 0.001}, spread=0.0001)
     assert verdict({**c, "kid_diff": 0.004, "kid_low": 0.002, "kid_high": 0.006}, spread=0.001).startswith("n better")
+
+
+def test_the_plots_draw_an_arm_as_its_mean_over_seeds_with_the_seed_sd():
+    """Seed repeats `<point>_seed<s>` join their point's arm (a zigzag through every seed said nothing); an arm of
+    one point keeps its own SE; arms of other families or without KID stay out."""
+    def row(point, fam, bits, kid, se=1e-4):
+        return {"point": point, "family": fam, "bits_per_pixel": bits, "kid_train": kid, "kid_train_se": se}
+    rows = [row("ul_c6", "ul", 0.33, 0.020), row("ul_c6_seed1", "ul", 0.31, 0.016), row("ul_c6_seed2", "ul", 0.35, 0.018),
+            row("ul_c8", "ul", 0.43, 0.021, se=9e-4), row("ul_c3_seed1", "ul", 0.10, 0.019),
+            row("np_c6", "normal", 0.33, 0.019), {**row("ul_c9", "ul", 0.5, None)}]
+    got = arms(rows, "ul", "bits_per_pixel")
+    assert [a["arm"] for a in got] == ["ul_c3", "ul_c6", "ul_c8"]  # in order of mean rate
+    c6 = got[1]
+    assert len(c6["points"]) == 3 and c6["x"] == pytest.approx(0.33) and c6["kid"] == pytest.approx(0.018)
+    assert c6["err"] == pytest.approx(np.std([0.020, 0.016, 0.018], ddof=1))
+    assert got[2]["err"] == 9e-4 and got[0]["err"] == 1e-4  # one point each: its SE

@@ -11,6 +11,7 @@ KID(a) - KID(b) lies below 0 and the gap exceeds twice the seed spread of KID.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -97,8 +98,25 @@ def verdict(c: dict[str, Any], spread: Optional[float]) -> str:
     return f"no detectable difference at this budget (CI width {width:.2e})"
 
 
+def arms(rows: list[dict[str, Any]], family: str, x: str) -> list[dict[str, Any]]:
+    """One entry per arm of `family` (a point and its `<point>_seed<s>` repeats), in order of mean x: the arm's
+    points, their mean x and KID, and the KID error bar: the sd over seeds with 2 or more, else the point's SE."""
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        if r["family"] == family and r.get(x) is not None and r.get("kid_train") is not None:
+            groups.setdefault(re.sub(r"_seed\d+$", "", r["point"]), []).append(r)
+    out = []
+    for arm, pts in groups.items():
+        kids = np.array([r["kid_train"] for r in pts])
+        err = float(kids.std(ddof=1)) if len(pts) > 1 else float(pts[0]["kid_train_se"])
+        out.append({"arm": arm, "points": pts, "x": float(np.mean([r[x] for r in pts])), "kid": float(kids.mean()),
+                    "err": err})
+    return sorted(out, key=lambda a: a["x"])
+
+
 def plot(rows: list[dict[str, Any]], path: str | Path, x: str, xlabel: str, log_x: bool = False) -> Path:
-    """KID against `x`, one line per family (points in order of x), error bars +- 1 SE."""
+    """KID against `x`, one line per family through its arms' means over seeds (error bar: the seed sd, or +- 1
+    SE for an arm with one point); each seed's point is a small dot beside its arm."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -106,18 +124,22 @@ def plot(rows: list[dict[str, Any]], path: str | Path, x: str, xlabel: str, log_
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     for fam, name in FAMILIES.items():
-        pts = sorted((r for r in rows if r["family"] == fam and r.get(x) is not None
-                      and r.get("kid_train") is not None), key=lambda r: r[x])
-        if not pts:
+        fam_arms = arms(rows, fam, x)
+        if not fam_arms:
             continue
-        ax.errorbar([r[x] for r in pts], [r["kid_train"] for r in pts], yerr=[r["kid_train_se"] for r in pts],
-                    marker="o", capsize=3, label=name)
-        for r in pts:
-            ax.annotate(r["point"], (r[x], r["kid_train"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+        line = ax.errorbar([a["x"] for a in fam_arms], [a["kid"] for a in fam_arms],
+                           yerr=[a["err"] for a in fam_arms], marker="o", capsize=3, label=name)
+        for a in fam_arms:
+            if len(a["points"]) > 1:
+                ax.scatter([r[x] for r in a["points"]], [r["kid_train"] for r in a["points"]], s=9, alpha=0.45,
+                           color=line.lines[0].get_color(), linewidths=0)
+            label = a["arm"] if len(a["points"]) == 1 else f"{a['arm']} ({len(a['points'])} seeds)"
+            ax.annotate(label, (a["x"], a["kid"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
     if log_x:
         ax.set_xscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("KID vs 10k training images (lower is better)")
+    ax.set_title("arm means over seeds (bar: seed sd; one point: +- 1 SE); dots: the seeds", fontsize=8)
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
