@@ -17,9 +17,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 from pathlib import Path
 
+from ul_pipeline.data.storage import write_file_atomic
 from ul_pipeline.evaluation.paired_seeds import SeedInterval, paired_seed_interval
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,16 +107,11 @@ def _number(x) -> bool:
 
 
 def write(out: Path, text: str) -> None:
-    """Write the page whole or not at all (a temporary file beside it, then renamed)."""
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    """Write the page whole or not at all (`write_file_atomic`); SystemExit naming `out` where it cannot."""
     try:
-        tmp.write_text(text)
-        os.replace(tmp, out)
+        write_file_atomic(out, lambda f: f.write(text.encode()))
     except OSError as e:
         raise SystemExit(f"{out}: cannot write the page there ({e.strerror or e}); nothing was changed") from None
-    finally:
-        if tmp.is_file():
-            tmp.unlink()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -29,3 +29,12 @@ def test_a_variant_beyond_the_planned_seeds_is_an_ordinary_variant(root):  # noq
     (root / "configs" / "experiments" / "study.yaml").write_text(text)
     labels = [p.label for p in load_sweep("study", root / "configs").points]
     assert "ul_seed7" in labels and labels.count("ul_seed1") == 1
+
+
+@pytest.mark.parametrize("arm", ["ul_c6", "np", "a_seed"])
+def test_a_seed_label_parses_back_to_its_arm_and_seed(arm):
+    """`arm_and_seed` is `SeedPlan.label`'s inverse: the report and the plots group points by it."""
+    from ul_pipeline.config.seeds import SeedPlan, arm_and_seed
+
+    plan = SeedPlan(6, (arm,), ())
+    assert [arm_and_seed(plan.label(arm, s)) for s in range(6)] == [(arm, s) for s in range(6)]

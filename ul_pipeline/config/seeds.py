@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -49,6 +50,12 @@ class SeedPlan:
 
     def seeds_of(self, arm: str) -> list[str]:
         return [self.label(arm, s) for s in range(self.n)]
+
+
+def arm_and_seed(label: str) -> tuple[str, int]:
+    """The inverse of `SeedPlan.label`: ('ul_c6', 2) for 'ul_c6_seed2', (label, 0) for a label without the suffix."""
+    m = re.fullmatch(r"(.+)_seed(\d+)", label)
+    return (m.group(1), int(m.group(2))) if m else (label, 0)
 
 
 def round_rate(bits_per_pixel: float) -> float:

@@ -11,13 +11,13 @@ KID(a) - KID(b) lies below 0 and the gap exceeds twice the seed spread of KID.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from ul_pipeline.config.seeds import arm_and_seed
 from ul_pipeline.evaluation import statistics
 from ul_pipeline.evaluation.results import CommittedResult, load_features
 
@@ -104,7 +104,7 @@ def arms(rows: list[dict[str, Any]], family: str, x: str) -> list[dict[str, Any]
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         if r["family"] == family and r.get(x) is not None and r.get("kid_train") is not None:
-            groups.setdefault(re.sub(r"_seed\d+$", "", r["point"]), []).append(r)
+            groups.setdefault(arm_and_seed(r["point"])[0], []).append(r)
     out = []
     for arm, pts in groups.items():
         kids = np.array([r["kid_train"] for r in pts])

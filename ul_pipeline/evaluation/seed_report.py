@@ -11,13 +11,12 @@ per comparison: seeds as points with +-1.96 SE bars, the interval as a bar besid
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from ul_pipeline.config.seeds import SeedPlan
+from ul_pipeline.config.seeds import SeedPlan, arm_and_seed
 from ul_pipeline.evaluation import paired_seeds, statistics
 from ul_pipeline.evaluation.results import CommittedResult, load_features
 
@@ -75,9 +74,8 @@ def waiting(plan: SeedPlan, a: str, b: str, results: dict[str, CommittedResult])
 def beyond_n(plan: SeedPlan, a: str, b: str, committed: Sequence[str]) -> list[str]:
     """Committed seed points of a or b at a seed >= plan.n: seeds a lowered n would drop unseen (the rule fixes n
     before any result), named in the verdict."""
-    return [f"{arm}_seed{s}" for arm in (a, b) for s in sorted(
-        int(m.group(1)) for m in (re.fullmatch(rf"{re.escape(arm)}_seed(\d+)", x) for x in committed) if m)
-        if s >= plan.n]
+    return [plan.label(arm, s) for arm in (a, b)
+            for s in sorted(seed for x_arm, seed in map(arm_and_seed, committed) if x_arm == arm) if s >= plan.n]
 
 
 def judge(plan: SeedPlan, a: str, b: str, rows: list[dict[str, Any]], waits: Sequence[str] = (),
