@@ -40,6 +40,19 @@ def test_a_committed_result_is_reused_only_for_the_same_config_and_code(tmp_path
     assert load_result(tmp_path / "results", "missing") is None
 
 
+def test_exporting_a_point_beside_another_writer_uses_its_own_temporary_files(tmp_path):
+    # a second runner exporting the same point at the same moment had the same `.result.json.tmp`;
+    # here another writer's temporary file is in the way (as a folder, so sharing its name fails)
+    folder = tmp_path / "results" / "a"
+    for name in (".result.json.tmp", ".generated_features.npy.tmp"):
+        (folder / name).mkdir(parents=True)
+    commit(tmp_path, features=np.ones((4, 8)))
+    r = load_result(tmp_path / "results", "a")
+    assert r.metrics["kid_train"] == 0.01 and np.load(folder / "generated_features.npy").shape == (4, 8)
+    assert sorted(p.name for p in folder.iterdir() if p.name.endswith(".tmp")) == [
+        ".generated_features.npy.tmp", ".result.json.tmp"]  # the other writer's, untouched; none of ours left
+
+
 def test_a_code_version_declared_equivalent_with_evidence_is_accepted(tmp_path):
     commit(tmp_path)
     r = load_result(tmp_path / "results", "a")

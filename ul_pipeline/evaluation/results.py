@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ul_pipeline.config.identity import without_added_defaults
+from ul_pipeline.data.storage import write_file_atomic
 from ul_pipeline.train.checkpoint import code_version
 from ul_pipeline.versioning import json_sha256
 
@@ -155,8 +156,8 @@ def save_result(results_dir: str | Path, label: str, point: str, config: dict, c
     evaluation_dir = Path(evaluation_dir)
     for name in (FEATURES, *GRIDS):
         if (evaluation_dir / name).exists():
-            shutil.copyfile(evaluation_dir / name, folder / f".{name}.tmp")
-            (folder / f".{name}.tmp").replace(folder / name)
+            with open(evaluation_dir / name, "rb") as src:
+                write_file_atomic(folder / name, lambda f: shutil.copyfileobj(src, f))
     record = {
         "point": point, "label": label, "config": result_config(config),
         "config_sha256": json_sha256(result_config(config)), "code_versions": dict(code_versions),
@@ -165,7 +166,6 @@ def save_result(results_dir: str | Path, label: str, point: str, config: dict, c
         "wall_seconds": wall_seconds, "torch_threads": torch.get_num_threads(), "machine": machine(),
         "metrics": {k: v for k, v in metrics.items() if not isinstance(v, str) or not v.startswith("/")},
     }
-    tmp = folder / f".{RESULT}.tmp"
-    tmp.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    tmp.replace(folder / RESULT)
+    text = (json.dumps(record, indent=2, sort_keys=True) + "\n").encode()
+    write_file_atomic(folder / RESULT, lambda f: f.write(text))  # unique temp names: two exporters never share one
     return CommittedResult(folder, record)
