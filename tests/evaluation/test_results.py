@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ul_pipeline.evaluation.comparison import Pair, arms, verdict, write_comparison
+from ul_pipeline.evaluation.comparison import Pair, annotate_apart, arms, verdict, write_comparison
 from ul_pipeline.evaluation.results import load_result, save_result, stale_reasons
 from ul_pipeline.plan.hardware import cpu_model
 
@@ -112,3 +112,25 @@ def test_the_plots_draw_an_arm_as_its_mean_over_seeds_with_the_seed_sd():
     assert len(c6["points"]) == 3 and c6["x"] == pytest.approx(0.33) and c6["kid"] == pytest.approx(0.018)
     assert c6["err"] == pytest.approx(np.std([0.020, 0.016, 0.018], ddof=1))
     assert got[2]["err"] == 9e-4 and got[0]["err"] == 1e-4  # one point each: its SE
+
+
+def test_labels_of_arms_at_nearly_the_same_point_do_not_overlap():
+    # ul_c6 and np_c6 sit 0.02 bits/pixel and 0.2e-3 KID apart; their labels were drawn over each other
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 4.4))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0.015, 0.025)
+    points = [("ul_c6 (6 seeds)", (0.34, 0.01777)), ("np_c6 (6 seeds)", (0.33, 0.01758)),
+              ("ul_c8", (0.43, 0.0208)), ("far away", (0.9, 0.016))]
+    anns = annotate_apart(ax, points)
+    renderer = fig.canvas.get_renderer()
+    boxes = {a.get_text(): a.get_window_extent(renderer) for a in anns}
+    names = list(boxes)
+    assert all(not boxes[a].overlaps(boxes[b]) for i, a in enumerate(names) for b in names[i + 1:])
+    offsets = {a.get_text(): a.xyann[1] for a in anns}
+    assert offsets["ul_c6 (6 seeds)"] == 4 and offsets["np_c6 (6 seeds)"] < 4  # the lower one moved down
+    assert offsets["ul_c8"] == 4 and offsets["far away"] == 4  # labels with room stay where they were

@@ -114,6 +114,23 @@ def arms(rows: list[dict[str, Any]], family: str, x: str) -> list[dict[str, Any]
     return sorted(out, key=lambda a: a["x"])
 
 
+def annotate_apart(ax, labels: Sequence[tuple[str, tuple[float, float]]], step: float = 9.0) -> list:
+    """Label each point (text, (x, y)) up and to its right, from the top down; a label that would overlap one
+    already placed moves down by `step` points until it is clear (at most 8 times). Returns the annotations."""
+    renderer = ax.figure.canvas.get_renderer()
+    placed, boxes = [], []
+    for text, xy in sorted(labels, key=lambda t: -t[1][1]):
+        for k in range(9):
+            ann = ax.annotate(text, xy, textcoords="offset points", xytext=(4, 4 - k * step), fontsize=7)
+            box = ann.get_window_extent(renderer)
+            if k == 8 or not any(box.overlaps(b) for b in boxes):
+                break
+            ann.remove()
+        placed.append(ann)
+        boxes.append(box)
+    return placed
+
+
 def plot(rows: list[dict[str, Any]], path: str | Path, x: str, xlabel: str, log_x: bool = False) -> Path:
     """KID against `x`, one line per family through its arms' means over seeds (error bar: the seed sd, or +- 1
     SE for an arm with one point); each seed's point is a small dot beside its arm."""
@@ -123,6 +140,7 @@ def plot(rows: list[dict[str, Any]], path: str | Path, x: str, xlabel: str, log_
     fig = Figure(figsize=(6.4, 4.4), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
+    labels: list[tuple[str, tuple[float, float]]] = []
     for fam, name in FAMILIES.items():
         fam_arms = arms(rows, fam, x)
         if not fam_arms:
@@ -134,7 +152,7 @@ def plot(rows: list[dict[str, Any]], path: str | Path, x: str, xlabel: str, log_
                 ax.scatter([r[x] for r in a["points"]], [r["kid_train"] for r in a["points"]], s=9, alpha=0.45,
                            color=line.lines[0].get_color(), linewidths=0)
             label = a["arm"] if len(a["points"]) == 1 else f"{a['arm']} ({len(a['points'])} seeds)"
-            ax.annotate(label, (a["x"], a["kid"]), textcoords="offset points", xytext=(4, 4), fontsize=7)
+            labels.append((label, (a["x"], a["kid"])))
     if log_x:
         ax.set_xscale("log")
     ax.set_xlabel(xlabel)
@@ -143,6 +161,8 @@ def plot(rows: list[dict[str, Any]], path: str | Path, x: str, xlabel: str, log_
     ax.grid(alpha=0.3)
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
+    fig.canvas.draw()  # lay the figure out first, so label boxes are measured where they will be drawn
+    annotate_apart(ax, labels)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
