@@ -88,6 +88,13 @@ def test_the_comparison_applies_the_rule_and_draws_both_plots(tmp_path):
     assert {r["family"] for r in summary["rows"]} == {"ul", "normal"}
     for name in ("table.md", "comparisons.md", "summary.json", "kid_vs_bits.png", "kid_vs_psnr.png"):
         assert (tmp_path / "report" / name).stat().st_size > 0
+    assert "replaced" not in (tmp_path / "report" / "comparisons.md").read_text()
+    # a study decided by its paired seeds says so, so the single-seed verdicts are not read as its verdicts
+    write_comparison(results, [Pair("a", "b", "matched")], [("a", "a_seed1")], ref, tmp_path / "seeded", n_boot=200,
+                     decided_by="seeds.md")
+    text = (tmp_path / "seeded" / "comparisons.md").read_text()
+    assert text.startswith("Single-seed comparisons") and "[seeds.md](seeds.md)" in text
+    assert "| verdict by the single-seed rule (replaced: see seeds.md) |" in text
 
 
 def test_verdicts_follow_the_stated_rule():

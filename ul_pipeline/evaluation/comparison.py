@@ -187,9 +187,34 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def comparisons_markdown(comparisons: list[dict[str, Any]], spread: Optional[float], n_repeats: int,
+                         decided_by: Optional[str] = None) -> str:
+    """comparisons.md: the seed spread, then one row per pair with its paired interval and verdict (see write_comparison)."""
+    head = "verdict" if decided_by is None else f"verdict by the single-seed rule (replaced: see {decided_by})"
+    lines = [] if decided_by is None else [
+        f"Single-seed comparisons (each pair's seed-0 points, bootstrap over generated samples), judged by the "
+        f"study's first rule. That rule is replaced: the verdicts of this study are the paired-seed ones in "
+        f"[{decided_by}]({decided_by}).", ""]
+    lines += [f"Seed spread of KID (largest |seed 0 - seed 1| over {n_repeats} repeated points): "
+              + ("not measured yet" if spread is None else f"{spread:.2e}"), "",
+              f"| a | b | why | KID(a) - KID(b) [95% paired CI] | rate a / b | {head} |", "|---|---|---|---|---|---|"]
+    for c in comparisons:
+        if "missing" in c:
+            lines.append(f"| {c['a']} | {c['b']} | {c['why']} | – | – | {c['verdict']} |")
+            continue
+        ratio = "–" if c["rate_ratio"] is None else f"{c['rate_ratio']:.2f}"
+        lines.append(f"| {c['a']} | {c['b']} | {c['why']} | {c['kid_diff']:.2e} [{c['kid_low']:.2e}, "
+                     f"{c['kid_high']:.2e}] | {ratio} | {c['verdict']} |")
+    return "\n".join(lines) + "\n"
+
+
 def write_comparison(results: dict[str, CommittedResult], pairs: Sequence[Pair], repeats: Sequence[tuple[str, str]],
-                     reference: np.ndarray, out_dir: str | Path, n_boot: int = 1000) -> dict[str, Any]:
-    """table.md, comparisons.md, summary.json and the two plots (KID against bits and against PSNR)."""
+                     reference: np.ndarray, out_dir: str | Path, n_boot: int = 1000,
+                     decided_by: Optional[str] = None) -> dict[str, Any]:
+    """table.md, comparisons.md, summary.json and the two plots (KID against bits and against PSNR).
+
+    `decided_by`: the file whose verdicts decide the study instead (a paired-seed report, `seeds.md`);
+    comparisons.md then says at its top and in its verdict column that its single-seed rule is replaced."""
     import json
     from collections import Counter
 
@@ -201,18 +226,8 @@ def write_comparison(results: dict[str, CommittedResult], pairs: Sequence[Pair],
     spread = seed_spread(results, repeats)
     for c in comparisons:
         c["verdict"] = verdict(c, spread)
-    lines = [f"Seed spread of KID (largest |seed 0 - seed 1| over {len(repeats)} repeated points): "
-             + ("not measured yet" if spread is None else f"{spread:.2e}"), "",
-             "| a | b | why | KID(a) - KID(b) [95% paired CI] | rate a / b | verdict |", "|---|---|---|---|---|---|"]
-    for c in comparisons:
-        if "missing" in c:
-            lines.append(f"| {c['a']} | {c['b']} | {c['why']} | – | – | {c['verdict']} |")
-            continue
-        ratio = "–" if c["rate_ratio"] is None else f"{c['rate_ratio']:.2f}"
-        lines.append(f"| {c['a']} | {c['b']} | {c['why']} | {c['kid_diff']:.2e} [{c['kid_low']:.2e}, "
-                     f"{c['kid_high']:.2e}] | {ratio} | {c['verdict']} |")
     (out_dir / "table.md").write_text(markdown_table(rows) + "\n")
-    (out_dir / "comparisons.md").write_text("\n".join(lines) + "\n")
+    (out_dir / "comparisons.md").write_text(comparisons_markdown(comparisons, spread, len(repeats), decided_by))
     summary = {"rows": rows, "comparisons": comparisons, "seed_spread": spread}
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
     plot(rows, out_dir / "kid_vs_bits.png", "bits_per_pixel", "bits/pixel (L_z, held-out)", log_x=True)
