@@ -53,6 +53,50 @@ def test_exporting_a_point_beside_another_writer_uses_its_own_temporary_files(tm
         ".generated_features.npy.tmp", ".result.json.tmp"]  # the other writer's, untouched; none of ours left
 
 
+def test_two_exporters_of_one_point_leave_one_runs_files_not_a_mix(tmp_path, monkeypatch):
+    # each file was whole, but B's features could land between A's features and A's result.json
+    import threading
+
+    import ul_pipeline.evaluation.results as results_mod
+
+    write, b_done = results_mod.write_file_atomic, threading.Event()
+
+    def export(kid):
+        ev = tmp_path / "eval" / str(kid)
+        ev.mkdir(parents=True)
+        np.save(ev / "generated_features.npy", np.full((4, 8), kid))
+        save_result(tmp_path / "results", "a", "s:a", CONFIG, CODE, {"kid_train": kid}, ev, 1.0)
+
+    def a_pauses_after_its_features(path, fn):
+        out = write(path, fn)
+        if threading.current_thread().name == "a" and path.name == "generated_features.npy":
+            b = threading.Thread(target=lambda: (export(2.0), b_done.set()))
+            b.start()
+            b_done.wait(2.0)  # B exports meanwhile, unless it must wait for A to finish
+            a_pauses_after_its_features.b = b
+        return out
+
+    monkeypatch.setattr(results_mod, "write_file_atomic", a_pauses_after_its_features)
+    a = threading.Thread(target=export, args=(1.0,), name="a")
+    a.start()
+    a.join()
+    a_pauses_after_its_features.b.join()
+    r = load_result(tmp_path / "results", "a")
+    assert np.load(r.features_path)[0, 0] == r.metrics["kid_train"]
+
+
+def test_an_export_killed_mid_write_leaves_temporary_files_the_next_one_removes(tmp_path):
+    # a killed writer's `.<name>.<pid>-<random>.tmp` stayed for good (and `git add results/` took it)
+    folder = tmp_path / "results" / "a"
+    folder.mkdir(parents=True)
+    left = [folder / ".generated_features.npy.999-0a1b2c3d.tmp", folder / ".result.json.999-0a1b2c3d.tmp"]
+    for p in left:
+        p.write_bytes(b"half")
+    (folder / "notes.tmp").write_text("mine")
+    commit(tmp_path, features=np.ones((4, 8)))
+    assert sorted(p.name for p in folder.iterdir()) == ["generated_features.npy", "notes.tmp", "result.json"]
+
+
 def test_a_code_version_declared_equivalent_with_evidence_is_accepted(tmp_path):
     commit(tmp_path)
     r = load_result(tmp_path / "results", "a")
