@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ul_pipeline.evaluation.comparison import Pair, annotate_apart, arms, verdict, write_comparison
+from ul_pipeline.evaluation.comparison import Pair, annotate_apart, arms, plot, verdict, write_comparison
 from ul_pipeline.evaluation.results import load_result, save_result, stale_reasons
 from ul_pipeline.plan.hardware import cpu_model
 
@@ -185,3 +185,24 @@ def test_labels_of_arms_at_nearly_the_same_point_do_not_overlap():
     offsets = {a.get_text(): a.xyann[1] for a in anns}
     assert offsets["ul_c6 (6 seeds)"] == 4 and offsets["np_c6 (6 seeds)"] < 4  # the lower one moved down
     assert offsets["ul_c8"] == 4 and offsets["far away"] == 4  # labels with room stay where they were
+
+
+def test_the_saved_plots_labels_stay_apart_after_the_layout_makes_room_for_them(tmp_path, monkeypatch):
+    # the labels were placed apart, then savefig's constrained layout narrowed the axes to fit ul_c0's label past
+    # the right edge, which drew ul_c0 and kl_vae_c2 closer: their labels overlapped in the saved PNG
+    from matplotlib.figure import Figure
+
+    saved, save = [], Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: (saved.append(fig), save(fig, *a, **k))[1])
+    rows = [{"point": p, "family": fam, "bits_per_pixel": bits, "kid_train": kid, "kid_train_se": 1e-4}
+            for p, fam, bits, kid in [("ul_c0_long_label", "ul", 0.3521, 0.0175),
+                                      ("normal_c1_long_label", "normal", 0.3098, 0.01732),
+                                      ("kl_vae_c2_long_label", "kl_vae", 0.3427, 0.01751)]]
+    plot(rows, tmp_path / "kid_vs_bits.png", "bits_per_pixel", "bits/pixel", log_x=True)
+    (fig,) = saved
+    fig.set_dpi(110)  # as saved, laid out again as savefig did
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in fig.axes[0].texts]
+    assert len(boxes) == 3 and not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    assert all(fig.bbox.x0 <= b.x0 and b.x1 <= fig.bbox.x1 for b in boxes)  # and none cut off at the edge
