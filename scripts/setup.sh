@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Install everything ul-pipeline needs into ./.venv (Debian/Ubuntu, Python 3.11), idempotently:
-# the embedded dataset (Debian package dataset-fashion-mnist) and the Python packages (pip, with the
-# exact torch/torchvision of constraints.txt, so pip takes a machine's local wheels where it has them;
-# pyproject.toml itself asks only for lower bounds). From an installed wheel instead of a clone,
+# the embedded dataset (Debian package dataset-fashion-mnist) and the Python packages (pip, with every
+# package at its version in constraints.txt, torch/torchvision included, so pip takes a machine's local wheels
+# where it has them; pyproject.toml itself asks only for lower bounds). From an installed wheel instead of a clone,
 # `ul-pipeline fetch-assets` installs the same runtime files as the end of this script.
 set -euo pipefail
 cd "$(dirname "$0")/.."

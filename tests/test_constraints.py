@@ -34,6 +34,15 @@ def test_pins_are_exact_and_listed_once(tmp_path):
     bad.write_text("polars==2.1.0\nPolars==2.2.0\n")
     with pytest.raises(ValueError, match="c.txt:2: polars pinned twice"):
         read_pins(bad)
+    # what pip takes but does not pin (a wildcard lets polars 2.2.0 in) or refuses ("Constraints cannot have
+    # extras"), and a line that is no requirement at all: each named by its line
+    for line in ("polars==2.*", "mkdocstrings[python]==1.0.8", "-e .", "polars==2.1.0 --hash=sha256:00"):
+        bad.write_text(f"# header\n{line}\n")
+        with pytest.raises(ValueError, match=r"c.txt:2: .* is not an exact pin"):
+            read_pins(bad)
+    bad.write_text("Foo_Bar==1.0  # why\nfoo.bar==1.0\n")  # one project, however spelled
+    with pytest.raises(ValueError, match="c.txt:2: foo-bar pinned twice"):
+        read_pins(bad)
 
 
 def test_the_walk_follows_extras_only_when_asked():

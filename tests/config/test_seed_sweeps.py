@@ -147,6 +147,8 @@ def test_runner_runs_seeds_in_order_resumes_commits_and_reports_from_committed_r
     assert c["verdict"].startswith("ul better") and c["interval"]["high"] < 0
     assert c["interval"]["high"] - c["interval"]["low"] < c["unpaired"]["high"] - c["unpaired"]["low"]
     assert (report / "paired_seeds.png").stat().st_size > 0 and "ul vs np" in (report / "seeds.md").read_text()
+    assert "verdicts of this study are the paired-seed ones in [seeds.md](seeds.md)" in (
+        report / "comparisons.md").read_text()  # its single-seed verdicts are not read as the study's
 
     shutil.rmtree(root / "art")  # a fresh clone: no runs, only the committed results
     (report / "seeds.json").unlink()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ul_pipeline.evaluation.comparison import Pair, annotate_apart, arms, verdict, write_comparison
+from ul_pipeline.evaluation.comparison import Pair, annotate_apart, arms, plot, verdict, write_comparison
 from ul_pipeline.evaluation.results import load_result, save_result, stale_reasons
 from ul_pipeline.plan.hardware import cpu_model
 
@@ -51,6 +51,50 @@ def test_exporting_a_point_beside_another_writer_uses_its_own_temporary_files(tm
     assert r.metrics["kid_train"] == 0.01 and np.load(folder / "generated_features.npy").shape == (4, 8)
     assert sorted(p.name for p in folder.iterdir() if p.name.endswith(".tmp")) == [
         ".generated_features.npy.tmp", ".result.json.tmp"]  # the other writer's, untouched; none of ours left
+
+
+def test_two_exporters_of_one_point_leave_one_runs_files_not_a_mix(tmp_path, monkeypatch):
+    # each file was whole, but B's features could land between A's features and A's result.json
+    import threading
+
+    import ul_pipeline.evaluation.results as results_mod
+
+    write, b_done = results_mod.write_file_atomic, threading.Event()
+
+    def export(kid):
+        ev = tmp_path / "eval" / str(kid)
+        ev.mkdir(parents=True)
+        np.save(ev / "generated_features.npy", np.full((4, 8), kid))
+        save_result(tmp_path / "results", "a", "s:a", CONFIG, CODE, {"kid_train": kid}, ev, 1.0)
+
+    def a_pauses_after_its_features(path, fn):
+        out = write(path, fn)
+        if threading.current_thread().name == "a" and path.name == "generated_features.npy":
+            b = threading.Thread(target=lambda: (export(2.0), b_done.set()))
+            b.start()
+            b_done.wait(2.0)  # B exports meanwhile, unless it must wait for A to finish
+            a_pauses_after_its_features.b = b
+        return out
+
+    monkeypatch.setattr(results_mod, "write_file_atomic", a_pauses_after_its_features)
+    a = threading.Thread(target=export, args=(1.0,), name="a")
+    a.start()
+    a.join()
+    a_pauses_after_its_features.b.join()
+    r = load_result(tmp_path / "results", "a")
+    assert np.load(r.features_path)[0, 0] == r.metrics["kid_train"]
+
+
+def test_an_export_killed_mid_write_leaves_temporary_files_the_next_one_removes(tmp_path):
+    # a killed writer's `.<name>.<pid>-<random>.tmp` stayed for good (and `git add results/` took it)
+    folder = tmp_path / "results" / "a"
+    folder.mkdir(parents=True)
+    left = [folder / ".generated_features.npy.999-0a1b2c3d.tmp", folder / ".result.json.999-0a1b2c3d.tmp"]
+    for p in left:
+        p.write_bytes(b"half")
+    (folder / "notes.tmp").write_text("mine")
+    commit(tmp_path, features=np.ones((4, 8)))
+    assert sorted(p.name for p in folder.iterdir()) == ["generated_features.npy", "notes.tmp", "result.json"]
 
 
 def test_a_code_version_declared_equivalent_with_evidence_is_accepted(tmp_path):
@@ -141,3 +185,24 @@ def test_labels_of_arms_at_nearly_the_same_point_do_not_overlap():
     offsets = {a.get_text(): a.xyann[1] for a in anns}
     assert offsets["ul_c6 (6 seeds)"] == 4 and offsets["np_c6 (6 seeds)"] < 4  # the lower one moved down
     assert offsets["ul_c8"] == 4 and offsets["far away"] == 4  # labels with room stay where they were
+
+
+def test_the_saved_plots_labels_stay_apart_after_the_layout_makes_room_for_them(tmp_path, monkeypatch):
+    # the labels were placed apart, then savefig's constrained layout narrowed the axes to fit ul_c0's label past
+    # the right edge, which drew ul_c0 and kl_vae_c2 closer: their labels overlapped in the saved PNG
+    from matplotlib.figure import Figure
+
+    saved, save = [], Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: (saved.append(fig), save(fig, *a, **k))[1])
+    rows = [{"point": p, "family": fam, "bits_per_pixel": bits, "kid_train": kid, "kid_train_se": 1e-4}
+            for p, fam, bits, kid in [("ul_c0_long_label", "ul", 0.3521, 0.0175),
+                                      ("normal_c1_long_label", "normal", 0.3098, 0.01732),
+                                      ("kl_vae_c2_long_label", "kl_vae", 0.3427, 0.01751)]]
+    plot(rows, tmp_path / "kid_vs_bits.png", "bits_per_pixel", "bits/pixel", log_x=True)
+    (fig,) = saved
+    fig.set_dpi(110)  # as saved, laid out again as savefig did
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in fig.axes[0].texts]
+    assert len(boxes) == 3 and not any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    assert all(fig.bbox.x0 <= b.x0 and b.x1 <= fig.bbox.x1 for b in boxes)  # and none cut off at the edge

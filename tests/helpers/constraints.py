@@ -5,7 +5,7 @@ from __future__ import annotations
 from importlib import metadata
 from pathlib import Path
 
-from packaging.requirements import Requirement
+from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
 
@@ -16,9 +16,14 @@ def read_pins(path: Path) -> dict[str, str]:
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue
-        req = Requirement(line)
-        spec = list(req.specifier)
-        if len(spec) != 1 or spec[0].operator != "==" or req.marker or req.url:
+        try:
+            req = Requirement(line)
+        except InvalidRequirement:  # -e, -r, a --hash option: no `name==version` (was a bare error, no line)
+            req = None
+        spec = list(req.specifier) if req else []
+        # `==2.*` lets 2.2.0 in, and pip refuses extras in a constraints file
+        if (len(spec) != 1 or spec[0].operator != "==" or spec[0].version.endswith(".*") or req.marker or req.url
+                or req.extras):
             raise ValueError(f"{path.name}:{number}: {line!r} is not an exact pin (name==version)")
         name = canonicalize_name(req.name)
         if name in pins:

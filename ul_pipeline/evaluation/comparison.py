@@ -162,6 +162,11 @@ def plot(rows: list[dict[str, Any]], path: str | Path, x: str, xlabel: str, log_
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=8)
     fig.canvas.draw()  # lay the figure out first, so label boxes are measured where they will be drawn
+    placed = annotate_apart(ax, labels)
+    fig.canvas.draw()  # the layout makes room for a label past the axes' edge, narrowing the axes: place them again
+    for ann in placed:
+        ann.remove()
+    fig.set_layout_engine("none")  # in that layout, kept: savefig must not move the points under placed labels
     annotate_apart(ax, labels)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,7 @@ import torch
 
 from ul_pipeline.config.identity import without_added_defaults
 from ul_pipeline.data.storage import write_file_atomic
+from ul_pipeline.evaluation.report_files import locked
 from ul_pipeline.train.checkpoint import code_version
 from ul_pipeline.versioning import json_sha256
 
@@ -150,14 +151,12 @@ def machine() -> dict[str, Any]:
 
 def save_result(results_dir: str | Path, label: str, point: str, config: dict, code_versions: dict[str, str],
                 metrics: dict[str, Any], evaluation_dir: str | Path, wall_seconds: float | None) -> CommittedResult:
-    """Write a point's result folder: features and grids first, result.json last (its presence = done)."""
+    """Write a point's result folder: features and grids first, result.json last (its presence = done), under a lock
+    on the folder, so two exporters of one point leave one run's files, not one's features beside the other's
+    metrics; temporary files of an exporter killed mid-write are removed then (a live one would hold the lock)."""
     folder = point_folder(results_dir, label)
     folder.mkdir(parents=True, exist_ok=True)
     evaluation_dir = Path(evaluation_dir)
-    for name in (FEATURES, *GRIDS):
-        if (evaluation_dir / name).exists():
-            with open(evaluation_dir / name, "rb") as src:
-                write_file_atomic(folder / name, lambda f: shutil.copyfileobj(src, f))
     record = {
         "point": point, "label": label, "config": result_config(config),
         "config_sha256": json_sha256(result_config(config)), "code_versions": dict(code_versions),
@@ -167,5 +166,13 @@ def save_result(results_dir: str | Path, label: str, point: str, config: dict, c
         "metrics": {k: v for k, v in metrics.items() if not isinstance(v, str) or not v.startswith("/")},
     }
     text = (json.dumps(record, indent=2, sort_keys=True) + "\n").encode()
-    write_file_atomic(folder / RESULT, lambda f: f.write(text))  # unique temp names: two exporters never share one
+    with locked(folder):
+        for name in (FEATURES, *GRIDS, RESULT):
+            for left in folder.glob(f".{name}.*.tmp"):  # write_file_atomic's `.<name>.<pid>-<random>.tmp`
+                left.unlink(missing_ok=True)
+        for name in (FEATURES, *GRIDS):
+            if (evaluation_dir / name).exists():
+                with open(evaluation_dir / name, "rb") as src:
+                    write_file_atomic(folder / name, lambda f: shutil.copyfileobj(src, f))
+        write_file_atomic(folder / RESULT, lambda f: f.write(text))  # unique temp names: two exporters never share one
     return CommittedResult(folder, record)
