@@ -156,19 +156,19 @@ def write_report(sweep, results_dir: str, report_dir: str, res, log: Callable[[s
         return False
     writable(report_dir)  # a read-only report folder stops here, not after the reference and the KIDs
     reference = training_reference(sweep, *res, log=log) if sweep.compare or sweep.seeds else np.zeros((0, 1))
+    from ul_pipeline.evaluation.seed_report import PAGE, write_seed_report
+
     with staged_report(report_dir) as staging:
         paired = sweep.seeds is not None and bool(sweep.seeds.paired)
         summary = write_comparison(results, [Pair(*c) for c in sweep.compare], sweep.repeats, reference, staging,
-                                   decided_by="seeds.md" if paired else None)
+                                   decided_by=PAGE if paired else None)
         seeds = None
         if paired:
-            from ul_pipeline.evaluation.seed_report import write_seed_report
-
             committed = [p.parent.name for p in Path(results_dir).glob("*/result.json")]
             seeds = write_seed_report(sweep.seeds, results, reference, staging, committed)
     log(f"sweep {sweep.name}: report of {len(results)} of {len(sweep.points)} points in {report_dir} "
         f"(table.md, comparisons.md, kid_vs_bits.png, kid_vs_psnr.png)")
-    rule = " (single-seed rule, replaced by seeds.md)" if paired else ""
+    rule = f" (single-seed rule, replaced by {PAGE})" if paired else ""
     for c in summary["comparisons"]:
         log(f"  {c['a']} vs {c['b']}{rule}: {c['verdict']}")
     if seeds is not None:

@@ -167,6 +167,9 @@ def markdown(judged: list[dict[str, Any]], power_rows: list[dict], spreads: dict
     return "\n".join(lines) + "\n"
 
 
+PAGE = "seeds.md"  # the page with the verdicts (a study's comparisons.md points here)
+
+
 def write_seed_report(plan: SeedPlan, results: dict[str, CommittedResult], reference: np.ndarray,
                       out_dir: str | Path, committed: Sequence[str] = ()) -> dict[str, Any]:
     """seeds.md, seeds.json and paired_seeds.png in out_dir; returns the summary. `committed`: the labels of every
@@ -177,7 +180,7 @@ def write_seed_report(plan: SeedPlan, results: dict[str, CommittedResult], refer
                     beyond_n(plan, a, b, committed)) for a, b, _ in plan.paired]
     spreads = {f"{c['a']} vs {c['b']}": c["interval"]["se"] * np.sqrt(c["n"]) for c in judged if "interval" in c}
     power_rows = paired_seeds.power_table(spreads, POWER_NS) if spreads else []
-    (out_dir / "seeds.md").write_text(markdown(judged, power_rows, spreads))
+    (out_dir / PAGE).write_text(markdown(judged, power_rows, spreads))
     summary = {"comparisons": judged, "power": power_rows, "spreads": spreads}
     (out_dir / "seeds.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
     strip_plot(judged, out_dir / "paired_seeds.png")
